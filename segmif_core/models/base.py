@@ -1,0 +1,71 @@
+"""Base class of every segmif model: input checks, a common output dict and ``predict()``."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+
+class FusionSegModel(nn.Module):
+    """A model that takes a visible and a registered thermal image and returns class logits and
+    (for fusion models) a fused image.
+
+    Subclasses set ``name`` and ``config`` (a dataclass with ``num_classes``) and implement
+    ``forward(vis, ir)``.
+
+    Inputs of ``forward`` / ``predict``:
+        vis: (B, 3, H, W) float32 RGB in [0, 1].
+        ir:  (B, 1, H, W) float32 thermal in [0, 1], registered onto the visible camera.
+        H, W >= 32 (the MiT encoder has stride 32).
+    ``forward`` returns a dict with
+        'logits': (B, num_classes, H, W) float32,
+        'fused': (B, 1, H, W) fused luminance in [0, 1] (fusion models) or None,
+        'fused_rgb': (B, 3, H, W) RGB in [0, 1] (for models without fusion: the visible image).
+    """
+
+    name: str = "base"
+    config: object
+
+    min_size = 32
+
+    def check_inputs(self, vis: torch.Tensor, ir: torch.Tensor) -> None:
+        """Raise ValueError (naming the offending shape/dtype) if the inputs are malformed."""
+        for label, t, ch in (("vis", vis, 3), ("ir", ir, 1)):
+            if not isinstance(t, torch.Tensor):
+                raise ValueError(f"{label} must be a torch.Tensor, got {type(t).__name__}")
+            if not t.is_floating_point():
+                raise ValueError(f"{label} must be a float tensor in [0, 1], got {t.dtype}")
+            if t.ndim != 4 or t.shape[1] != ch:
+                raise ValueError(f"{label} must have shape (B, {ch}, H, W), got {tuple(t.shape)}")
+        if vis.shape[0] != ir.shape[0] or vis.shape[-2:] != ir.shape[-2:]:
+            raise ValueError(f"vis {tuple(vis.shape)} and ir {tuple(ir.shape)} must have the same "
+                             "batch size and H, W (register thermal onto the visible camera first)")
+        h, w = vis.shape[-2:]
+        if h < self.min_size or w < self.min_size:
+            raise ValueError(f"images must be at least {self.min_size}x{self.min_size}, got {h}x{w}")
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def config_dict(self) -> dict:
+        """The model's configuration as a plain dict (saved in checkpoints)."""
+        return dataclasses.asdict(self.config)
+
+    @torch.no_grad()
+    def predict(self, vis: torch.Tensor, ir: torch.Tensor) -> dict:
+        """Inference in eval mode.
+
+        Returns a dict: 'labels' (B, H, W) int64 class ids, 'confidence' (B, H, W) float32 softmax
+        probability of the chosen class in [0, 1], 'fused_rgb' (B, 3, H, W) float32 in [0, 1].
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(vis, ir)
+        finally:
+            self.train(was_training)
+        prob = torch.softmax(out["logits"].float(), dim=1)
+        confidence, labels = prob.max(dim=1)
+        return {"labels": labels, "confidence": confidence, "fused_rgb": out["fused_rgb"].float()}

@@ -1,0 +1,3 @@
+from .model import Baseline, BaselineConfig
+
+__all__ = ["Baseline", "BaselineConfig"]

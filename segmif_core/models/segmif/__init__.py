@@ -1,0 +1,3 @@
+from .model import SegMiF, SegMiFConfig
+
+__all__ = ["SegMiF", "SegMiFConfig"]

@@ -1,0 +1,95 @@
+"""SegMiF: fusion network Phi cascaded with a SegFormer segmentation network Psi.
+
+Liu et al., "Multi-interactive Feature Learning and a Full-time Multi-modality Benchmark for Image
+Fusion and Segmentation", ICCV 2023 (arXiv 2308.02097), Sec. 3 and Fig. 2.
+
+Data flow (``forward``): visible RGB -> YCbCr; Psi's MiT encoder runs on a guidance image (the
+visible image unless another one is given, e.g. the previous fused image during interactive
+training) and its stage-1 and stage-2 features guide Phi through HIA; Phi fuses the visible
+luminance with the thermal image into u; the fused RGB image YCbCr(u, Cb_vis, Cr_vis) goes through
+Psi (same weights) to per-pixel class logits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..base import FusionSegModel
+from ..encoders import SegFormer, segformer_config
+from ..modules.hia import AGGREGATIONS, HIA_MODES
+from ..preprocessing import merge_luminance, normalize_rgb, split_luminance
+from .fusion import FusionNetwork
+
+
+@dataclass
+class SegMiFConfig:
+    """Configuration of SegMiF (saved inside checkpoints).
+
+    The CPU default is a light model: MiT-B0 and a 16-channel fusion stream with one DRDB of
+    growth 16 per group (about 8 GFLOP per 240x320 frame). ``SegMiFConfig.paper()`` gives the
+    paper's fusion width 64 and growth 32 with MiT-B3 (about 0.8 TFLOP per 640x480 frame).
+    """
+
+    num_classes: int = 9
+    encoder: str = "mit-b0"             # mit-b0 ... mit-b5
+    decoder_hidden_size: int = 256      # SegFormer all-MLP embedding (paper: 256 for B0/B1)
+    fusion_width: int = 16              # C of the fusion streams (paper 64)
+    drdb_growth: int = 16               # paper 32
+    drdb_layers: int = 5                # paper 5
+    drdbs_per_group: int = 1
+    hia_heads: int = 2                  # paper code: 8 heads of 8 dims for C = 64
+    interaction: str = "full"           # full | soam | moam | concat | sum | average | none
+
+    def __post_init__(self):
+        if self.interaction not in HIA_MODES + AGGREGATIONS:
+            raise ValueError(f"unknown interaction {self.interaction!r}; "
+                             f"choose one of {HIA_MODES + AGGREGATIONS}")
+        if self.fusion_width < 2 or self.fusion_width % 2:
+            raise ValueError(f"fusion_width must be an even number >= 2, got {self.fusion_width}")
+        if self.fusion_width % self.hia_heads:
+            raise ValueError(f"fusion_width ({self.fusion_width}) must be divisible by "
+                             f"hia_heads ({self.hia_heads})")
+
+    @classmethod
+    def paper(cls, num_classes: int = 9) -> "SegMiFConfig":
+        return cls(num_classes=num_classes, encoder="mit-b3", decoder_hidden_size=768,
+                   fusion_width=64, drdb_growth=32, drdbs_per_group=1, hia_heads=8)
+
+
+class SegMiF(FusionSegModel):
+    """SegMiF model; see the module docstring and ``FusionSegModel`` for shapes."""
+
+    name = "segmif"
+
+    def __init__(self, config: SegMiFConfig | None = None):
+        super().__init__()
+        self.config = config or SegMiFConfig()
+        cfg = self.config
+        self.segmenter = SegFormer(segformer_config(cfg.encoder, cfg.num_classes,
+                                                    decoder_hidden_size=cfg.decoder_hidden_size))
+        hidden = self.segmenter.config.hidden_sizes
+        self.fusion = FusionNetwork(cfg.fusion_width, cfg.drdb_growth, cfg.drdb_layers,
+                                    cfg.drdbs_per_group, (hidden[0], hidden[1]), cfg.hia_heads,
+                                    cfg.interaction)
+
+    def fuse(self, vis: torch.Tensor, ir: torch.Tensor,
+             guidance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run Phi only. Returns (fused luminance (B,1,H,W), fused RGB (B,3,H,W)), both in [0, 1].
+
+        guidance: (B, 3, H, W) RGB in [0, 1] for the semantic features; default the visible image.
+        """
+        y, cbcr = split_luminance(vis)
+        sem = self.segmenter.features(normalize_rgb(vis if guidance is None else guidance))[:2]
+        u = self.fusion(y, ir, sem)
+        return u, merge_luminance(u, cbcr)
+
+    def segment(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Run Psi on an RGB image (B, 3, H, W) in [0, 1] -> logits (B, num_classes, H, W)."""
+        return self.segmenter(normalize_rgb(rgb))
+
+    def forward(self, vis: torch.Tensor, ir: torch.Tensor,
+                guidance: torch.Tensor | None = None) -> dict:
+        self.check_inputs(vis, ir)
+        u, fused_rgb = self.fuse(vis, ir, guidance)
+        return {"logits": self.segment(fused_rgb), "fused": u, "fused_rgb": fused_rgb}
