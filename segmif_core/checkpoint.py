@@ -1,0 +1,88 @@
+"""Checkpoints: one file holding the weights, the model name and config, and the class set.
+
+Format (a dict saved with ``torch.save``, loadable with ``weights_only=True``):
+    format: "segmif-checkpoint/1"
+    model: registry name ('segmif', 'baseline'); config: the model config dict
+    classes: {'name', 'names', 'colors'}; state_dict: weights (fp16 for released checkpoints)
+    input_size: [H, W] the network input size it was trained for; meta: free-form (metrics, data)
+Files are written atomically (temporary file in the same folder, then ``os.replace``).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .data.classes import ClassSet
+from .models import FusionSegModel, build_model
+
+FORMAT = "segmif-checkpoint/1"
+#: The default checkpoint shipped with the package (trained on the MFNet subset, see README).
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "segmif_b0_mfnet.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or not a segmif checkpoint."""
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path`` atomically: readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path, model: FusionSegModel, classes: ClassSet, input_size=(240, 320),
+                    meta: dict | None = None, half: bool = True) -> None:
+    """Save ``model`` with its config and ``classes``; ``half`` stores floating weights as fp16."""
+    if classes.num_classes != model.num_classes:
+        raise ValueError(f"class set has {classes.num_classes} classes, model {model.num_classes}")
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
+             for k, v in model.state_dict().items()}
+    atomic_torch_save({
+        "format": FORMAT, "model": model.name, "config": model.config_dict(),
+        "classes": {"name": classes.name, "names": list(classes.names),
+                    "colors": [list(c) for c in classes.colors]},
+        "input_size": [int(s) for s in input_size], "state_dict": state, "meta": meta or {},
+    }, path)
+
+
+def load_checkpoint(path=None, device: str | torch.device = "cpu"
+                    ) -> tuple[FusionSegModel, ClassSet, dict]:
+    """Load a checkpoint (default: ``DEFAULT_CHECKPOINT``) -> (model in eval mode, float32 on
+    ``device``; its ClassSet; the raw dict without weights: input_size, meta, ...).
+
+    Raises:
+        CheckpointError: missing file, not a segmif checkpoint, or weights that do not fit.
+    """
+    path = Path(path) if path else DEFAULT_CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling problem is a bad file
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a {FORMAT} file")
+    model = build_model(ckpt["model"], ckpt["config"])
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                               for k, v in ckpt["state_dict"].items()})
+    except RuntimeError as err:
+        raise CheckpointError(f"weights in {path} do not fit the model: {err}") from err
+    c = ckpt["classes"]
+    classes = ClassSet(c["name"], tuple(c["names"]), tuple(tuple(x) for x in c["colors"]))
+    info = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    return model.to(device).eval(), classes, info

@@ -1,0 +1,4 @@
+"""Evaluation metrics."""
+from .segmentation import ConfusionMatrix
+
+__all__ = ["ConfusionMatrix"]

@@ -1,0 +1,1 @@
+"""Training of SegMiF and the baselines: losses and the training loop."""
