@@ -27,7 +27,7 @@ class SegMiFConfig:
     """Configuration of SegMiF (saved inside checkpoints).
 
     The CPU default is a light model: MiT-B0 and a 16-channel fusion stream with one DRDB of
-    growth 16 per group (about 8 GFLOP per 240x320 frame). ``SegMiFConfig.paper()`` gives the
+    growth 8 per group. ``SegMiFConfig.paper()`` gives the
     paper's fusion width 64 and growth 32 with MiT-B3 (about 0.8 TFLOP per 640x480 frame).
     """
 
@@ -35,11 +35,12 @@ class SegMiFConfig:
     encoder: str = "mit-b0"             # mit-b0 ... mit-b5
     decoder_hidden_size: int = 256      # SegFormer all-MLP embedding (paper: 256 for B0/B1)
     fusion_width: int = 16              # C of the fusion streams (paper 64)
-    drdb_growth: int = 16               # paper 32
+    drdb_growth: int = 8                # paper 32
     drdb_layers: int = 5                # paper 5
     drdbs_per_group: int = 1
     hia_heads: int = 2                  # paper code: 8 heads of 8 dims for C = 64
     interaction: str = "full"           # full | soam | moam | concat | sum | average | none
+    hia_stride: int = 1                 # 1 = full-resolution HIA (paper); 2 = 4x cheaper (CPU)
 
     def __post_init__(self):
         if self.interaction not in HIA_MODES + AGGREGATIONS:
@@ -71,7 +72,7 @@ class SegMiF(FusionSegModel):
         hidden = self.segmenter.config.hidden_sizes
         self.fusion = FusionNetwork(cfg.fusion_width, cfg.drdb_growth, cfg.drdb_layers,
                                     cfg.drdbs_per_group, (hidden[0], hidden[1]), cfg.hia_heads,
-                                    cfg.interaction)
+                                    cfg.interaction, cfg.hia_stride)
 
     def fuse(self, vis: torch.Tensor, ir: torch.Tensor,
              guidance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
