@@ -1,0 +1,335 @@
+"""segmif_node: visible + thermal in, SegMiF fused image and semantic labels out.
+
+Subscriptions (relative names, remap them in launch): ``visible/image`` (rgb8, bgr8, mono8,
+8UC1) and ``thermal/image`` (mono8, 8UC1, mono16, 16UC1), QoS from ``input_qos`` (sensor data,
+best effort, by default). Pairs are formed by header stamp with an approximate-time policy (``slop``
+seconds, ``queue_size`` messages per input; exact stamps with ``approximate_sync: false``).
+Only the newest pair is processed: a matched pair that is replaced by a newer one before the
+worker thread takes it is dropped and counted, so latency cannot grow with a queue of stale frames.
+
+Publications (QoS from ``output_qos``, reliable by default), all with the visible image's header
+(acquisition stamp and frame_id, never now()):
+    fused/image          sensor_msgs/Image bgr8, the fused image
+    segmentation/labels  sensor_msgs/Image mono8, class id per pixel
+    segmentation/color   sensor_msgs/Image bgr8, class colours over the fused image (for people)
+    segmentation/info    segmif_ros/SegmentationInfo, per frame: classes, timings, counters
+    segmentation/label_info  segmif_ros/LabelInfo, the class map, once, transient local
+
+Bad messages (unknown encoding, malformed data, size problems) are refused with a throttled
+warning and counted; the node never dies on a message. Bad parameters (homography not 3x3 or
+singular, missing checkpoint, unknown device) stop the node at construction with a clear message.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType, SetParametersResult)
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from sensor_msgs.msg import Image
+from std_msgs.msg import ColorRGBA
+
+from segmif_core.checkpoint import CheckpointError
+from segmif_core.inference import SegMiFPredictor
+from segmif_core.registration import Registration, RegistrationError
+
+from .encodings import THERMAL_ENCODINGS, VISIBLE_ENCODINGS, numpy_to_image, to_rgb8, to_thermal
+from .sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer, stamp_to_ns
+
+QOS_CHOICES = ("sensor_data", "reliable", "default")
+
+
+class ConfigurationError(ValueError):
+    """A parameter value the node cannot run with."""
+
+
+def qos_profile(name: str, depth: int) -> QoSProfile:
+    """'sensor_data' (best effort, volatile), 'reliable' / 'default' (reliable, volatile)."""
+    if name == "sensor_data":
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                          reliability=ReliabilityPolicy.BEST_EFFORT,
+                          durability=DurabilityPolicy.VOLATILE)
+    if name in ("reliable", "default"):
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                          reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.VOLATILE)
+    raise ConfigurationError(f"unknown QoS profile {name!r}; choose one of {QOS_CHOICES}")
+
+
+def _describe(qos: QoSProfile) -> str:
+    return (f"{qos.reliability.name.lower()}, {qos.durability.name.lower()}, "
+            f"{qos.history.name.lower()} depth {qos.depth}")
+
+
+def overlay(fused_rgb: np.ndarray, colors_rgb: np.ndarray, alpha: float) -> np.ndarray:
+    """alpha * colours + (1 - alpha) * fused, HxWx3 uint8 (alpha = 1: the plain colour mask)."""
+    out = alpha * colors_rgb.astype(np.float32) + (1.0 - alpha) * fused_rgb.astype(np.float32)
+    return (out + 0.5).astype(np.uint8)
+
+
+# name: (default, description, extra descriptor fields)
+PARAMETERS = {
+    "checkpoint": ("", "Checkpoint file (.pt); empty = the default checkpoint shipped with "
+                   "segmif_core.", {}),
+    "device": ("cpu", "Torch device: cpu, cuda or cuda:N.", {}),
+    "input_height": (240, "Network input height in pixels; images are resized to it.",
+                     {"integer_range": [IntegerRange(from_value=32, to_value=4096, step=0)]}),
+    "input_width": (320, "Network input width in pixels.",
+                    {"integer_range": [IntegerRange(from_value=32, to_value=4096, step=0)]}),
+    "thermal_norm": ("percentile", "16-bit thermal scaling: fixed (thermal_min..thermal_max -> "
+                     "0..1) or percentile (per-frame percentiles -> 0..1). 8-bit thermal is /255.",
+                     {"additional_constraints": "one of: fixed, percentile"}),
+    "thermal_min": (0.0, "fixed: raw 16-bit value mapped to 0.", {}),
+    "thermal_max": (65535.0, "fixed: raw 16-bit value mapped to 1.", {}),
+    "thermal_percentile_low": (1.0, "percentile: lower percentile mapped to 0.",
+                               {"floating_point_range": [FloatingPointRange(
+                                   from_value=0.0, to_value=100.0, step=0.0)]}),
+    "thermal_percentile_high": (99.0, "percentile: upper percentile mapped to 1.",
+                                {"floating_point_range": [FloatingPointRange(
+                                    from_value=0.0, to_value=100.0, step=0.0)]}),
+    "homography": ([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                   "Row-major 3x3 homography mapping thermal pixels to visible pixels.", {}),
+    "crop": ([0, 0, 0, 0], "x, y, width, height crop applied to both images after warping "
+             "(all 0 = no crop).", {}),
+    "approximate_sync": (True, "Pair by approximate time (true) or exact stamps (false).", {}),
+    "slop": (0.02, "Maximum stamp difference inside a pair (s), approximate sync only.",
+             {"floating_point_range": [FloatingPointRange(from_value=1e-6, to_value=10.0,
+                                                          step=0.0)]}),
+    "queue_size": (5, "Messages kept per input while waiting for a partner.",
+                   {"integer_range": [IntegerRange(from_value=1, to_value=1000, step=0)]}),
+    "input_qos": ("sensor_data", "Subscription QoS: sensor_data (best effort) or reliable.",
+                  {"additional_constraints": "one of: sensor_data, reliable"}),
+    "output_qos": ("default", "Publisher QoS: default (reliable) or sensor_data (best effort).",
+                   {"additional_constraints": "one of: default, reliable, sensor_data"}),
+    "overlay_alpha": (0.5, "segmentation/color: weight of the class colours over the fused image.",
+                      {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=1.0,
+                                                                   step=0.0)]}),
+    "no_pair_warn_s": (5.0, "Warn (throttled) when no pair has matched for this long (s).",
+                       {"floating_point_range": [FloatingPointRange(from_value=0.1,
+                                                                    to_value=3600.0, step=0.0)]}),
+}
+#: Parameters that may change while the node runs; the others are read only.
+DYNAMIC = ("overlay_alpha", "no_pair_warn_s")
+
+
+class SegMiFNode(Node):
+    """The SegMiF ROS 2 node (see the module docstring). Raises ConfigurationError on bad
+    parameters."""
+
+    def __init__(self, name: str = "segmif_node", **kwargs):
+        super().__init__(name, **kwargs)
+        for pname, (default, text, extra) in PARAMETERS.items():
+            self.declare_parameter(pname, default, ParameterDescriptor(
+                description=text, read_only=pname not in DYNAMIC, **extra))
+        p = {k: self.get_parameter(k).value for k in PARAMETERS}
+        self._alpha = float(p["overlay_alpha"])
+        self._no_pair_warn_s = float(p["no_pair_warn_s"])
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        try:
+            self.registration = Registration(p["homography"], crop=p["crop"])
+            self.predictor = SegMiFPredictor(
+                p["checkpoint"] or None, p["device"], (p["input_height"], p["input_width"]),
+                thermal_norm=p["thermal_norm"],
+                thermal_range=(p["thermal_min"], p["thermal_max"]),
+                thermal_percentiles=(p["thermal_percentile_low"], p["thermal_percentile_high"]))
+            in_qos = qos_profile(p["input_qos"], int(p["queue_size"]))
+            out_qos = qos_profile(p["output_qos"], 5)
+        except (RegistrationError, CheckpointError, ValueError) as err:
+            raise ConfigurationError(f"segmif_node: invalid parameters: {err}") from err
+        if p["input_qos"] == "sensor_data":
+            in_qos = qos_profile_sensor_data
+        classes = self.predictor.classes
+        self.class_names = list(classes.names)
+        self._lut_rgb = np.array(classes.colors, np.uint8)
+        self._colors_msg = [ColorRGBA(r=c[0] / 255.0, g=c[1] / 255.0, b=c[2] / 255.0, a=1.0)
+                            for c in classes.colors]
+
+        if p["approximate_sync"]:
+            self.sync = ApproximateTimeSynchronizer(2, int(p["queue_size"]), float(p["slop"]))
+        else:
+            self.sync = ExactTimeSynchronizer(2, int(p["queue_size"]))
+        self.sync.register_callback(self._on_pair)
+
+        from segmif_ros.msg import LabelInfo, SegmentationInfo, VisionClass
+        self._info_cls = SegmentationInfo
+        self.pub_fused = self.create_publisher(Image, "fused/image", out_qos)
+        self.pub_labels = self.create_publisher(Image, "segmentation/labels", out_qos)
+        self.pub_color = self.create_publisher(Image, "segmentation/color", out_qos)
+        self.pub_info = self.create_publisher(SegmentationInfo, "segmentation/info", out_qos)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.pub_label_info = self.create_publisher(LabelInfo, "segmentation/label_info", latched)
+        label_info = LabelInfo(class_map=[VisionClass(class_id=i, class_name=n)
+                                          for i, n in enumerate(self.class_names)],
+                               class_colors=self._colors_msg, threshold=0.0)
+        label_info.header.stamp = self.get_clock().now().to_msg()
+        self.pub_label_info.publish(label_info)
+
+        self.sub_vis = self.create_subscription(Image, "visible/image",
+                                                lambda m: self._on_image(0, m), in_qos)
+        self.sub_ir = self.create_subscription(Image, "thermal/image",
+                                               lambda m: self._on_image(1, m), in_qos)
+
+        self._lock = threading.Condition()
+        self._pending = None
+        self._stop = False
+        self.counters = {"received_visible": 0, "received_thermal": 0, "pairs_matched": 0,
+                         "pairs_processed": 0, "pairs_dropped": 0, "messages_rejected": 0,
+                         "processing_errors": 0}
+        self._last_pair_time = time.monotonic()
+        self._worker = threading.Thread(target=self._work, name="segmif_inference", daemon=True)
+        self._worker.start()
+        self._watchdog = self.create_timer(1.0, self._check_inputs)
+
+        log = self.get_logger()
+        info = self.predictor.info
+        log.info(f"model {info.get('model')} {info.get('config', {}).get('encoder', '')} on "
+                 f"{self.predictor.device}, input {self.predictor.input_size[1]}x"
+                 f"{self.predictor.input_size[0]}, {len(self.class_names)} classes, checkpoint "
+                 f"{p['checkpoint'] or 'default'}")
+        log.info(f"inputs {self.sub_vis.topic_name}, {self.sub_ir.topic_name}: QoS "
+                 f"{_describe(in_qos)}; outputs QoS {_describe(out_qos)}; sync "
+                 f"{'approximate, slop %.3f s' % p['slop'] if p['approximate_sync'] else 'exact'}"
+                 f", queue {p['queue_size']}; homography "
+                 f"{'identity' if self.registration.is_identity else 'set'}")
+
+    # ---------------------------------------------------------------- parameters
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for prm in params:
+            if prm.name == "overlay_alpha":
+                if prm.type_ != ParameterType.PARAMETER_DOUBLE or not 0 <= prm.value <= 1:
+                    return SetParametersResult(successful=False,
+                                               reason="overlay_alpha must be a double in [0, 1]")
+                self._alpha = float(prm.value)
+            elif prm.name == "no_pair_warn_s":
+                self._no_pair_warn_s = float(prm.value)
+        return SetParametersResult(successful=True)
+
+    # ---------------------------------------------------------------- inputs
+    def _reject(self, what: str) -> None:
+        self.counters["messages_rejected"] += 1
+        self.get_logger().warning(f"{what} (rejected so far: {self.counters['messages_rejected']})",
+                                  throttle_duration_sec=5.0)
+
+    def _on_image(self, index: int, msg: Image) -> None:
+        key = ("received_visible", "received_thermal")[index]
+        self.counters[key] += 1
+        allowed = (VISIBLE_ENCODINGS, THERMAL_ENCODINGS)[index]
+        topic = ("visible", "thermal")[index]
+        if msg.encoding not in allowed:
+            self._reject(f"{topic} image with unsupported encoding {msg.encoding!r} "
+                         f"(accepted: {', '.join(allowed)})")
+            return
+        if msg.height < 1 or msg.width < 1 or len(msg.data) < msg.step * msg.height:
+            self._reject(f"{topic} image {msg.width}x{msg.height} step {msg.step} with only "
+                         f"{len(msg.data)} bytes of data")
+            return
+        self.sync.add(index, msg)
+
+    def _on_pair(self, vis: Image, ir: Image) -> None:
+        self._last_pair_time = time.monotonic()
+        with self._lock:
+            self.counters["pairs_matched"] += 1
+            if self._pending is not None:
+                self.counters["pairs_dropped"] += 1
+            self._pending = (vis, ir)
+            self._lock.notify()
+
+    def _check_inputs(self) -> None:
+        idle = time.monotonic() - self._last_pair_time
+        if idle > self._no_pair_warn_s:
+            c = self.counters
+            self.get_logger().warning(
+                f"no visible/thermal pair for {idle:.0f} s (received visible {c['received_visible']}"
+                f", thermal {c['received_thermal']}, rejected {c['messages_rejected']}): check "
+                "topic names, QoS compatibility (a reliable subscriber gets nothing from a "
+                "best-effort publisher) and that the stamps are within slop",
+                throttle_duration_sec=max(self._no_pair_warn_s, 5.0))
+
+    # ---------------------------------------------------------------- processing
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while self._pending is None and not self._stop:
+                    self._lock.wait(0.5)
+                if self._stop:
+                    return
+                pair, self._pending = self._pending, None
+            try:
+                self._process(*pair)
+            except Exception as err:  # noqa: BLE001 - the node must survive any bad frame
+                self.counters["processing_errors"] += 1
+                self.get_logger().error(f"frame skipped: {type(err).__name__}: {err}",
+                                        throttle_duration_sec=5.0)
+
+    def _process(self, vis_msg: Image, ir_msg: Image) -> None:
+        t0 = time.perf_counter()
+        try:
+            vis = to_rgb8(vis_msg)
+            ir = to_thermal(ir_msg)
+            vis, ir = self.registration.register(vis, ir)
+            SegMiFPredictor.check_images(vis, ir)
+        except ValueError as err:
+            self._reject(f"pair refused: {err}")
+            return
+        pred = self.predictor.predict(vis, ir)
+        header = vis_msg.header
+        color = overlay(pred.fused, self._lut_rgb[pred.labels], self._alpha)
+        self.pub_fused.publish(numpy_to_image(pred.fused[:, :, ::-1], "bgr8", header))
+        self.pub_labels.publish(numpy_to_image(pred.labels, "mono8", header))
+        self.pub_color.publish(numpy_to_image(color[:, :, ::-1], "bgr8", header))
+        counts = np.bincount(pred.labels.ravel(), minlength=len(self.class_names))
+        self.counters["pairs_processed"] += 1
+        stats = self.sync.stats()
+        info = self._info_cls(
+            header=header, thermal_stamp=ir_msg.header.stamp, class_names=self.class_names,
+            class_colors=self._colors_msg,
+            class_fractions=(counts[:len(self.class_names)] / max(1, pred.labels.size)).tolist(),
+            mean_confidence=float(pred.confidence.mean()),
+            inference_time_ms=float(pred.inference_ms),
+            processing_time_ms=float((time.perf_counter() - t0) * 1e3),
+            latency_ms=float((self.get_clock().now().nanoseconds - stamp_to_ns(header.stamp))
+                             / 1e6),
+            pairs_processed=self.counters["pairs_processed"],
+            pairs_dropped=self.counters["pairs_dropped"],
+            messages_unmatched=int(stats["messages_unmatched"]),
+            messages_rejected=self.counters["messages_rejected"])
+        self.pub_info.publish(info)
+
+    def destroy_node(self):
+        worker = getattr(self, "_worker", None)  # absent when construction failed
+        if worker is not None:
+            with self._lock:
+                self._stop = True
+                self._lock.notify_all()
+            worker.join(timeout=5.0)
+        return super().destroy_node()
+
+
+def main(args=None) -> int:
+    """Entry point of ``ros2 run segmif_ros segmif_node``."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SegMiFNode()
+        rclpy.spin(node)
+    except ConfigurationError as err:
+        rclpy.logging.get_logger("segmif_node").fatal(str(err))
+        return 1
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

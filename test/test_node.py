@@ -1,0 +1,151 @@
+"""segmif_node in a live rclpy graph (in-process, shared-memory transport, own domain)."""
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+from segmif_ros.encodings import image_to_numpy, numpy_to_image  # noqa: E402
+from segmif_ros.node import ConfigurationError, SegMiFNode  # noqa: E402
+
+OUTPUTS = {"fused/image": "bgr8", "segmentation/labels": "mono8", "segmentation/color": "bgr8"}
+
+
+@pytest.fixture
+def context():
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    ctx.try_shutdown()
+
+
+def make_node(ctx, checkpoint, **params):
+    overrides = [Parameter("checkpoint", value=str(checkpoint)),
+                 Parameter("input_height", value=64), Parameter("input_width", value=64)]
+    overrides += [Parameter(k, value=v) for k, v in params.items()]
+    return SegMiFNode(context=ctx, parameter_overrides=overrides)
+
+
+def stamped(array, encoding, sec, nanosec, frame):
+    msg = numpy_to_image(array, encoding)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
+    msg.header.frame_id = frame
+    return msg
+
+
+def spin_until(executor, predicate, timeout=30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not predicate():
+        executor.spin_once(timeout_sec=0.05)
+    return predicate()
+
+
+def test_pair_in_all_outputs_out_with_visible_header(context, tiny_checkpoint):
+    from segmif_ros.msg import LabelInfo, SegmentationInfo
+    node = make_node(context, tiny_checkpoint)
+    peer = rclpy.create_node("peer", context=context)
+    ex = rclpy.executors.SingleThreadedExecutor(context=context)
+    ex.add_node(node)
+    ex.add_node(peer)
+    got = {}
+    for topic in OUTPUTS:
+        peer.create_subscription(Image, topic, lambda m, t=topic: got.setdefault(t, m), 10)
+    peer.create_subscription(SegmentationInfo, "segmentation/info",
+                             lambda m: got.setdefault("info", m), 10)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    peer.create_subscription(LabelInfo, "segmentation/label_info",
+                             lambda m: got.setdefault("label_info", m), latched)
+    pub_vis = peer.create_publisher(Image, "visible/image", qos_profile_sensor_data)
+    pub_ir = peer.create_publisher(Image, "thermal/image", qos_profile_sensor_data)
+    try:
+        assert spin_until(ex, lambda: pub_vis.get_subscription_count() and
+                          pub_ir.get_subscription_count(), 10)
+        rng = np.random.default_rng(0)
+        vis = rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)
+        ir = rng.integers(0, 65536, (48, 80), dtype=np.uint16)
+        # visible at t = 100.5 s, thermal 7 ms later (inside the default 20 ms slop)
+        vmsg = stamped(vis, "rgb8", 100, 500_000_000, "visible_camera")
+        imsg = stamped(ir, "mono16", 100, 507_000_000, "thermal_camera")
+
+        def resend_until_done():
+            pub_vis.publish(vmsg)
+            pub_ir.publish(imsg)
+            return spin_until(ex, lambda: len(got) == 5, 3.0)
+
+        assert any(resend_until_done() for _ in range(8)), f"received only {sorted(got)}"
+        for topic, encoding in OUTPUTS.items():
+            m = got[topic]
+            assert (m.header.stamp.sec, m.header.stamp.nanosec) == (100, 500_000_000), topic
+            assert m.header.frame_id == "visible_camera", topic
+            assert m.encoding == encoding and (m.height, m.width) == (48, 80), topic
+        labels = image_to_numpy(got["segmentation/labels"])
+        assert labels.max() < 9
+        info = got["info"]
+        assert (info.header.stamp.sec, info.header.stamp.nanosec) == (100, 500_000_000)
+        assert (info.thermal_stamp.sec, info.thermal_stamp.nanosec) == (100, 507_000_000)
+        assert list(info.class_names)[:3] == ["unlabelled", "car", "person"]
+        fractions = np.bincount(labels.ravel(), minlength=9) / labels.size
+        np.testing.assert_allclose(info.class_fractions, fractions, atol=1e-6)
+        assert info.inference_time_ms > 0 and info.pairs_processed >= 1
+        names = [c.class_name for c in got["label_info"].class_map]
+        assert names == list(info.class_names)
+    finally:
+        ex.shutdown()
+        node.destroy_node()
+        peer.destroy_node()
+
+
+def test_bad_messages_are_counted_and_node_keeps_working(context, tiny_checkpoint):
+    node = make_node(context, tiny_checkpoint)
+    try:
+        bad = Image(height=4, width=4, encoding="yuv422", step=8, data=bytes(32))
+        node._on_image(0, bad)
+        short = stamped(np.zeros((4, 4), np.uint8), "mono8", 1, 0, "t")
+        short.data = bytes(3)
+        node._on_image(1, short)
+        assert node.counters["messages_rejected"] == 2
+        # a pair of mismatched sizes that the identity registration cannot fix is refused too
+        node._process(stamped(np.zeros((40, 40, 3), np.uint8), "rgb8", 1, 0, "v"),
+                      stamped(np.zeros((40, 40), np.uint8), "mono8", 1, 0, "t"))
+        assert node.counters["messages_rejected"] == 2
+        node._process(stamped(np.zeros((40, 40, 3), np.uint8), "bgr8", 1, 0, "v"),
+                      stamped(np.zeros((40, 40, 3), np.uint8), "rgb8", 1, 0, "t"))
+        assert node.counters["messages_rejected"] == 3
+    finally:
+        node.destroy_node()
+
+
+def test_newest_pair_wins_and_stale_pairs_are_counted(context, tiny_checkpoint):
+    node = make_node(context, tiny_checkpoint)
+    try:
+        with node._lock:  # hold the worker off while three pairs arrive
+            for i in range(3):
+                v = stamped(np.zeros((40, 40, 3), np.uint8), "rgb8", 10 + i, 0, "v")
+                t = stamped(np.zeros((40, 40), np.uint8), "mono8", 10 + i, 1_000_000, "t")
+                node.sync.add(0, v)
+                node.sync.add(1, t)
+            assert node.counters["pairs_matched"] == 3
+            assert node.counters["pairs_dropped"] == 2
+            assert node._pending[0].header.stamp.sec == 12
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("params, text", [
+    ({"homography": [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]}, "singular"),
+    ({"homography": [1.0, 0.0, 0.0, 1.0]}, "3x3"),
+    ({"device": "tpu"}, "device"),
+])
+def test_invalid_parameters_are_refused_at_construction(context, tiny_checkpoint, params, text):
+    with pytest.raises(ConfigurationError, match=text):
+        make_node(context, tiny_checkpoint, **params)
+
+
+def test_missing_checkpoint_is_refused(context, tmp_path):
+    with pytest.raises(ConfigurationError, match="not found"):
+        make_node(context, tmp_path / "nope.pt")
