@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint
+from .checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from .data.thermal import normalize_thermal
 
 
@@ -63,6 +63,7 @@ class SegMiFPredictor:
                  thermal_norm: str = "percentile", thermal_range=(0.0, 65535.0),
                  thermal_percentiles=(1.0, 99.0)):
         self.device = resolve_device(device)
+        self.checkpoint_path = checkpoint or DEFAULT_CHECKPOINT
         self.model, self.classes, self.info = load_checkpoint(checkpoint, self.device)
         size = input_size or self.info.get("input_size") or (240, 320)
         if len(size) != 2 or min(size) < self.model.min_size:

@@ -77,10 +77,11 @@ PARAMETERS = {
     "checkpoint": ("", "Checkpoint file (.pt); empty = the default checkpoint shipped with "
                    "segmif_core.", {}),
     "device": ("cpu", "Torch device: cpu, cuda or cuda:N.", {}),
-    "input_height": (240, "Network input height in pixels; images are resized to it.",
-                     {"integer_range": [IntegerRange(from_value=32, to_value=4096, step=0)]}),
-    "input_width": (320, "Network input width in pixels.",
-                    {"integer_range": [IntegerRange(from_value=32, to_value=4096, step=0)]}),
+    "input_height": (0, "Network input height in pixels (images are resized to it and the "
+                     "outputs back); 0 = the size stored in the checkpoint.",
+                     {"integer_range": [IntegerRange(from_value=0, to_value=4096, step=0)]}),
+    "input_width": (0, "Network input width in pixels; 0 = the checkpoint's.",
+                    {"integer_range": [IntegerRange(from_value=0, to_value=4096, step=0)]}),
     "thermal_norm": ("percentile", "16-bit thermal scaling: fixed (thermal_min..thermal_max -> "
                      "0..1) or percentile (per-frame percentiles -> 0..1). 8-bit thermal is /255.",
                      {"additional_constraints": "one of: fixed, percentile"}),
@@ -132,8 +133,9 @@ class SegMiFNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         try:
             self.registration = Registration(p["homography"], crop=p["crop"])
+            size = (p["input_height"], p["input_width"])
             self.predictor = SegMiFPredictor(
-                p["checkpoint"] or None, p["device"], (p["input_height"], p["input_width"]),
+                p["checkpoint"] or None, p["device"], size if all(size) else None,
                 thermal_norm=p["thermal_norm"],
                 thermal_range=(p["thermal_min"], p["thermal_max"]),
                 thermal_percentiles=(p["thermal_percentile_low"], p["thermal_percentile_high"]))
@@ -182,6 +184,7 @@ class SegMiFNode(Node):
                          "pairs_processed": 0, "pairs_dropped": 0, "messages_rejected": 0,
                          "processing_errors": 0}
         self._last_pair_time = time.monotonic()
+        self._last_input_time = -float("inf")
         self._worker = threading.Thread(target=self._work, name="segmif_inference", daemon=True)
         self._worker.start()
         self._watchdog = self.create_timer(1.0, self._check_inputs)
@@ -217,6 +220,7 @@ class SegMiFNode(Node):
                                   throttle_duration_sec=5.0)
 
     def _on_image(self, index: int, msg: Image) -> None:
+        self._last_input_time = time.monotonic()
         key = ("received_visible", "received_thermal")[index]
         self.counters[key] += 1
         allowed = (VISIBLE_ENCODINGS, THERMAL_ENCODINGS)[index]
@@ -241,8 +245,10 @@ class SegMiFNode(Node):
             self._lock.notify()
 
     def _check_inputs(self) -> None:
-        idle = time.monotonic() - self._last_pair_time
-        if idle > self._no_pair_warn_s:
+        now = time.monotonic()
+        idle = now - self._last_pair_time
+        inputs_active = now - self._last_input_time < self._no_pair_warn_s
+        if idle > self._no_pair_warn_s and inputs_active:
             c = self.counters
             self.get_logger().warning(
                 f"no visible/thermal pair for {idle:.0f} s (received visible {c['received_visible']}"

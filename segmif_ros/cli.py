@@ -1,0 +1,206 @@
+"""The ``segmif`` command line.
+
+    segmif fuse --vis DIR --ir DIR --out DIR [--checkpoint PATH] [--device cpu] [--labels]
+    segmif evaluate --data DIR [--split FILE] [--checkpoint PATH] --out DIR
+    segmif train --config FILE [--set section.key=value ...]
+    segmif bag make --data DIR --out BAG [--split FILE] [--rate 30] [--storage mcap]
+    segmif bag info BAG
+    segmif demo [--data DIR] [--split FILE] [--out runs/demo] [--rate 0.05]
+
+Subcommands import what they need only: fuse, evaluate and train need no ROS.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def _predictor(args):
+    from segmif_core.inference import SegMiFPredictor
+    size = tuple(args.size) if args.size else None
+    return SegMiFPredictor(args.checkpoint, args.device, size)
+
+
+def cmd_fuse(args) -> int:
+    import tempfile
+
+    import cv2
+
+    from segmif_core.data.pairs import read_pair
+
+    vis_dir, ir_dir, out = Path(args.vis), Path(args.ir), Path(args.out)
+    names = sorted(p.stem for p in vis_dir.glob("*.png"))
+    missing = [n for n in names if not (ir_dir / f"{n}.png").is_file()]
+    if not names or missing:
+        print(f"error: {len(names)} visible images in {vis_dir}; no thermal image for "
+              f"{missing[:10]}", file=sys.stderr)
+        return 2
+    pred = _predictor(args)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.labels:
+        (out / "labels").mkdir(exist_ok=True)
+        (out / "color").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as root:  # read_pair reads root/{vis,ir}/NAME.png
+        (Path(root) / "vis").symlink_to(vis_dir.resolve())
+        (Path(root) / "ir").symlink_to(ir_dir.resolve())
+        for i, name in enumerate(names):
+            vis, ir, _ = read_pair(root, name)
+            p = pred.predict(vis, ir)
+            cv2.imwrite(str(out / f"{name}.png"), cv2.cvtColor(p.fused, cv2.COLOR_RGB2BGR))
+            if args.labels:
+                cv2.imwrite(str(out / "labels" / f"{name}.png"), p.labels)
+                color = pred.classes.colorize(p.labels)
+                cv2.imwrite(str(out / "color" / f"{name}.png"),
+                            cv2.cvtColor(color, cv2.COLOR_RGB2BGR))
+            print(f"{i + 1}/{len(names)} {name}: {p.total_ms:.0f} ms")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from segmif_core.evaluation import evaluate_folder, write_json_atomic
+
+    report = evaluate_folder(_predictor(args), args.data, args.split, log=print)
+    out = Path(args.out)
+    write_json_atomic(report, out / "report.json")
+    print(f"mIoU {report['mIoU']:.2f}  mAcc {report['mAcc']:.2f}  over {report['n_pairs']} pairs"
+          f" -> {out / 'report.json'}")
+    for name, v in report["per_class"].items():
+        print(f"  {name:12s} IoU {'-' if v['iou'] is None else format(v['iou'], '.2f')}")
+    return 0
+
+
+def _parse_sets(items) -> dict:
+    """['train.lr=1e-4', 'model.config.encoder=mit-b1'] -> nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set needs key=value, got {item!r}")
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def cmd_train(args) -> int:
+    from segmif_core.training.trainer import load_config, train
+
+    cfg = load_config(args.config, _parse_sets(args.set))
+    summary = train(cfg)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_bag(args) -> int:
+    from .bag import bag_info, make_bag
+
+    if args.bag_cmd == "make":
+        split = args.split
+        if split and not Path(split).is_file() and (Path(args.data) / split).is_file():
+            split = str(Path(args.data) / split)
+        summary = make_bag(args.data, args.out, names=split, rate_hz=args.rate,
+                           jitter_ms=args.jitter_ms, storage=args.storage,
+                           overwrite=args.overwrite)
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(json.dumps(bag_info(args.bag), indent=2, default=str))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    report = run_demo(args.data, args.split, args.out, args.checkpoint, args.device, args.rate,
+                      args.mosaics)
+    st, t = report["stream"], report["timing"]
+    lat = t["stamp_to_receive_ms"]
+    print(f"\n[demo] frames in {st['frames_in_visible']}, out {st['frames_out']}, dropped by node "
+          f"{st['pairs_dropped_by_node']}, never answered {st['pairs_never_answered']}")
+    if lat.get("n"):
+        print(f"[demo] stamp-to-output latency ms: p50 {lat['p50']:.0f}  p90 {lat['p90']:.0f}  "
+              f"max {lat['max']:.0f}; inference p50 {t['inference_ms']['p50']:.0f} ms")
+    print(f"[demo] mIoU {report['mIoU']:.2f}  mAcc {report['mAcc']:.2f} over {report['n_pairs']} "
+          "frames (class 0 included)")
+    for name, v in report["per_class"].items():
+        print(f"         {name:12s} IoU {'-' if v['iou'] is None else format(v['iou'], '.2f')}")
+    print(f"[demo] report: {Path(args.out) / 'report.md'}, {Path(args.out) / 'report.json'}; "
+          f"mosaics: {', '.join(report['mosaics'])}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="segmif", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def model_args(p):
+        p.add_argument("--checkpoint", default=None, help="checkpoint file (default: shipped)")
+        p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+        p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                       help="network input size (default: the checkpoint's)")
+
+    p = sub.add_parser("fuse", help="fuse folders of visible and thermal images")
+    p.add_argument("--vis", required=True)
+    p.add_argument("--ir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--labels", action="store_true", help="also write labels/ and color/")
+    model_args(p)
+    p.set_defaults(func=cmd_fuse)
+
+    p = sub.add_parser("evaluate", help="segmentation metrics on DIR/{vis,ir,label}")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default=None, help="file of names (default: all pairs)")
+    p.add_argument("--out", required=True)
+    model_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("train", help="train from a YAML config")
+    p.add_argument("--config", required=True)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. train.max_minutes=5")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("bag", help="rosbag2 tools")
+    bsub = p.add_subparsers(dest="bag_cmd", required=True)
+    b = bsub.add_parser("make", help="write a bag from DIR/{vis,ir,label}")
+    b.add_argument("--data", required=True)
+    b.add_argument("--out", required=True)
+    b.add_argument("--split", default=None)
+    b.add_argument("--rate", type=float, default=30.0, help="visible frame rate (Hz)")
+    b.add_argument("--jitter-ms", type=float, default=3.0, help="thermal stamp jitter (ms)")
+    b.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
+    b.add_argument("--overwrite", action="store_true")
+    b = bsub.add_parser("info", help="topics, types and counts of a bag")
+    b.add_argument("bag")
+    p.set_defaults(func=cmd_bag)
+
+    p = sub.add_parser("demo", help="bag -> live segmif_node -> recorded outputs -> report")
+    p.add_argument("--data", default=None, help="pairs folder (default ../shared/data/mfnet)")
+    p.add_argument("--split", default="val.txt")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--rate", type=float, default=0.05,
+                   help="replay speed factor (1 = real time 30 Hz)")
+    p.add_argument("--mosaics", type=int, default=4)
+    p.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"segmif {args.cmd}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
