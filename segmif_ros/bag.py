@@ -434,15 +434,15 @@ def make_bag(
         writer.open()
         try:
             qos = [_reliable_qos()]
-            conns = {
-                visible_topic: writer.add_connection(visible_topic, _IMAGE_TYPE, typestore=store, offered_qos_profiles=qos),
-                thermal_topic: writer.add_connection(thermal_topic, _IMAGE_TYPE, typestore=store, offered_qos_profiles=qos),
-            }
+            conns = {}
+            topics = [visible_topic, thermal_topic]
             if include_labels and label_dir.is_dir():
-                conns[label_topic] = writer.add_connection(
-                    label_topic, _IMAGE_TYPE, typestore=store, offered_qos_profiles=qos
-                )
+                topics.append(label_topic)
                 counts[label_topic] = 0
+            for topic in topics:
+                conns[topic] = writer.add_connection(
+                    topic, _IMAGE_TYPE, typestore=store, offered_qos_profiles=qos
+                )
 
             # events (timestamp, seq, topic, msg) are released once no later pair can precede them
             heap: List[Tuple[int, int, str, Any]] = []

@@ -151,7 +151,8 @@ def replay_bag(
     :returns: stats dict: ``published`` (total), ``per_topic`` ({live topic: count}),
         ``skipped_topics`` ({bag topic: reason}), ``offset_ns`` (0 without restamp),
         ``first_bag_ns`` / ``last_bag_ns`` (``None`` for an empty selection), ``wall_time_s``
-        (from the replay start, i.e. the schedule origin, to the last publish), ``max_lag_ms`` (worst lateness against the schedule),
+        (from the replay start, i.e. the schedule origin, to the last publish), ``max_lag_ms``
+        (worst lateness against the schedule),
         ``matched`` ({live topic: subscriptions matched at start}), ``all_acked`` (every
         reliable subscriber acknowledged everything within ``ack_timeout_s``), ``rate``,
         ``restamp``.

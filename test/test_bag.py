@@ -444,3 +444,81 @@ def test_recorder_cli_idle_timeout(ros_env, tmp_path):
     res = subprocess.run(cmd, env=ros_env, cwd=str(REPO), capture_output=True, text=True, timeout=30)
     assert res.returncode == 2 and "exists" in res.stderr
     assert bag_info(out)["message_count"] == 0
+
+
+def test_custom_message_record_and_restamp(ros_env, tmp_path):
+    """segmif_ros/msg/SegmentationInfo: rclpy -> BagRecorder -> rosbags; replay shifts every stamp."""
+    msgs = pytest.importorskip("segmif_ros.msg", reason="segmif_ros interfaces not built (make venv)")
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.duration import Duration
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from segmif_ros.recorder import BagRecorder
+    from segmif_ros.replay import replay_bag
+
+    prefix = _prefix()
+    ctx = Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("test_custom", context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    received = []
+    out = tmp_path / "info_bag"
+    try:
+        recorder = BagRecorder(node, out, {prefix + "/info": "segmif_ros/msg/SegmentationInfo"}, qos="reliable")
+        pub = node.create_publisher(msgs.SegmentationInfo, prefix + "/info", qos)
+        node.create_subscription(msgs.SegmentationInfo, prefix + "/again", received.append, qos)
+        deadline = time.monotonic() + 10
+        while pub.get_subscription_count() < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sent = []
+        for k in range(2):
+            m = msgs.SegmentationInfo()
+            m.header.stamp.sec, m.header.stamp.nanosec = 100 + k, 999_999_999
+            m.header.frame_id = "visible_camera"
+            if k == 0:  # second message keeps an unset (zero) thermal stamp
+                m.thermal_stamp.sec, m.thermal_stamp.nanosec = 100, 999_000_000
+            m.class_names = ["unlabelled", "person"]
+            m.class_fractions = [0.9, 0.1]
+            m.pairs_processed = 5 + k
+            pub.publish(m)
+            sent.append(m)
+        pub.wait_for_all_acked(Duration(seconds=5))
+        deadline = time.monotonic() + 10
+        while recorder.message_count < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        recorder.close()
+
+        got = [m for _, _, m in read_bag(out)]
+        assert [(m.header.stamp.sec, m.pairs_processed) for m in got] == [(100, 5), (101, 6)]
+        assert got[0].class_names == ["unlabelled", "person"]
+        np.testing.assert_allclose(got[0].class_fractions, [0.9, 0.1], rtol=1e-6)
+        assert (got[1].thermal_stamp.sec, got[1].thermal_stamp.nanosec) == (0, 0)
+
+        stats = replay_bag(out, rate=0, remap=[f"{prefix}/info:={prefix}/again"], start_delay_s=0.5)
+        deadline = time.monotonic() + 10
+        while len(received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+        spinner.join(timeout=5)
+
+    assert stats["published"] == 2 and len(received) == 2
+    off = stats["offset_ns"]
+    assert off > 0
+
+    def ns(t):
+        return t.sec * NS + t.nanosec
+
+    for before, after in zip(sent, received):
+        assert ns(after.header.stamp) == ns(before.header.stamp) + off
+        assert after.pairs_processed == before.pairs_processed
+    assert ns(received[0].thermal_stamp) == ns(sent[0].thermal_stamp) + off
+    assert ns(received[1].thermal_stamp) == 0  # unset stamps stay unset

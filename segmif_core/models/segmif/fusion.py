@@ -52,19 +52,24 @@ class FusionNetwork(nn.Module):
 
         self.groups_ir = nn.ModuleList([group(), group()])
         self.groups_vis = nn.ModuleList([group(), group()])
-        self.semantic_proj = nn.ModuleList(nn.Conv2d(s, c, 1) for s in semantic_channels)
-        self.interactions = nn.ModuleList(make_interaction(c, heads, interaction) for _ in range(2))
+        self.uses_semantics = interaction != "none"
+        self.semantic_proj = nn.ModuleList(nn.Conv2d(s, c, 1) for s in semantic_channels
+                                           if self.uses_semantics)
+        self.interactions = nn.ModuleList(make_interaction(c, heads, interaction) for _ in range(2)
+                                          if self.uses_semantics)
         self.decoder = nn.Sequential(_conv_prelu(2 * c, c), _conv_prelu(c, c // 2),
                                      nn.Conv2d(c // 2, 1, 3, padding=1))
 
-    def forward(self, y: torch.Tensor, ir: torch.Tensor, sem: list[torch.Tensor]) -> torch.Tensor:
-        size = y.shape[-2:]
+    def forward(self, y: torch.Tensor, ir: torch.Tensor, sem: list[torch.Tensor] | None
+                ) -> torch.Tensor:
+        """sem may be None when ``uses_semantics`` is False (interaction 'none')."""
         f_ir, f_vis = self.stem_ir(ir), self.stem_vis(y)
-        for g_ir, g_vis, proj, inter, s in zip(self.groups_ir, self.groups_vis,
-                                               self.semantic_proj, self.interactions, sem):
+        for i, (g_ir, g_vis) in enumerate(zip(self.groups_ir, self.groups_vis)):
             f_ir, f_vis = g_ir(f_ir), g_vis(f_vis)
-            # project at low resolution, then upsample (same result as the reverse order, cheaper)
-            f_ir, f_vis = self._interact(inter, f_ir, f_vis, proj(s))
+            if self.uses_semantics:
+                # project at low resolution, then upsample (same result as the reverse order)
+                f_ir, f_vis = self._interact(self.interactions[i], f_ir, f_vis,
+                                             self.semantic_proj[i](sem[i]))
         return torch.sigmoid(self.decoder(torch.cat([f_ir, f_vis], dim=1)))
 
     def _interact(self, inter: nn.Module, f_ir, f_vis, f_seg_low):

@@ -81,7 +81,10 @@ class SegMiF(FusionSegModel):
         guidance: (B, 3, H, W) RGB in [0, 1] for the semantic features; default the visible image.
         """
         y, cbcr = split_luminance(vis)
-        sem = self.segmenter.features(normalize_rgb(vis if guidance is None else guidance))[:2]
+        sem = None
+        if self.fusion.uses_semantics:
+            guide = vis if guidance is None else guidance
+            sem = self.segmenter.features(normalize_rgb(guide))[:2]
         u = self.fusion(y, ir, sem)
         return u, merge_luminance(u, cbcr)
 

@@ -1,0 +1,179 @@
+"""Every model variant, written once (the segmentation_models_pytorch pattern), on 64x64 inputs."""
+import numpy as np
+import pytest
+import torch
+
+from segmif_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from segmif_core.data.classes import MFNET_CLASSES
+from segmif_core.inference import SegMiFPredictor
+from segmif_core.models import build_model
+from segmif_core.models.modules import DRDB, HIA
+from segmif_core.models.modules.hia import Aggregation
+
+TINY = {"fusion_width": 8, "drdb_growth": 4, "hia_heads": 2, "decoder_hidden_size": 32}
+VARIANTS = [("segmif", dict(TINY, interaction=m)) for m in
+            ("full", "soam", "moam", "concat", "sum", "average", "none")]
+VARIANTS += [("segmif", dict(TINY, hia_stride=2))]
+VARIANTS += [("baseline", {"inputs": i, "decoder_hidden_size": 32})
+             for i in ("visible", "thermal", "early")]
+
+
+@pytest.fixture(params=VARIANTS, ids=lambda v: f"{v[0]}-{'-'.join(f'{k}={x}' for k, x in v[1].items() if k in ('interaction', 'inputs', 'hia_stride'))}")
+def model(request):
+    torch.manual_seed(0)
+    name, cfg = request.param
+    return build_model(name, dict(cfg, num_classes=5))
+
+
+class TestEveryVariant:
+    def test_forward_shapes_and_ranges(self, model):
+        vis, ir = torch.rand(2, 3, 64, 64), torch.rand(2, 1, 64, 64)
+        out = model(vis, ir)
+        assert out["logits"].shape == (2, 5, 64, 64) and out["logits"].dtype == torch.float32
+        assert out["fused_rgb"].shape == (2, 3, 64, 64)
+        assert 0 <= out["fused_rgb"].min() and out["fused_rgb"].max() <= 1
+        if out["fused"] is not None:
+            assert out["fused"].shape == (2, 1, 64, 64)
+            assert 0 <= out["fused"].min() and out["fused"].max() <= 1
+
+    def test_non_square_odd_size(self, model):
+        out = model(torch.rand(1, 3, 50, 70), torch.rand(1, 1, 50, 70))
+        assert out["logits"].shape == (1, 5, 50, 70)
+
+    def test_predict_is_eval_and_consistent(self, model):
+        model.train()
+        vis, ir = torch.rand(1, 3, 64, 64), torch.rand(1, 1, 64, 64)
+        p = model.predict(vis, ir)
+        assert model.training  # restored
+        assert p["labels"].shape == (1, 64, 64) and p["labels"].dtype == torch.int64
+        model.eval()
+        with torch.no_grad():
+            logits = model(vis, ir)["logits"]
+        assert torch.equal(p["labels"], logits.argmax(1))
+        expected_conf = torch.softmax(logits, 1).max(1).values
+        torch.testing.assert_close(p["confidence"], expected_conf)
+
+    def test_gradients_reach_every_parameter(self, model):
+        out = model(torch.rand(2, 3, 64, 64), torch.rand(2, 1, 64, 64))
+        loss = out["logits"].square().mean() + (0 if out["fused"] is None else out["fused"].mean())
+        loss.backward()
+        unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert not unused, unused[:5]
+
+    @pytest.mark.parametrize("vis_shape, ir_shape, text", [
+        ((1, 3, 64, 64), (1, 1, 64, 60), "same"),
+        ((1, 1, 64, 64), (1, 1, 64, 64), r"\(B, 3, H, W\)"),
+        ((1, 3, 64, 64), (1, 3, 64, 64), r"\(B, 1, H, W\)"),
+        ((1, 3, 16, 16), (1, 1, 16, 16), "at least"),
+        ((3, 64, 64), (1, 64, 64), "shape"),
+    ])
+    def test_bad_inputs_raise(self, model, vis_shape, ir_shape, text):
+        with pytest.raises(ValueError, match=text):
+            model(torch.rand(vis_shape), torch.rand(ir_shape))
+
+    def test_integer_input_refused(self, model):
+        with pytest.raises(ValueError, match="float"):
+            model(torch.zeros(1, 3, 64, 64, dtype=torch.uint8), torch.rand(1, 1, 64, 64))
+
+    def test_checkpoint_round_trip(self, model, tmp_path):
+        classes = type(MFNET_CLASSES)("five", tuple("abcde"), ((0, 0, 0),) * 5)
+        save_checkpoint(tmp_path / "m.pt", model, classes, (64, 64), half=False)
+        loaded, cls, info = load_checkpoint(tmp_path / "m.pt")
+        assert cls.names == classes.names and info["config"] == model.config_dict()
+        vis, ir = torch.rand(1, 3, 64, 64), torch.rand(1, 1, 64, 64)
+        model.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(vis, ir)["logits"], model(vis, ir)["logits"])
+
+
+def test_drdb_is_residual_dense():
+    block = DRDB(4, growth=3, n_layers=5)
+    assert [layer[0].in_channels for layer in block.layers] == [4, 7, 10, 13, 16]
+    assert all(layer[0].dilation == (2, 2) for layer in block.layers)
+    torch.nn.init.zeros_(block.fuse.weight)
+    torch.nn.init.zeros_(block.fuse.bias)
+    x = torch.rand(1, 4, 9, 9)
+    torch.testing.assert_close(block(x), x)  # zero fusion conv -> pure identity path
+
+
+def test_hia_updates_only_modality_features_and_uses_semantics():
+    torch.manual_seed(0)
+    hia = HIA(8, heads=2).eval()
+    f_ir, f_vis = torch.rand(1, 8, 6, 6), torch.rand(1, 8, 6, 6)
+    out1 = hia(f_ir, f_vis, torch.rand(1, 8, 6, 6))
+    out2 = hia(f_ir, f_vis, torch.rand(1, 8, 6, 6))
+    assert len(out1) == 2 and out1[0].shape == f_ir.shape
+    assert not torch.allclose(out1[0], out2[0])  # the semantic feature changes the result
+    # LayerNorm over channels: per pixel zero mean, unit variance (before the affine, init 1/0)
+    tokens = out1[0].flatten(2)
+    torch.testing.assert_close(tokens.mean(1), torch.zeros(1, 36), atol=1e-5, rtol=0)
+
+
+def test_aggregations_by_hand():
+    a, b, s = torch.rand(1, 2, 3, 3), torch.rand(1, 2, 3, 3), torch.rand(1, 2, 3, 3)
+    torch.testing.assert_close(Aggregation(2, "sum")(a, b, s)[0], a + s)
+    torch.testing.assert_close(Aggregation(2, "average")(a, b, s)[1], (b + s) / 2)
+    assert Aggregation(2, "none")(a, b, s)[0] is a
+
+
+def test_unknown_names_raise():
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("unet")
+    with pytest.raises(ValueError, match="interaction"):
+        build_model("segmif", {"interaction": "magic"})
+    with pytest.raises(ValueError, match="encoder"):
+        build_model("segmif", {"encoder": "mit-b9"})
+    with pytest.raises(ValueError, match="invalid config"):
+        build_model("segmif", {"no_such_key": 1})
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"hello": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a segmif"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+class TestPredictor:
+    def test_outputs_at_input_resolution(self, tiny_checkpoint):
+        pred = SegMiFPredictor(tiny_checkpoint)
+        rng = np.random.default_rng(1)
+        vis = rng.integers(0, 256, (90, 130, 3), dtype=np.uint8)
+        for ir in (rng.integers(0, 256, (90, 130), dtype=np.uint8),
+                   rng.integers(0, 65536, (90, 130), dtype=np.uint16)):
+            p = pred.predict(vis, ir)
+            assert p.fused.shape == (90, 130, 3) and p.fused.dtype == np.uint8
+            assert p.labels.shape == (90, 130) and p.labels.dtype == np.uint8
+            assert p.labels.max() < 9
+            assert p.confidence.shape == (90, 130) and p.confidence.dtype == np.float32
+            assert (p.confidence >= 1 / 9 - 1e-4).all() and (p.confidence <= 1).all()
+            assert p.inference_ms > 0 and p.total_ms >= p.inference_ms
+
+    def test_fused_keeps_visible_chroma(self, tiny_checkpoint):
+        # the fused RGB is YCbCr(u, Cb_vis, Cr_vis): a grey visible image gives a grey output
+        pred = SegMiFPredictor(tiny_checkpoint, input_size=(64, 64))
+        vis = np.full((64, 64, 3), 120, np.uint8)
+        p = pred.predict(vis, np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8))
+        spread = p.fused.astype(int).max(axis=2) - p.fused.astype(int).min(axis=2)
+        assert spread.max() <= 2
+
+    @pytest.mark.parametrize("vis, ir, text", [
+        (np.zeros((8, 8, 3), np.float32), np.zeros((8, 8), np.uint8), "visible"),
+        (np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8), "visible"),
+        (np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.float32), "thermal"),
+        (np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8), "thermal"),
+        (np.zeros((8, 8, 3), np.uint8), np.zeros((8, 9), np.uint8), "register"),
+    ])
+    def test_bad_images_raise(self, tiny_checkpoint, vis, ir, text):
+        with pytest.raises(ValueError, match=text):
+            SegMiFPredictor(tiny_checkpoint).predict(vis, ir)
+
+    def test_bad_device_and_size(self, tiny_checkpoint):
+        with pytest.raises(ValueError, match="device"):
+            SegMiFPredictor(tiny_checkpoint, device="tpu")
+        with pytest.raises(ValueError, match="input_size"):
+            SegMiFPredictor(tiny_checkpoint, input_size=(8, 8))
