@@ -9,6 +9,10 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 200)))
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# Tiny models: one thread is faster than two fighting over two cores with the ROS processes.
+torch.set_num_threads(1)
 
 MFNET = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mfnet")
 

@@ -18,7 +18,7 @@ VARIANTS += [("baseline", {"inputs": i, "decoder_hidden_size": 32})
              for i in ("visible", "thermal", "early")]
 
 
-@pytest.fixture(params=VARIANTS, ids=lambda v: f"{v[0]}-{'-'.join(f'{k}={x}' for k, x in v[1].items() if k in ('interaction', 'inputs', 'hia_stride'))}")
+@pytest.fixture(scope="module", params=VARIANTS, ids=lambda v: f"{v[0]}-{'-'.join(f'{k}={x}' for k, x in v[1].items() if k in ('interaction', 'inputs', 'hia_stride'))}")
 def model(request):
     torch.manual_seed(0)
     name, cfg = request.param
