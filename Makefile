@@ -36,6 +36,7 @@ PY_DEPS := \
 	torch==2.13.0 \
 	transformers==5.23.0 \
 	kornia==0.9.0 \
+	matplotlib==3.11.2 \
 	opencv-python-headless==5.0.0.93 \
 	numpy==2.4.6 \
 	pyyaml==6.0.3 \

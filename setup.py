@@ -70,6 +70,7 @@ setup(
         'torch==2.13.0',
         'transformers',
         'kornia',
+        'matplotlib',
         'opencv-python-headless',
         'numpy',
         'pyyaml',

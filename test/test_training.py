@@ -1,5 +1,6 @@
-"""Training: a few steps lower the joint loss; the loop checks data first and writes its files."""
+"""Training: steps lower the loss, the schedule, Eq. (8)-(9) weights, exact resume, data checks."""
 import json
+import math
 from pathlib import Path
 
 import cv2
@@ -11,28 +12,64 @@ import yaml
 from segmif_core.checkpoint import load_checkpoint
 from segmif_core.data.pairs import DatasetError
 from segmif_core.models import build_model
-from segmif_core.training.trainer import load_config, losses_for, train
+from segmif_core.models.preprocessing import split_luminance
+from segmif_core.training.losses import fusion_loss, segmentation_loss
+from segmif_core.training.trainer import StepBatches, Trainer, load_config, train
+from segmif_core.training.weighting import DynamicWeights, StaticWeights
 
-TINY = {"fusion_width": 8, "drdb_growth": 4, "hia_heads": 2, "decoder_hidden_size": 32}
-TC = {"eta": 1.0, "lambda_fusion": 1.0, "lambda_seg": 1.0}
+PAPER = Path(__file__).resolve().parents[1] / "config" / "train" / "paper.yaml"
+TINY = {"encoder": "mit-b0", "decoder_hidden_size": 32, "fusion_width": 8, "drdb_growth": 4,
+        "drdb_layers": 5, "drdbs_per_group": 1, "hia_heads": 2, "interaction": "full",
+        "hia_stride": 1}
 
 
-def test_train_steps_lower_the_joint_loss():
+def test_joint_steps_lower_the_loss():
     torch.manual_seed(0)
     model = build_model("segmif", dict(TINY, num_classes=3))
     vis, ir = torch.rand(2, 3, 64, 64), torch.rand(2, 1, 64, 64)
     label = (ir[:, 0] * 3).long().clamp(max=2)  # classes readable from the thermal image
-    batch = {"vis": vis, "ir": ir, "label": label}
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     losses = []
     for _ in range(10):
-        parts = losses_for(model, model(vis, ir), batch, None, TC)
-        assert {"seg", "fusion", "fusion_ssim", "fusion_mse", "fusion_grad"} <= set(parts)
+        out = model(vis, ir)
+        total = fusion_loss(out["fused"], split_luminance(vis)[0], ir)["total"] + \
+            segmentation_loss(out["logits"], label)
         opt.zero_grad()
-        parts["total"].backward()
+        total.backward()
         opt.step()
-        losses.append(parts["total"].item())
+        losses.append(total.item())
     assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_dynamic_weights_follow_eq_9():
+    w = DynamicWeights({"fusion": 0.4, "seg": 0.8}, temperature=2.0, window=2)
+    assert w.current() == pytest.approx({"fusion": 0.2, "seg": 0.4})  # r = 1 before 2 windows
+    for f, s in [(1.0, 2.0), (3.0, 2.0), (1.0, 1.0), (1.0, 1.0)]:  # windows: (2, 2), (1, 1)
+        w.update({"fusion": f, "seg": s})
+    # r_f = 1/2, r_s = 1/2 -> equal exponents -> eta_i / 2
+    assert w.current() == pytest.approx({"fusion": 0.2, "seg": 0.4})
+    w.update({"fusion": 4.0, "seg": 1.0})
+    w.update({"fusion": 4.0, "seg": 1.0})  # window (4, 1): r_f = 4, r_s = 1
+    e_f, e_s = math.exp(4 / 2), math.exp(1 / 2)
+    assert w.current() == pytest.approx({"fusion": 0.4 * e_f / (e_f + e_s),
+                                         "seg": 0.8 * e_s / (e_f + e_s)})
+    restored = DynamicWeights({"fusion": 0.4, "seg": 0.8}, 2.0, 2)
+    restored.load_state_dict(w.state_dict())
+    assert restored.current() == w.current()
+    assert StaticWeights({"fusion": 1.0, "seg": 0.5}).current() == {"fusion": 1.0, "seg": 0.5}
+    with pytest.raises(ValueError):
+        DynamicWeights({"fusion": 0.4, "seg": 0.8}, temperature=0.0)
+
+
+def test_step_batches_cover_each_epoch_once_and_split_ranks():
+    plan = StepBatches(10, 2, seed=3)
+    epoch = [i for step in range(5) for i, _ in plan.indices(step)]
+    assert sorted(epoch) == list(range(10))
+    ranks = [StepBatches(10, 2, seed=3, rank=r, world=2).indices(0) for r in range(2)]
+    assert not {i for i, _ in ranks[0]} & {i for i, _ in ranks[1]}
+    assert plan.indices(7) == StepBatches(10, 2, seed=3, start=7).indices(7)
+    with pytest.raises(ValueError, match="fewer"):
+        StepBatches(3, 2, seed=0, world=2)
 
 
 def _dataset(root: Path, names, size=(48, 64), bad=None):
@@ -49,28 +86,94 @@ def _dataset(root: Path, names, size=(48, 64), bad=None):
     (root / "val.txt").write_text(names[-1] + "\n")
 
 
-def _config(tmp_path, root):
-    cfg = {"out": str(tmp_path / "run"), "data": {"root": str(root), "size": [48, 64],
-                                                   "crop": [32, 32]},
+def _config(tmp_path, root, out="run", **train):
+    cfg = {"base": str(PAPER), "out": str(tmp_path / out),
+           "data": {"root": str(root), "size": [48, 64], "crop": [32, 32]},
            "model": {"name": "segmif", "config": TINY},
-           "train": {"batch_size": 2, "iterations": 2, "val_every": 2, "log_every": 1}}
-    path = tmp_path / "cfg.yaml"
+           "train": dict({"device": "cpu", "batch_size": 2, "workers": 0, "rounds": 2,
+                          "seg_iters": 1, "fusion_iters": 2, "val_every": 3, "log_every": 1,
+                          "ckpt_every": 1, "progress": False,
+                          "seg_optim": {"warmup_iters": 1}}, **train)}
+    path = tmp_path / f"{out}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return load_config(path)
 
 
-def test_train_loop_writes_checkpoint_log_and_summary(tmp_path):
+def test_schedule_alternates_rounds(tmp_path):
+    root = tmp_path / "data"
+    _dataset(root, ["a", "b", "c"])
+    tr = Trainer(_config(tmp_path, root, seg_iters=2, fusion_iters=3), log=lambda *_: None)
+    phases = [tr.phase_of(s) for s in range(10)]
+    assert phases == [(0, "seg")] * 2 + [(0, "fusion")] * 3 + [(1, "seg")] * 2 + \
+        [(1, "fusion")] * 3
+
+
+def test_train_loop_writes_checkpoint_log_plots_and_summary(tmp_path):
     root = tmp_path / "data"
     _dataset(root, ["a", "b", "c", "d"])
     summary = train(_config(tmp_path, root), log=lambda *_: None)
     run = tmp_path / "run"
-    assert summary["iterations"] == 2 and 0 <= summary["best"]["mIoU"] <= 100
-    assert json.loads((run / "summary.json").read_text())["iterations"] == 2
+    assert summary["steps"] == 6 and summary["seg_steps"] == 2 and summary["fusion_steps"] == 4
+    assert 0 <= summary["best"]["mIoU"] <= 100
+    assert json.loads((run / "summary.json").read_text())["steps"] == 6
     rows = (run / "log.csv").read_text().strip().splitlines()
-    assert len(rows) == 3 and "val_mIoU" in rows[0]
+    assert len(rows) == 7 and "lambda_fusion" in rows[0]
+    fusion_row = dict(zip(rows[0].split(","), rows[2].split(",")))
+    assert fusion_row["phase"] == "fusion"
+    # dynamic weighting with the paper's T = 1000 and eta 0.4 / 0.8: lambda = eta / 2 at first
+    assert float(fusion_row["lambda_fusion"]) == pytest.approx(0.2)
+    assert float(fusion_row["lambda_seg"]) == pytest.approx(0.4)
+    for name in ("losses", "lambdas", "val_miou"):
+        assert (run / "plots" / f"{name}.png").stat().st_size > 1000
     model, classes, info = load_checkpoint(run / "best.pt")
     assert classes.names[1] == "car" and info["input_size"] == [48, 64]
-    assert info["meta"]["val"]["iteration"] == 2
+
+
+def test_fusion_phase_leaves_the_segmenter_unchanged(tmp_path):
+    root = tmp_path / "data"
+    _dataset(root, ["a", "b", "c"])
+    tr = Trainer(_config(tmp_path, root, seg_iters=0, fusion_iters=2, rounds=1),
+                 log=lambda *_: None)
+    seg_before = {k: v.clone() for k, v in tr.model.segmenter.state_dict().items()}
+    fus_before = {k: v.clone() for k, v in tr.model.fusion.state_dict().items()}
+    tr.run()
+    assert all(torch.equal(v, tr.model.segmenter.state_dict()[k]) for k, v in seg_before.items())
+    assert not all(torch.equal(v, tr.model.fusion.state_dict()[k])
+                   for k, v in fus_before.items())
+
+
+def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path):
+    root = tmp_path / "data"
+    _dataset(root, ["a", "b", "c", "d", "e"])
+    full = _config(tmp_path, root, out="full")
+    train(full, log=lambda *_: None)
+
+    class Interrupted(Trainer):
+        def train_step(self, batch, phase):
+            row = super().train_step(batch, phase)
+            if self.state["step"] == 3:  # the 4th step: the stop lands after it
+                self._stop_requested = True
+            return row
+
+    part = _config(tmp_path, root, out="part")
+    Interrupted(part, log=lambda *_: None).run()
+    assert torch.load(tmp_path / "part" / "last.pt", weights_only=False)["state"]["step"] == 4
+    train(part, log=lambda *_: None)  # resume: true in paper.yaml
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "part" / "last.pt", weights_only=False)
+    assert b["state"]["step"] == 6
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert a["weighting"] == b["weighting"]
+
+
+def test_baseline_trains_segmentation_only(tmp_path):
+    root = tmp_path / "data"
+    _dataset(root, ["a", "b", "c"])
+    cfg = _config(tmp_path, root, out="base")
+    cfg["model"] = {"name": "baseline", "config": {"inputs": "early", "decoder_hidden_size": 32}}
+    summary = train(cfg, log=lambda *_: None)
+    assert summary["steps"] == 6 and summary["seg_steps"] == 6
 
 
 def test_bad_data_is_reported_before_training(tmp_path):
@@ -83,8 +186,11 @@ def test_bad_data_is_reported_before_training(tmp_path):
     assert not (tmp_path / "run" / "log.csv").exists()
 
 
-def test_unknown_config_section_refused(tmp_path):
+def test_config_errors(tmp_path):
     path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump({"data": {"root": "x"}, "trian": {}}))
+    path.write_text(yaml.safe_dump({"base": str(PAPER), "trian": {}}))
     with pytest.raises(ValueError, match="trian"):
+        load_config(path)
+    path.write_text(yaml.safe_dump({"seed": 0, "out": "x", "data": {"root": "x"}}))
+    with pytest.raises(ValueError, match="missing config keys"):
         load_config(path)

@@ -1,13 +1,17 @@
-"""Registered visible/thermal pairs stored as plain folders, and the training/evaluation dataset.
+"""Registered visible/thermal pairs: listing, pre-flight checks, reading, and the
+training/evaluation dataset.
 
-Layout: ``root/vis/NAME.png`` (visible, RGB or gray), ``root/ir/NAME.png`` (thermal registered
-onto the visible camera, 8 or 16 bit, 1 channel or 3 equal channels) and optionally
-``root/label/NAME.png`` (uint8 class ids). Same width and height within a pair.
+Every function takes an optional ``layout`` (a name or a :class:`~.layouts.Layout`): ``plain``
+(``root/vis/NAME.png``, ``root/ir/NAME.png``, optional ``root/label/NAME.png``), ``fmb``,
+``msrs``, ``mfnet`` (the published layouts, see :mod:`segmif_core.data.layouts`, which also
+documents the ``data.layout`` / ``data.classes`` config keys) or ``auto`` (default:
+:func:`~.layouts.detect_layout`, which picks ``plain`` for every folder with ``root/vis`` and
+falls back to ``plain``, so plain folders behave exactly as without the argument). Thermal is
+8 or 16 bit (1 channel or 3 equal channels); same width and height within a pair.
 """
 from __future__ import annotations
 
 import os
-import struct
 from typing import Sequence
 
 import cv2
@@ -15,89 +19,101 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .layouts import DatasetError, Layout, get_layout, image_info, read_label
 from .thermal import normalize_thermal
 
-MODALITIES = ("vis", "ir", "label")
+MODALITIES = ("vis", "ir", "label")  # roles of the plain layout's folders
 
 
-class DatasetError(ValueError):
-    """A dataset folder is missing files or holds unusable images."""
-
-
-def _path(root: str, modality: str, name: str) -> str:
-    return os.path.join(root, modality, name + ".png")
-
-
-def list_pairs(root: str, split: str | None = None) -> list[str]:
+def list_pairs(root: str, split: str | None = None, *, layout: str | Layout = "auto") -> list[str]:
     """Names of the pairs in ``root``.
 
     Args:
-        root: dataset folder with ``vis/``, ``ir/`` and optionally ``label/``.
-        split: text file with one name per line (blank lines and ``#`` comments skipped, a
-            ``.png`` suffix is dropped); a relative path not found as given is looked up in
-            ``root``. ``None``: every ``*.png`` in ``root/vis``, sorted.
+        root: dataset folder (plain layout: with ``vis/``, ``ir/`` and optionally ``label/``).
+        split: ``None``: every pair (plain: every ``*.png`` in ``root/vis``, sorted). A text file
+            with one name per line (blank lines and ``#`` comments skipped, a ``.png`` suffix is
+            dropped); a relative path not found as given is looked up in ``root``, then as
+            ``root/SPLIT.txt``. ``fmb``/``msrs``: also ``"train"`` or ``"test"``, the subfolder.
+        layout: layout name, :class:`~.layouts.Layout`, or ``"auto"``.
     Returns:
-        list of names (file stems).
+        list of names (plain/mfnet: file stems; fmb/msrs: ``SUBSET/STEM``).
     Raises:
-        DatasetError: ``root/vis`` or the split file is missing, or no name is found.
+        DatasetError: the visible folder or the split file is missing, or no name is found.
+        ValueError: unknown layout name.
     """
-    if split is None:
-        vis_dir = os.path.join(root, "vis")
-        if not os.path.isdir(vis_dir):
-            raise DatasetError(f"no visible folder {vis_dir}")
-        names = sorted(f[:-4] for f in os.listdir(vis_dir) if f.endswith(".png"))
-    else:
-        path = split
-        if not os.path.isfile(path) and not os.path.isabs(path):
-            path = os.path.join(root, split)
-        if not os.path.isfile(path):
-            raise DatasetError(f"split file {split} not found (also tried {path})")
-        with open(path, encoding="utf-8") as f:
-            lines = (ln.split("#", 1)[0].strip() for ln in f)
-            names = [ln[:-4] if ln.endswith(".png") else ln for ln in lines if ln]
-    if not names:
-        raise DatasetError(f"no pairs found in {root}" + (f" for split {split}" if split else ""))
-    return names
+    return get_layout(layout, root).list_names(root, split)
 
 
-def _image_size(path: str) -> tuple[int, int]:
-    """(width, height) of an image; read from the PNG header without decoding when possible."""
-    with open(path, "rb") as f:
-        head = f.read(24)
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-        return struct.unpack(">II", head[16:24])
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise DatasetError(f"cannot read image {path}")
-    return img.shape[1], img.shape[0]
+def check_pairs(root: str, names: Sequence[str], require_labels: bool, *,
+                layout: str | Layout = "auto", full: bool = False, num_classes: int | None = None,
+                ignore_index: int = 255) -> None:
+    """Check that every pair is complete and consistent before a long run starts.
 
-
-def check_pairs(root: str, names: Sequence[str], require_labels: bool) -> None:
-    """Check that every pair is complete and size-consistent before a long run starts.
-
-    Only file headers are read. Labels are size-checked whenever they exist.
+    By default only file headers are read: every file must exist (the label only with
+    ``require_labels``), have the right bit depth (visible and label 8 bit, thermal 8 or 16 bit;
+    ``mfnet`` images 8-bit with 4 channels), and the files of a pair the same width and height
+    (labels are checked whenever they exist). ``full=True`` also decodes every pair as training
+    will (catching truncated files or pseudo-coloured thermal); ``num_classes`` decodes the labels
+    and refuses ids ``>= num_classes`` other than ``ignore_index``.
 
     Args:
         root: dataset folder.
         names: pair names, e.g. from :func:`list_pairs`.
-        require_labels: a missing ``label/NAME.png`` is an error.
+        require_labels: a missing label file is an error.
+        layout: layout name, :class:`~.layouts.Layout`, or ``"auto"``.
+        full: decode every pair (slower: about one read of the data set).
+        num_classes: if given, check label ids are in ``[0, num_classes)`` or ``ignore_index``.
+        ignore_index: label value allowed besides the class ids.
     Raises:
-        DatasetError: listing every missing file and every size mismatch (name and WxH sizes).
+        DatasetError: listing every problem (at most 30 shown): missing files and size mismatches
+            with the pair name and the WxH sizes, bad bit depths or channels, unreadable files,
+            label ids out of range.
+        ValueError: unknown layout name.
     """
+    lay = get_layout(layout, root)
     if not names:
         raise DatasetError(f"no pairs to check in {root}")
     problems = []
     for name in names:
-        sizes = {}
-        for mod in MODALITIES:
-            path = _path(root, mod, name)
-            if os.path.isfile(path):
-                sizes[mod] = _image_size(path)
-            elif mod != "label" or require_labels:
-                problems.append(f"missing {path}")
+        try:
+            files = lay.files(root, name)
+        except DatasetError as e:
+            problems.append(str(e))
+            continue
+        sizes, complete = {}, True
+        for role, path in files.items():
+            if not os.path.isfile(path):
+                if role != "label" or require_labels:
+                    problems.append(f"missing {path}")
+                    complete = False
+                continue
+            try:
+                info = image_info(path)
+            except DatasetError as e:
+                problems.append(str(e))
+                complete = False
+                continue
+            sizes[role] = (info.width, info.height)
+            bad = lay.check_file(role, info)
+            if bad:
+                problems.append(f"{path}: {bad}")
+                complete = False
         if len(set(sizes.values())) > 1:
             problems.append(f"size mismatch {name}: " + ", ".join(
-                f"{mod} {w}x{h}" for mod, (w, h) in sizes.items()))
+                f"{role} {w}x{h}" for role, (w, h) in sizes.items()))
+            complete = False
+        if complete and (full or num_classes is not None):
+            try:
+                label = lay.read(root, name)[2] if full else _read_label_only(lay, root, name)
+            except DatasetError as e:
+                problems.append(str(e))
+                continue
+            if num_classes is not None and label is not None:
+                ids = np.unique(label)
+                bad_ids = ids[(ids >= num_classes) & (ids != ignore_index)]
+                if bad_ids.size:
+                    problems.append(f"label ids out of range in {name}: {bad_ids.tolist()} "
+                                    f"(classes 0-{num_classes - 1}, ignore {ignore_index})")
     if problems:
         shown = problems[:30]
         if len(problems) > 30:
@@ -106,55 +122,29 @@ def check_pairs(root: str, names: Sequence[str], require_labels: bool) -> None:
                            "WxH):\n  " + "\n  ".join(shown))
 
 
-def _read(path: str) -> np.ndarray:
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise DatasetError(f"cannot read image {path}")
-    return img
+def _read_label_only(lay: Layout, root: str, name: str) -> np.ndarray | None:
+    path = lay.paths(root, name).label
+    return read_label(path) if os.path.isfile(path) else None
 
 
-def _single_channel(img: np.ndarray, path: str) -> np.ndarray:
-    """HxW from HxW, or from HxWxC with equal colour channels."""
-    if img.ndim == 2:
-        return img
-    if img.shape[2] == 1 or (img.shape[2] in (3, 4) and np.array_equal(img[..., 0], img[..., 1])
-                             and np.array_equal(img[..., 0], img[..., 2])):
-        return np.ascontiguousarray(img[..., 0])
-    raise DatasetError(f"{path}: expected one channel or equal channels, got {img.shape[2]} "
-                       "different channels")
-
-
-def read_pair(root: str, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def read_pair(root: str, name: str, *, layout: str | Layout = "auto"
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Read one pair.
 
+    Args:
+        root: dataset folder; name: pair name (see :func:`list_pairs`).
+        layout: layout name, :class:`~.layouts.Layout`, or ``"auto"``.
     Returns:
         ``(vis, ir, label)``: vis HxWx3 uint8 RGB (gray visible replicated to 3 channels, alpha
-        dropped); ir HxW uint8 or uint16 raw thermal (3 equal channels reduced to one); label HxW
-        uint8 class ids, or ``None`` when ``root/label/NAME.png`` does not exist.
+        dropped; ``mfnet``: channels 0-2 of the 4-channel image); ir HxW uint8 or uint16 raw
+        thermal (3 equal channels reduced to one; ``mfnet``: the 4th channel); label HxW uint8
+        class ids, or ``None`` when the pair has no label file.
     Raises:
         DatasetError: missing/unreadable file, visible not 8 bit, thermal not 8/16 bit or with
         different colour channels, label not 8 bit single channel, or sizes differ.
+        ValueError: unknown layout name.
     """
-    vis_path, ir_path, label_path = (_path(root, m, name) for m in MODALITIES)
-    vis = _read(vis_path)
-    if vis.dtype != np.uint8:
-        raise DatasetError(f"{vis_path}: visible must be 8 bit, got {vis.dtype}")
-    if vis.ndim == 2 or vis.shape[2] == 1:
-        vis = cv2.cvtColor(vis.reshape(vis.shape[:2]), cv2.COLOR_GRAY2RGB)
-    else:
-        vis = cv2.cvtColor(vis, cv2.COLOR_BGRA2RGB if vis.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-    ir = _single_channel(_read(ir_path), ir_path)
-    if ir.dtype not in (np.uint8, np.uint16):
-        raise DatasetError(f"{ir_path}: thermal must be 8 or 16 bit, got {ir.dtype}")
-    label = None
-    if os.path.isfile(label_path):
-        label = _single_channel(_read(label_path), label_path)
-        if label.dtype != np.uint8:
-            raise DatasetError(f"{label_path}: label must be uint8 class ids, got {label.dtype}")
-    shapes = [a.shape[:2] for a in (vis, ir, label) if a is not None]
-    if len(set(shapes)) > 1:
-        raise DatasetError(f"size mismatch {name} (HxW): {shapes}")
-    return vis, ir, label
+    return get_layout(layout, root).read(root, name)
 
 
 def _resize(img: np.ndarray, hw: tuple[int, int], nearest: bool = False) -> np.ndarray:
@@ -229,8 +219,11 @@ class PairDataset(Dataset):
         brightness: visible brightness jitter amplitude in [0, 1).
         flip: random horizontal flips in training.
         ignore_index: label value of pixels without ground truth, in [0, 255].
+        layout: layout name, :class:`~.layouts.Layout`, or ``"auto"`` (detected once, here);
+            the resolved :class:`~.layouts.Layout` is kept as ``self.layout``.
     Raises:
-        ValueError: invalid sizes or ranges, or ``train`` with neither ``size`` nor ``crop``.
+        ValueError: invalid sizes or ranges, ``train`` with neither ``size`` nor ``crop``, or an
+            unknown layout name.
         DatasetError: at item access, for unreadable or inconsistent files.
     """
 
@@ -239,7 +232,7 @@ class PairDataset(Dataset):
                  thermal_high: float = 99.0, thermal_min: float = 0, thermal_max: float = 65535,
                  scale_range: tuple[float, float] = (0.5, 2.0),
                  crop: tuple[int, int] | None = None, brightness: float = 0.2, flip: bool = True,
-                 ignore_index: int = 255):
+                 ignore_index: int = 255, layout: str | Layout = "auto"):
         for what, hw in (("size", size), ("crop", crop)):
             if hw is not None and (len(hw) != 2 or min(hw) < 1):
                 raise ValueError(f"{what} must be (height, width) >= 1, got {hw}")
@@ -259,13 +252,14 @@ class PairDataset(Dataset):
         normalize_thermal(np.zeros((1, 1), np.uint16), **self.thermal)  # validate the arguments
         self.scale_range, self.brightness, self.flip = tuple(scale_range), brightness, flip
         self.ignore_index = ignore_index
+        self.layout = get_layout(layout, root)
 
     def __len__(self) -> int:
         return len(self.names)
 
     def __getitem__(self, index: int) -> dict:
         name = self.names[index]
-        vis, ir, label = read_pair(self.root, name)
+        vis, ir, label = self.layout.read(self.root, name)
         vis = vis.astype(np.float32) / np.float32(255.0)
         ir = normalize_thermal(ir, **self.thermal)
         if label is None:

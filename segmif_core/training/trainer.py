@@ -1,9 +1,32 @@
-"""Training loop for SegMiF and the baselines, driven by a YAML config (see config/train/*.yaml).
+"""Interactive training of SegMiF (and the baselines), driven by a YAML config.
 
-Joint objective of Liu et al., ICCV 2023, Eq. (7): L = lambda_1 L_f + lambda_2 L_s, with the fusion
-loss L_f of Eq. (6) on the fused luminance (baselines: L_s only). The best checkpoint is selected
-on the validation split by mIoU (never on a test split). Checkpoints and logs are written
-atomically under ``out``.
+Liu et al., ICCV 2023, Sec. 3.4: training alternates, for ``rounds`` rounds, between
+- ``seg_iters`` segmentation steps: Psi is trained with the cross entropy L_s on the fused images
+  that the current Phi produces (Phi frozen, no gradient through it), with its own optimiser;
+- ``fusion_iters`` fusion steps: Phi is trained with the joint loss of Eq. (7),
+  lambda_fusion L_f + lambda_seg L_s, where L_s flows back through the (frozen) Psi and Psi's
+  features guide Phi through HIA; the lambdas come from the dynamic weighting of Eqs. (8)-(9)
+  (``weighting.py``) or are static.
+Baselines (no fusion network) only run segmentation steps (``rounds * (seg_iters + fusion_iters)``
+of them, so that a baseline gets the same number of steps).
+
+Every number comes from the config (see ``config/train/paper.yaml``; other files extend it with
+``base: FILE``). Learning rates: linear warm-up from ``warmup_lr`` for ``warmup_iters`` steps, then
+poly decay ``lr_min + (lr - lr_min) * (1 - progress)^power`` over the optimiser's own steps (or over
+the ``max_minutes`` budget if that ends sooner). The best checkpoint is selected on the
+validation split, never on a test split.
+
+Outputs under ``out``: ``best.pt`` (release checkpoint, fp16, config inside), ``last.pt`` (full
+resumable state: weights, optimisers, schedule position, loss weights, RNG; written atomically
+every ``ckpt_every`` steps, at the end and on SIGINT/SIGTERM), ``log.csv`` (one row per step:
+losses, lambdas, learning rates, throughput, val mIoU), ``plots/*.png``, ``config.yaml``,
+``summary.json``. ``resume: true`` continues from ``last.pt`` exactly: data order and
+augmentation are a function of (seed, step), so an interrupted and resumed run gives the same
+weights as an uninterrupted one.
+
+Devices: CPU, one CUDA GPU (bf16 autocast and channels_last when ``amp``/``channels_last``), or
+several GPUs with ``torchrun --nproc_per_node N -m segmif_core.training.trainer --config FILE``
+(DistributedDataParallel; ``batch_size`` is per process).
 """
 from __future__ import annotations
 
@@ -12,199 +35,570 @@ import csv
 import json
 import math
 import os
+import random
+import signal
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import yaml
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from ..checkpoint import atomic_torch_save, save_checkpoint
 from ..data.classes import get_class_set
 from ..data.pairs import PairDataset, check_pairs, list_pairs, read_pair
+from ..evaluation import write_json_atomic
 from ..metrics import ConfusionMatrix
 from ..models import build_model
 from ..models.preprocessing import split_luminance
 from .losses import class_weights, fusion_loss, segmentation_loss
+from .weighting import make_weighting
 
-DEFAULTS = {
-    "seed": 0,
-    "out": "runs/train",
-    "data": {"root": None, "train_split": "train.txt", "val_split": "val.txt", "classes": "mfnet",
-             "size": [240, 320], "crop": [240, 320], "scale_range": [0.5, 2.0],
-             "brightness": 0.2, "flip": True,
-             "thermal": {"mode": "percentile", "low": 1.0, "high": 99.0, "min": 0, "max": 65535}},
-    "model": {"name": "segmif", "config": {}},
-    "train": {"batch_size": 8, "iterations": 1000, "max_minutes": 0, "workers": 0,
-              "lr": 1e-3, "weight_decay": 0.01, "poly_power": 0.9, "warmup_iters": 0,
-              "class_weighting": "enet", "eta": 1.0, "lambda_fusion": 1.0, "lambda_seg": 1.0,
-              "val_every": 200, "log_every": 10, "threads": 0, "device": "cpu"},
+REQUIRED = {
+    "data": ("root", "train_split", "val_split", "classes", "size", "crop", "scale_range",
+             "brightness", "flip", "thermal"),
+    "model": ("name", "config"),
+    "train": ("device", "batch_size", "workers", "rounds", "seg_iters", "fusion_iters",
+              "max_minutes", "seg_optim", "fusion_optim", "loss", "weighting", "val_every",
+              "log_every", "ckpt_every", "amp", "channels_last", "progress", "resume",
+              "fusion_phase_updates_seg"),
 }
 
 
+# ----------------------------------------------------------------------------- config
 def merge(base: dict, override: dict) -> dict:
-    """Recursive dict merge (override wins); unknown top-level sections are refused."""
+    """Recursive dict merge, ``override`` wins. A ``model`` section that names another model
+    replaces the inherited one (its config is not merged into the other model's keys)."""
     out = copy.deepcopy(base)
     for k, v in (override or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "config":
+        if (k == "model" and isinstance(v, dict) and "name" in v
+                and v["name"] != out.get("model", {}).get("name")):
+            out[k] = {"name": v["name"], "config": copy.deepcopy(v.get("config", {}))}
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = merge(out[k], v)
         else:
             out[k] = v
     return out
 
 
-def load_config(path: str | os.PathLike, overrides: dict | None = None) -> dict:
-    """Load a training YAML over DEFAULTS; a relative data.root is resolved against the file."""
-    path = Path(path)
+def _read_yaml(path: Path) -> dict:
     with open(path) as f:
-        user = yaml.safe_load(f) or {}
-    unknown = set(user) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"{path}: unknown config sections {sorted(unknown)}")
-    cfg = merge(merge(DEFAULTS, user), overrides or {})
-    if not cfg["data"]["root"]:
-        raise ValueError(f"{path}: data.root is required")
-    root = Path(cfg["data"]["root"])
-    cfg["data"]["root"] = str(root if root.is_absolute() else (path.parent / root).resolve())
+        cfg = yaml.safe_load(f) or {}
+    base = cfg.pop("base", None)
+    if base:
+        parent = _read_yaml((path.parent / base).resolve())
+        root = parent.get("data", {}).get("root")
+        if root and not Path(root).is_absolute() and "root" not in cfg.get("data", {}):
+            parent["data"]["root"] = str(((path.parent / base).resolve().parent / root).resolve())
+        cfg = merge(parent, cfg)
+    elif cfg.get("data", {}).get("root") and not Path(cfg["data"]["root"]).is_absolute():
+        cfg["data"]["root"] = str((path.parent / cfg["data"]["root"]).resolve())
     return cfg
 
 
-def _datasets(cfg: dict):
+def load_config(path: str | os.PathLike, overrides: dict | None = None) -> dict:
+    """Load a training config (following ``base:``), apply ``overrides`` and validate it.
+
+    A relative ``data.root`` is resolved against the file that sets it.
+    Raises:
+        ValueError: unknown top-level sections or missing keys (named).
+    """
+    path = Path(path)
+    cfg = merge(_read_yaml(path), overrides or {})
+    unknown = set(cfg) - {"seed", "out", *REQUIRED}
+    if unknown:
+        raise ValueError(f"{path}: unknown config sections {sorted(unknown)}")
+    missing = [f"{s}.{k}" for s, keys in REQUIRED.items() for k in keys
+               if k not in cfg.get(s, {})] + [k for k in ("seed", "out") if k not in cfg]
+    if missing:
+        raise ValueError(f"{path}: missing config keys {missing}")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- data
+class _Seeded(Dataset):
+    """Items addressed by (index, seed): the augmentation of an item depends only on its seed."""
+
+    def __init__(self, dataset: PairDataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        torch.manual_seed(seed)
+        return self.dataset[index]
+
+
+class StepBatches:
+    """Batch plan as a function of (seed, step): an epoch-wise permutation of the training set,
+    ``batch`` items per process and step, rank ``rank`` of ``world`` taking its own slice.
+    Iterating from ``start`` resumes exactly where a run stopped."""
+
+    def __init__(self, n: int, batch: int, seed: int, start: int = 0, rank: int = 0,
+                 world: int = 1):
+        if n < batch * world:
+            raise ValueError(f"{n} training pairs is fewer than one global batch "
+                             f"({batch} x {world} processes)")
+        self.n, self.batch, self.seed, self.start = n, batch, seed, start
+        self.rank, self.world = rank, world
+        self.per_epoch = n // (batch * world)
+
+    def indices(self, step: int) -> list[tuple[int, int]]:
+        epoch, pos = divmod(step, self.per_epoch)
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(
+            self.seed * 1_000_003 + epoch)).tolist()
+        first = (pos * self.world + self.rank) * self.batch
+        return [(perm[first + j], (self.seed * 7_919 + step) * 4_096 + self.rank * 256 + j)
+                for j in range(self.batch)]
+
+    def __iter__(self):
+        step = self.start
+        while True:
+            yield self.indices(step)
+            step += 1
+
+    def __len__(self):  # effectively infinite; DataLoader needs a length only for len()
+        return 2 ** 62
+
+
+def build_datasets(cfg: dict):
+    """(train PairDataset, val PairDataset, class set) after checking every file."""
     d = cfg["data"]
     th = d["thermal"]
+    layout = {"layout": d["layout"]} if d.get("layout") else {}
     common = dict(size=tuple(d["size"]), thermal_mode=th["mode"], thermal_low=th["low"],
-                  thermal_high=th["high"], thermal_min=th["min"], thermal_max=th["max"])
-    train_names = list_pairs(d["root"], d["train_split"])
-    val_names = list_pairs(d["root"], d["val_split"])
-    # check every file before the first step: a bad pair must not crash the run later
-    check_pairs(d["root"], train_names + val_names, require_labels=True)
+                  thermal_high=th["high"], thermal_min=th["min"], thermal_max=th["max"],
+                  **layout)
+    classes = get_class_set(d["classes"])
+    train_names = list_pairs(d["root"], d["train_split"], **layout)
+    val_names = list_pairs(d["root"], d["val_split"], **layout)
+    # every file is checked before the first step: a bad pair must not stop the run later
+    for names in (train_names, val_names):
+        check_pairs(d["root"], names, require_labels=True, num_classes=classes.num_classes,
+                    **layout)
     train = PairDataset(d["root"], train_names, train=True, crop=tuple(d["crop"]),
                         scale_range=tuple(d["scale_range"]), brightness=d["brightness"],
                         flip=d["flip"], **common)
     val = PairDataset(d["root"], val_names, train=False, **common)
-    return train, val
+    return train, val, classes
 
 
-def _label_counts(root: str, names: list[str], num_classes: int) -> torch.Tensor:
+def label_counts(dataset: PairDataset, num_classes: int) -> torch.Tensor:
     counts = np.zeros(num_classes, np.int64)
-    for n in names:
-        lab = read_pair(root, n)[2]
+    kw = {"layout": dataset.layout} if hasattr(dataset, "layout") else {}
+    for n in dataset.names:
+        lab = read_pair(dataset.root, n, **kw)[2]
         counts += np.bincount(lab.ravel(), minlength=num_classes)[:num_classes]
     return torch.from_numpy(counts)
 
 
+# ----------------------------------------------------------------------------- helpers
+def _lr(oc: dict, step: int, total: int, time_progress: float) -> float:
+    """Warm-up then poly decay (see the module docstring)."""
+    if step < oc["warmup_iters"]:
+        return oc["warmup_lr"]
+    progress = (step - oc["warmup_iters"]) / max(1, total - oc["warmup_iters"])
+    progress = min(1.0, max(progress, time_progress))
+    return oc["lr_min"] + (oc["lr"] - oc["lr_min"]) * (1 - progress) ** oc["poly_power"]
+
+
+def _optimizer(oc: dict, groups: list[dict]):
+    if oc["name"] == "adamw":
+        return torch.optim.AdamW(groups, lr=oc["lr"], weight_decay=oc["weight_decay"])
+    if oc["name"] == "adam":
+        return torch.optim.Adam(groups, lr=oc["lr"], weight_decay=oc["weight_decay"])
+    raise ValueError(f"unknown optimiser {oc['name']!r} (adam or adamw)")
+
+
+def _set_lr(opt, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr * g.get("lr_mult", 1.0)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 @torch.no_grad()
 def evaluate(model, loader, num_classes: int, device, class_names=None) -> dict:
-    """Confusion-matrix mIoU over the whole loader (class 0 included, absent classes skipped)."""
+    """Confusion-matrix metrics over the whole loader (class 0 included, absent classes
+    skipped; see ``ConfusionMatrix.summary``)."""
+    was = model.training
     model.eval()
     cm = ConfusionMatrix(num_classes, class_names=class_names)
     for batch in loader:
         pred = model.predict(batch["vis"].to(device), batch["ir"].to(device))["labels"]
         cm.update(pred.cpu(), batch["label"])
-    model.train()
+    model.train(was)
     return cm.summary()
 
 
-def losses_for(model, out: dict, batch: dict, weight, tc: dict) -> dict:
-    """Eq. (7) parts for one batch: {'seg', 'fusion' (segmif only), 'total', ...}."""
-    parts = {"seg": segmentation_loss(out["logits"], batch["label"], weight)}
-    total = tc["lambda_seg"] * parts["seg"]
-    if out.get("fused") is not None:
-        y, _ = split_luminance(batch["vis"])
-        f = fusion_loss(out["fused"], y, batch["ir"], tc["eta"])
-        parts.update({f"fusion_{k}": v for k, v in f.items() if k != "total"})
-        parts["fusion"] = f["total"]
-        total = total + tc["lambda_fusion"] * f["total"]
-    parts["total"] = total
-    return parts
+def write_plots(log_csv: Path, plot_dir: Path) -> None:
+    """PNG plots of losses, lambdas and val mIoU from the CSV log (atomic writes)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log_csv) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    step = np.array([int(r["step"]) for r in rows])
+
+    def series(key):
+        v = np.array([float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows])
+        return v
+
+    panels = {"losses": ["seg", "fusion", "fusion_ssim", "fusion_mse", "fusion_grad"],
+              "lambdas": ["lambda_fusion", "lambda_seg"], "val_miou": ["val_mIoU"]}
+    for name, keys in panels.items():
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in keys:
+            if key in rows[0]:
+                v = series(key)
+                ok = ~np.isnan(v)
+                if ok.any():
+                    ax.plot(step[ok], v[ok], "o-" if name == "val_miou" else "-", label=key,
+                            lw=1)
+        ax.set_xlabel("step")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+        fig.tight_layout()
+        tmp = plot_dir / f".{name}.tmp.png"
+        fig.savefig(tmp, dpi=90)
+        plt.close(fig)
+        os.replace(tmp, plot_dir / f"{name}.png")
+
+
+# ----------------------------------------------------------------------------- training
+class Trainer:
+    """Runs the schedule of the module docstring. ``run()`` returns the summary dict."""
+
+    FIELDS = ["step", "round", "phase", "time_s", "img_per_s", "lr_seg", "lr_fusion",
+              "lambda_fusion", "lambda_seg", "seg", "fusion", "fusion_ssim", "fusion_mse",
+              "fusion_grad", "total", "val_mIoU"]
+
+    def __init__(self, cfg: dict, log=print):
+        self.cfg, self.tc, self.log = cfg, cfg["train"], log
+        self.out = Path(cfg["out"])
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.distributed = self.world > 1
+        dev = self.tc["device"]
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.distributed:
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            dist.init_process_group("nccl" if dev.startswith("cuda") else "gloo")
+            if dev.startswith("cuda"):
+                torch.cuda.set_device(local)
+                dev = f"cuda:{local}"
+        self.device = torch.device(dev)
+        self.cuda = self.device.type == "cuda"
+        if self.tc.get("threads"):
+            torch.set_num_threads(int(self.tc["threads"]))
+        torch.manual_seed(cfg["seed"])
+        np.random.seed(cfg["seed"])
+        random.seed(cfg["seed"])
+
+        self.train_set, self.val_set, self.classes = build_datasets(cfg)
+        mc = dict(cfg["model"]["config"], num_classes=self.classes.num_classes)
+        self.model = build_model(cfg["model"]["name"], mc).to(self.device).train()
+        if self.cuda and self.tc["channels_last"]:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.has_fusion = hasattr(self.model, "fusion")
+        seg_params = self.model.segmenter
+        head = [p for n, p in seg_params.named_parameters() if n.startswith("head.")]
+        enc = [p for n, p in seg_params.named_parameters() if not n.startswith("head.")]
+        so, fo = self.tc["seg_optim"], self.tc["fusion_optim"]
+        self.opt_seg = _optimizer(so, [{"params": enc, "lr_mult": 1.0},
+                                       {"params": head, "lr_mult": so["head_lr_mult"]}])
+        self.opt_fusion = (_optimizer(fo, [{"params": list(self.model.fusion.parameters())}])
+                           if self.has_fusion else None)
+        self.weighting = make_weighting(self.tc["weighting"])
+        lc = self.tc["loss"]
+        self.class_weight = None
+        if lc["class_weighting"] == "enet":
+            self.class_weight = class_weights(label_counts(self.train_set,
+                                                           self.classes.num_classes))
+            self.class_weight = self.class_weight.to(self.device)
+        elif lc["class_weighting"] != "none":
+            raise ValueError(f"class_weighting must be 'enet' or 'none', "
+                             f"got {lc['class_weighting']!r}")
+        self.net = self.model
+        if self.distributed:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.cuda else None,
+                find_unused_parameters=True)
+
+        r, si, fi = self.tc["rounds"], self.tc["seg_iters"], self.tc["fusion_iters"]
+        self.round_len = si + fi
+        self.total_steps = r * self.round_len
+        self.total_seg = (r * si if self.has_fusion and not self.tc["fusion_phase_updates_seg"]
+                          else self.total_steps)
+        self.total_fusion = r * fi
+        self.state = {"step": 0, "seg_steps": 0, "fusion_steps": 0, "elapsed_s": 0.0,
+                      "best": {"mIoU": -1.0}}
+        if self.tc["resume"] and (self.out / "last.pt").is_file():
+            self._load_last()
+        self._stop_requested = False
+
+    # -- schedule
+    def phase_of(self, step: int) -> tuple[int, str]:
+        """(round index from 0, 'seg' or 'fusion') of a global step."""
+        rnd, pos = divmod(step, self.round_len)
+        if not self.has_fusion:
+            return rnd, "seg"
+        return rnd, ("seg" if pos < self.tc["seg_iters"] else "fusion")
+
+    # -- persistence
+    def _load_last(self) -> None:
+        ck = torch.load(self.out / "last.pt", map_location="cpu", weights_only=False)
+        self.model.load_state_dict(ck["model"])
+        self.opt_seg.load_state_dict(ck["opt_seg"])
+        if self.opt_fusion is not None:
+            self.opt_fusion.load_state_dict(ck["opt_fusion"])
+        self.weighting.load_state_dict(ck["weighting"])
+        self.state = ck["state"]
+        _set_rng_state(ck["rng"])
+        self.log(f"resumed from {self.out / 'last.pt'} at step {self.state['step']}")
+
+    def save_last(self) -> None:
+        if self.rank != 0:
+            return
+        atomic_torch_save({
+            "model": self.model.state_dict(), "opt_seg": self.opt_seg.state_dict(),
+            "opt_fusion": self.opt_fusion.state_dict() if self.opt_fusion else None,
+            "weighting": self.weighting.state_dict(), "state": self.state, "rng": _rng_state(),
+            "config": self.cfg}, self.out / "last.pt")
+
+    # -- one step
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16,
+                              enabled=self.cuda and bool(self.tc["amp"]))
+
+    def train_step(self, batch: dict, phase: str) -> dict:
+        vis, ir, label = batch["vis"], batch["ir"], batch["label"]
+        lc = self.tc["loss"]
+        row = {}
+        if phase == "seg":
+            with self._autocast():
+                out = self.net(vis, ir, phase="seg")
+                loss = segmentation_loss(out["logits"].float(), label, self.class_weight,
+                                         lc["ignore_index"])
+            self.opt_seg.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt_seg.step()
+            row.update(seg=loss.item(), total=loss.item())
+            return row
+        # fusion phase: Psi frozen (its gradients are not needed, only through its input), unless
+        # fusion_phase_updates_seg (plain end-to-end training of both networks on Eq. 7)
+        joint = bool(self.tc["fusion_phase_updates_seg"])
+        freeze = not self.distributed and not joint
+        if freeze:  # frozen also means no BatchNorm statistics updates in Psi's head
+            self.model.segmenter.requires_grad_(False)
+            self.model.segmenter.eval()
+        try:
+            with self._autocast():
+                out = self.net(vis, ir, phase="joint")
+                y, _ = split_luminance(vis)
+                f = fusion_loss(out["fused"].float(), y.float(), ir.float(), lc["eta"])
+                ls = segmentation_loss(out["logits"].float(), label, self.class_weight,
+                                       lc["ignore_index"])
+            lam = self.weighting.current()
+            total = lam["fusion"] * f["total"] + lam["seg"] * ls
+            self.opt_fusion.zero_grad(set_to_none=True)
+            self.opt_seg.zero_grad(set_to_none=True)
+            total.backward()
+            self.opt_fusion.step()
+            if joint:
+                self.opt_seg.step()
+        finally:
+            if freeze:
+                self.model.segmenter.requires_grad_(True)
+                self.model.segmenter.train()
+        self.opt_seg.zero_grad(set_to_none=True)
+        self.weighting.update({"fusion": f["total"].item(), "seg": ls.item()})
+        row.update(seg=ls.item(), fusion=f["total"].item(), fusion_ssim=f["ssim"].item(),
+                   fusion_mse=f["mse"].item(), fusion_grad=f["grad"].item(),
+                   total=total.item(), lambda_fusion=lam["fusion"], lambda_seg=lam["seg"])
+        return row
+
+    # -- loop
+    def run(self) -> dict:
+        tc = self.tc
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:
+            with open(self.out / "config.yaml", "w") as f:
+                yaml.safe_dump(self.cfg, f, sort_keys=False)
+        plan = StepBatches(len(self.train_set), tc["batch_size"], self.cfg["seed"],
+                           self.state["step"], self.rank, self.world)
+        loader = DataLoader(_Seeded(self.train_set), batch_sampler=plan,
+                            num_workers=tc["workers"], pin_memory=self.cuda,
+                            persistent_workers=tc["workers"] > 0)
+        val_loader = DataLoader(self.val_set, batch_size=1, shuffle=False)
+        log_path = self.out / "log.csv"
+        new_log = not (log_path.exists() and self.state["step"] > 0)
+        log_f = open(log_path, "w" if new_log else "a", newline="")
+        writer = csv.DictWriter(log_f, fieldnames=self.FIELDS, extrasaction="ignore")
+        if new_log and self.rank == 0:
+            writer.writeheader()
+        budget = 60.0 * tc["max_minutes"] if tc["max_minutes"] else math.inf
+        t_start = time.time() - self.state["elapsed_s"]
+
+        def on_signal(signum, _frame):
+            self._stop_requested = True
+            self.log(f"signal {signum}: saving last.pt and stopping after this step")
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        bar = None
+        if tc["progress"] and self.rank == 0:
+            from tqdm import tqdm
+            bar = tqdm(total=self.total_steps, initial=self.state["step"], unit="step",
+                       dynamic_ncols=True)
+        try:
+            t_last = time.time()
+            for batch in loader:
+                step = self.state["step"]
+                if step >= self.total_steps or self._stop_requested:
+                    break
+                elapsed = time.time() - t_start
+                if elapsed >= budget:
+                    self.log(f"time budget of {tc['max_minutes']} min reached at step {step}")
+                    break
+                time_progress = elapsed / budget
+                rnd, phase = self.phase_of(step)
+                batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+                         for k, v in batch.items()}
+                if self.cuda and tc["channels_last"]:
+                    for k in ("vis", "ir"):
+                        batch[k] = batch[k].contiguous(memory_format=torch.channels_last)
+                seg_step = self.state["seg_steps"]
+                if tc["fusion_phase_updates_seg"]:  # Psi also steps in fusion phases
+                    seg_step += self.state["fusion_steps"]
+                lr_seg = _lr(tc["seg_optim"], seg_step, self.total_seg, time_progress)
+                _set_lr(self.opt_seg, lr_seg)
+                lr_fusion = None
+                if self.opt_fusion is not None:
+                    lr_fusion = _lr(tc["fusion_optim"], self.state["fusion_steps"],
+                                    self.total_fusion, time_progress)
+                    _set_lr(self.opt_fusion, lr_fusion)
+                row = self.train_step(batch, phase)
+                self.state[f"{phase}_steps"] += 1
+                self.state["step"] = step = step + 1
+                now = time.time()
+                self.state["elapsed_s"] = now - t_start
+                row.update(step=step, round=rnd + 1, phase=phase,
+                           time_s=round(self.state["elapsed_s"], 2),
+                           img_per_s=round(tc["batch_size"] * self.world / max(1e-9,
+                                                                               now - t_last), 2),
+                           lr_seg=lr_seg, lr_fusion=lr_fusion)
+                t_last = now
+                last = (step >= self.total_steps or self._stop_requested
+                        or now - t_start >= budget)
+                if step % tc["val_every"] == 0 or last:
+                    row["val_mIoU"] = self.validate(val_loader, step)
+                if self.rank == 0:
+                    writer.writerow(row)
+                    log_f.flush()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k: (f"{v:.3g}" if isinstance(v, float) else v)
+                                     for k, v in row.items()
+                                     if k in ("phase", "seg", "fusion", "lambda_fusion",
+                                              "lambda_seg", "img_per_s", "val_mIoU")})
+                elif self.rank == 0 and (step % tc["log_every"] == 0 or "val_mIoU" in row):
+                    self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                      for k, v in row.items() if v is not None))
+                if step % tc["ckpt_every"] == 0 or last:
+                    self.save_last()
+                if last:
+                    break
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            if bar is not None:
+                bar.close()
+            log_f.close()
+        self.save_last()
+        if self.rank == 0:
+            write_plots(log_path, self.out / "plots")
+        summary = {"best": self.state["best"], "steps": self.state["step"],
+                   "seg_steps": self.state["seg_steps"],
+                   "fusion_steps": self.state["fusion_steps"],
+                   "wall_minutes": round(self.state["elapsed_s"] / 60, 2),
+                   "device": str(self.device), "world_size": self.world,
+                   "threads": torch.get_num_threads(),
+                   "model": self.cfg["model"]}
+        if self.rank == 0:
+            write_json_atomic(summary, self.out / "summary.json")
+        if self.distributed:
+            dist.destroy_process_group()
+        return summary
+
+    def validate(self, val_loader, step: int):
+        if self.distributed:
+            dist.barrier()
+        score = None
+        if self.rank == 0:
+            s = evaluate(self.model, val_loader, self.classes.num_classes, self.device,
+                         list(self.classes.names))
+            score = round(s["mIoU"], 3)
+            if s["mIoU"] > self.state["best"]["mIoU"]:
+                self.state["best"] = {
+                    "mIoU": s["mIoU"], "mAcc": s["mAcc"], "step": step,
+                    "per_class": {k: v["iou"] for k, v in s["per_class"].items()}}
+                save_checkpoint(self.out / "best.pt", self.model, self.classes,
+                                self.cfg["data"]["size"],
+                                meta={"val": self.state["best"], "train_config": self.cfg})
+            write_plots(self.out / "log.csv", self.out / "plots")
+        if self.distributed:
+            dist.barrier()
+        return score
 
 
 def train(cfg: dict, log=print) -> dict:
-    """Train from a config dict (see ``load_config``). Returns a summary dict (also written to
-    ``out/summary.json``): best val mIoU, its iteration, per-class IoU, wall time."""
-    tc = cfg["train"]
-    out_dir = Path(cfg["out"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg["seed"])
-    np.random.seed(cfg["seed"])
-    if tc["threads"]:
-        torch.set_num_threads(int(tc["threads"]))
-    device = torch.device(tc["device"])
-    classes = get_class_set(cfg["data"]["classes"])
-    train_set, val_set = _datasets(cfg)
-    mc = dict(cfg["model"]["config"])
-    mc["num_classes"] = classes.num_classes
-    model = build_model(cfg["model"]["name"], mc).to(device).train()
-    weight = None
-    if tc["class_weighting"] == "enet":
-        weight = class_weights(_label_counts(train_set.root, train_set.names,
-                                             classes.num_classes)).to(device)
-    g = torch.Generator().manual_seed(cfg["seed"])
-    loader = DataLoader(train_set, batch_size=tc["batch_size"], shuffle=True, drop_last=True,
-                        num_workers=tc["workers"], generator=g, persistent_workers=tc["workers"] > 0)
-    val_loader = DataLoader(val_set, batch_size=1, shuffle=False)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
-    iters, warm = int(tc["iterations"]), int(tc["warmup_iters"])
+    """Train from a loaded config (``load_config``); returns the summary dict."""
+    return Trainer(cfg, log).run()
 
-    budget_s = 60.0 * tc["max_minutes"] if tc["max_minutes"] else math.inf
 
-    def progress(it):  # fraction of the run done: by iterations or by the time budget
-        return min(1.0, max(it / iters, (time.time() - t0) / budget_s))
+def main(argv=None) -> int:
+    """``python -m segmif_core.training.trainer --config FILE`` (also under torchrun)."""
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    overrides: dict = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        node = overrides
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    print(json.dumps(train(load_config(args.config, overrides)), indent=2))
+    return 0
 
-    def lr_at(it):  # linear warm-up, then poly decay over the progress
-        if it < warm:
-            return tc["lr"] * (it + 1) / warm
-        return tc["lr"] * (1 - progress(it)) ** tc["poly_power"]
 
-    with open(out_dir / "config.yaml", "w") as f:
-        yaml.safe_dump(cfg, f, sort_keys=False)
-    log_path = out_dir / "log.csv"
-    log_f = open(log_path, "w", newline="")
-    writer = None
-    best = {"mIoU": -1.0}
-    t0 = time.time()
-    it = 0
-    stop = False
-    while not stop:
-        for batch in loader:
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            for group in opt.param_groups:
-                group["lr"] = lr_at(it)
-            out = model(batch["vis"], batch["ir"])
-            parts = losses_for(model, out, batch, weight, tc)
-            opt.zero_grad(set_to_none=True)
-            parts["total"].backward()
-            opt.step()
-            it += 1
-            row = {"iter": it, "time_s": round(time.time() - t0, 1), "lr": opt.param_groups[0]["lr"],
-                   **{k: round(float(v.detach()), 5) for k, v in parts.items()}}
-            last = progress(it) >= 1.0
-            if it % tc["val_every"] == 0 or last:
-                s = evaluate(model, val_loader, classes.num_classes, device, classes.names)
-                row["val_mIoU"] = round(s["mIoU"], 3)
-                if s["mIoU"] > best["mIoU"]:
-                    best = {"mIoU": s["mIoU"], "mAcc": s["mAcc"], "iteration": it,
-                            "per_class": {k: v["iou"] for k, v in s["per_class"].items()}}
-                    save_checkpoint(out_dir / "best.pt", model, classes, cfg["data"]["size"],
-                                    meta={"val": best, "train_config": cfg})
-            if writer is None:
-                writer = csv.DictWriter(log_f, fieldnames=list(row) + ["val_mIoU"],
-                                        extrasaction="ignore")
-                writer.writeheader()
-            writer.writerow(row)
-            log_f.flush()
-            if it % tc["log_every"] == 0 or "val_mIoU" in row:
-                log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                             for k, v in row.items()))
-            if last:
-                stop = True
-                break
-    log_f.close()
-    atomic_torch_save({"model": model.state_dict(), "iteration": it}, out_dir / "last_state.pt")
-    summary = {"best": best, "iterations": it, "wall_minutes": round((time.time() - t0) / 60, 2),
-               "threads": torch.get_num_threads(), "device": str(device)}
-    tmp = out_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out_dir / "summary.json")
-    return summary
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -44,7 +44,8 @@ class Baseline(FusionSegModel):
         self.segmenter = SegFormer(segformer_config(cfg.encoder, cfg.num_classes, channels,
                                                     cfg.decoder_hidden_size))
 
-    def forward(self, vis: torch.Tensor, ir: torch.Tensor) -> dict:
+    def forward(self, vis: torch.Tensor, ir: torch.Tensor, phase: str = "seg") -> dict:
+        """``phase`` is accepted for interface parity with SegMiF (a baseline only segments)."""
         self.check_inputs(vis, ir)
         x = {"visible": lambda: normalize_rgb(vis),
              "thermal": lambda: normalize_mono(ir),

@@ -84,7 +84,11 @@ class SegMiF(FusionSegModel):
         sem = None
         if self.fusion.uses_semantics:
             guide = vis if guidance is None else guidance
-            sem = self.segmenter.features(normalize_rgb(guide))[:2]
+            # no graph through the guidance pass when Psi is frozen (fusion phase of training)
+            track = torch.is_grad_enabled() and any(p.requires_grad
+                                                    for p in self.segmenter.parameters())
+            with torch.set_grad_enabled(track):
+                sem = self.segmenter.features(normalize_rgb(guide))[:2]
         u = self.fusion(y, ir, sem)
         return u, merge_luminance(u, cbcr)
 
@@ -93,7 +97,12 @@ class SegMiF(FusionSegModel):
         return self.segmenter(normalize_rgb(rgb))
 
     def forward(self, vis: torch.Tensor, ir: torch.Tensor,
-                guidance: torch.Tensor | None = None) -> dict:
+                guidance: torch.Tensor | None = None, phase: str = "joint") -> dict:
+        """phase 'joint': Phi and Psi with gradients; 'seg': Phi without gradients (the
+        segmentation step of interactive training, Sec. 3.4, on the current fused images)."""
         self.check_inputs(vis, ir)
-        u, fused_rgb = self.fuse(vis, ir, guidance)
+        if phase not in ("joint", "seg"):
+            raise ValueError(f"phase must be 'joint' or 'seg', got {phase!r}")
+        with torch.set_grad_enabled(torch.is_grad_enabled() and phase == "joint"):
+            u, fused_rgb = self.fuse(vis, ir, guidance)
         return {"logits": self.segment(fused_rgb), "fused": u, "fused_rgb": fused_rgb}
