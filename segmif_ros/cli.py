@@ -2,6 +2,8 @@
 
     segmif fuse --vis DIR --ir DIR --out DIR [--checkpoint PATH] [--device cpu] [--labels]
     segmif evaluate --data DIR [--split FILE] [--checkpoint PATH] --out DIR
+                    [--method model|visible|thermal|average|maximum] [--no-rules]
+                    [--exclude-background] [--absent skip|zero]
     segmif train --config FILE [--set section.key=value ...]
     segmif bag make --data DIR --out BAG [--split FILE] [--rate 30] [--storage mcap]
     segmif bag info BAG
@@ -61,15 +63,42 @@ def cmd_fuse(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from segmif_core.evaluation import evaluate_folder, write_json_atomic
+    from segmif_core.evaluation import MODEL_METHOD, evaluate_folder
+    from segmif_core.report import protocol_sentence, write_report
 
-    report = evaluate_folder(_predictor(args), args.data, args.split, log=print)
+    rule = {"mode": args.thermal_norm, "low": args.thermal_percentiles[0],
+            "high": args.thermal_percentiles[1], "vmin": args.thermal_range[0],
+            "vmax": args.thermal_range[1]}
+    if args.method == MODEL_METHOD:
+        from segmif_core.inference import SegMiFPredictor
+        size = tuple(args.size) if args.size else None
+        predictor = SegMiFPredictor(args.checkpoint, args.device, size,
+                                    thermal_norm=rule["mode"],
+                                    thermal_range=(rule["vmin"], rule["vmax"]),
+                                    thermal_percentiles=(rule["low"], rule["high"]))
+        rules = () if args.no_rules else None
+    else:
+        if args.checkpoint:
+            raise ValueError(f"--method {args.method} evaluates a fusion rule alone: "
+                             "--checkpoint is not used")
+        predictor, rules = None, (args.method,)
+    kwargs = {} if rules is None else {"rules": rules}
+    report = evaluate_folder(predictor, args.data, args.split, log=print,
+                             include_background=not args.exclude_background,
+                             absent=args.absent, thermal_rule=rule, **kwargs)
     out = Path(args.out)
-    write_json_atomic(report, out / "report.json")
-    print(f"mIoU {report['mIoU']:.2f}  mAcc {report['mAcc']:.2f}  over {report['n_pairs']} pairs"
-          f" -> {out / 'report.json'}")
-    for name, v in report["per_class"].items():
-        print(f"  {name:12s} IoU {'-' if v['iou'] is None else format(v['iou'], '.2f')}")
+    files = write_report(report, out, title="segmif evaluate report")
+    if report["mIoU"] is not None:
+        print(f"mIoU {report['mIoU']:.2f}  mAcc {report['mAcc']:.2f}  over "
+              f"{report['n_labelled']} labelled pairs ({protocol_sentence(report['protocol'])})")
+        for name, v in report["per_class"].items():
+            print(f"  {name:12s} IoU {'-' if v['iou'] is None else format(v['iou'], '.2f')}")
+    else:
+        print(f"no segmentation metrics ({'rule only' if predictor is None else 'no labels'})")
+    for method, row in report["fusion"].items():
+        print(f"  {method:12s} " + "  ".join(
+            f"{k} {'-' if v is None else format(v, '.3f')}" for k, v in row.items()))
+    print(f"{report['n_pairs']} pairs -> {', '.join(str(out / f) for f in files)}")
     return 0
 
 
@@ -153,11 +182,31 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(p)
     p.set_defaults(func=cmd_fuse)
 
-    p = sub.add_parser("evaluate", help="segmentation metrics on DIR/{vis,ir,label}")
+    p = sub.add_parser("evaluate", help="segmentation and fusion metrics on DIR/{vis,ir[,label]}",
+                       description="Writes OUT/report.json, report.md, fusion_violins.png and "
+                       "(labelled data) confusion_matrix.png. Without label/ only fusion metrics "
+                       "are computed.")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default=None, help="file of names (default: all pairs)")
     p.add_argument("--out", required=True)
     model_args(p)
+    from segmif_core.evaluation import MODEL_METHOD, RULE_NAMES
+    p.add_argument("--method", choices=(MODEL_METHOD,) + RULE_NAMES, default=MODEL_METHOD,
+                   help="model (default: the checkpoint plus every fusion rule as comparison "
+                        "rows) or one fusion rule alone (no checkpoint, fusion metrics only)")
+    p.add_argument("--no-rules", action="store_true",
+                   help="model only, without the fusion-rule comparison rows")
+    p.add_argument("--exclude-background", action="store_true",
+                   help="leave class 0 (unlabelled) out of mIoU/mAcc (default: included)")
+    p.add_argument("--absent", choices=("skip", "zero"), default="skip",
+                   help="classes with neither ground truth nor prediction: left out of the "
+                        "means (skip, default) or counted as 0 (zero)")
+    p.add_argument("--thermal-norm", choices=("percentile", "fixed"), default="percentile",
+                   help="16-bit thermal scaling (8-bit thermal is /255 whatever this is)")
+    p.add_argument("--thermal-percentiles", type=float, nargs=2, default=(1.0, 99.0),
+                   metavar=("LOW", "HIGH"), help="percentile rule: per-frame percentiles -> 0, 1")
+    p.add_argument("--thermal-range", type=float, nargs=2, default=(0.0, 65535.0),
+                   metavar=("MIN", "MAX"), help="fixed rule: raw values -> 0, 1")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("train", help="train from a YAML config")
