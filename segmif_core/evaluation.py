@@ -15,7 +15,8 @@ The report dict (shared by ``segmif evaluate``, ``segmif bag eval`` and the demo
 * ``methods``: the fusion methods in report order (the model first, then the rules);
   ``fusion``: ``{method: {metric: mean}}`` (EN SD SF AG MI SCD VIF Qabf SSIM, mean over the
   images where the metric is defined); ``fusion_per_image``: ``{method: {metric: [value per
-  pair]}}`` aligned with ``pairs``; ``fusion_skipped``: pairs without fusion metrics and why.
+  pair]}}`` aligned with ``pairs``; ``fusion_n``: ``{method: {metric: pairs where it is
+  defined}}``; ``fusion_skipped``: pairs without fusion metrics and why.
 * ``checkpoint``, ``timing`` and a few descriptive keys (``data``, ``split``, ``device``, ...).
 
 Segmentation protocol: one confusion matrix accumulated over all pixels of the split at the
@@ -256,9 +257,9 @@ class FusionTable:
         return out
 
     def counts(self) -> dict:
-        """``{method: images with all metrics defined}``."""
-        return {m: sum(all(self.values[m][k][i] is not None for k in FUSION_METRIC_KEYS)
-                       for i in range(len(self.pairs))) for m in self.methods}
+        """``{method: {metric: number of pairs where it is defined}}``."""
+        return {m: {k: sum(v is not None for v in self.values[m][k]) for k in FUSION_METRIC_KEYS}
+                for m in self.methods}
 
     def report_part(self) -> dict:
         """The fusion keys of the report."""

@@ -80,9 +80,10 @@ def protocol_sentence(protocol: Mapping) -> str:
     """One line saying how mIoU/mAcc were averaged."""
     bg = "class 0 (unlabelled) included" if protocol.get("include_background", True) \
         else "class 0 (unlabelled) excluded"
-    absent = ("classes without ground truth and prediction skipped in the means"
-              if protocol.get("absent", "skip") == "skip"
-              else "classes without ground truth and prediction counted as 0 in the means")
+    undefined = ("classes with an undefined metric (IoU: no ground truth and no prediction; "
+                 "Acc: no ground truth)")
+    absent = (f"{undefined} skipped in the means" if protocol.get("absent", "skip") == "skip"
+              else f"{undefined} counted as 0 in the means")
     return f"{bg}; {absent}"
 
 
@@ -150,8 +151,7 @@ def plot_confusion_matrix(report: Mapping, path: Path) -> bool:
     k = m.shape[0]
     size = max(5.0, 0.6 * k + 2.5)
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
-    cmap = plt.get_cmap("Blues").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("Blues").with_extremes(bad="#dddddd")
     im = ax.imshow(np.ma.masked_invalid(norm), cmap=cmap, vmin=0, vmax=100)
     for i in range(k):
         for j in range(k):
@@ -215,8 +215,12 @@ def _fusion_table(report: Mapping) -> list[str]:
         lines.append(f"| {m} | " + " | ".join(_fmt(row.get(k), 3 if k in ("Qabf", "SCD", "VIF",
                                                                           "SSIM") else 2)
                                            for k in FUSION_METRIC_KEYS)
-                     + f" | {counts.get(m, '-')} |")
-    return lines + [""]
+                     + f" | {max((counts.get(m) or {0: 0}).values())} |")
+    lines.append("")
+    if any(v is None for m in fusion for v in fusion[m].values()):
+        lines += ["`-`: undefined on every pair (e.g. SCD of the visible or thermal rule: a "
+                  "correlation with a constant difference image is undefined).", ""]
+    return lines
 
 
 def _conventions(report: Mapping) -> list[str]:
@@ -263,7 +267,12 @@ def render_markdown(report: Mapping, title: str = "segmif evaluation report",
         facts.append(f"device {report['device']}")
     if report.get("input_size"):
         facts.append(f"network input {report['input_size'][1]}x{report['input_size'][0]}")
-    facts.append(f"{report.get('n_pairs', 0)} pairs, {report.get('n_labelled', 0)} with labels")
+    if report.get("kind") == "bag_eval":
+        facts.append(f"{report.get('n_pairs', 0)} frames answered by the node, "
+                     f"{report.get('n_labelled', 0)} of them with ground truth")
+    else:
+        facts.append(f"{report.get('n_pairs', 0)} pairs, {report.get('n_labelled', 0)} "
+                     "with labels")
     lines += ["; ".join(facts) + ".", ""]
     for w in report.get("warnings") or []:
         lines.append(f"> **Warning:** {w}")

@@ -7,6 +7,8 @@
     segmif train --config FILE [--set section.key=value ...]
     segmif bag make --data DIR --out BAG [--split FILE] [--rate 30] [--storage mcap]
     segmif bag info BAG
+    segmif bag eval BAG [--out DIR] [--visible-topic T] [--thermal-topic T] [--gt-topic T]
+                    [--rate R] [--start-node|--no-start-node] [--checkpoint PATH] [--namespace NS]
     segmif demo [--data DIR] [--split FILE] [--out runs/demo] [--rate 0.05]
 
 Subcommands import what they need only: fuse, evaluate and train need no ROS.
@@ -129,6 +131,8 @@ def cmd_train(args) -> int:
 def cmd_bag(args) -> int:
     from .bag import bag_info, make_bag
 
+    if args.bag_cmd == "eval":
+        return _cmd_bag_eval(args)
     if args.bag_cmd == "make":
         split = args.split
         if split and not Path(split).is_file() and (Path(args.data) / split).is_file():
@@ -139,6 +143,40 @@ def cmd_bag(args) -> int:
         print(json.dumps(summary, indent=2, default=str))
     else:
         print(json.dumps(bag_info(args.bag), indent=2, default=str))
+    return 0
+
+
+def _cmd_bag_eval(args) -> int:
+    from segmif_core.report import protocol_sentence
+
+    from .bag_eval import run_bag_eval
+
+    params = {}
+    for item in args.param or []:
+        key, sep, value = item.partition(":=")
+        if not sep or not key:
+            raise ValueError(f"--param needs name:=value, got {item!r}")
+        params[key] = value
+    report = run_bag_eval(
+        args.bag, args.out, visible_topic=args.visible_topic, thermal_topic=args.thermal_topic,
+        gt_topic=args.gt_topic or None, rate=args.rate, start_node=args.start_node,
+        checkpoint=args.checkpoint, device=args.device, namespace=args.namespace,
+        node_params=params, include_background=not args.exclude_background, absent=args.absent,
+        rules=() if args.no_rules else None, mosaics=args.mosaics,
+        node_timeout_s=args.node_timeout, quiet_s=args.quiet)
+    st, lat = report["stream"], report["timing"]["stamp_to_receive_ms"]
+    print(f"[bag eval] frames in {st['frames_in_visible']}, answered {st['frames_out']}, dropped "
+          f"by node {st['pairs_dropped_by_node']}, never answered {st['pairs_never_answered']}")
+    if lat.get("n"):
+        print(f"[bag eval] stamp-to-output latency ms: p50 {lat['p50']:.0f}  p90 "
+              f"{lat['p90']:.0f}  max {lat['max']:.0f}")
+    if report["mIoU"] is not None:
+        print(f"[bag eval] mIoU {report['mIoU']:.2f}  mAcc {report['mAcc']:.2f} over "
+              f"{report['n_labelled']} labelled frames ({protocol_sentence(report['protocol'])})")
+    for method, row in report["fusion"].items():
+        print(f"  {method:12s} " + "  ".join(
+            f"{k} {'-' if v is None else format(v, '.3f')}" for k, v in row.items()))
+    print(f"[bag eval] report: {Path(args.out) / 'report.md'}, {Path(args.out) / 'report.json'}")
     return 0
 
 
@@ -190,8 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="file of names (default: all pairs)")
     p.add_argument("--out", required=True)
     model_args(p)
-    from segmif_core.evaluation import MODEL_METHOD, RULE_NAMES
-    p.add_argument("--method", choices=(MODEL_METHOD,) + RULE_NAMES, default=MODEL_METHOD,
+    from segmif_core.fusion_rules import FUSION_RULES  # numpy only: parsing stays light
+    p.add_argument("--method", choices=("model",) + tuple(FUSION_RULES), default="model",
                    help="model (default: the checkpoint plus every fusion rule as comparison "
                         "rows) or one fusion rule alone (no checkpoint, fusion metrics only)")
     p.add_argument("--no-rules", action="store_true",
@@ -199,8 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-background", action="store_true",
                    help="leave class 0 (unlabelled) out of mIoU/mAcc (default: included)")
     p.add_argument("--absent", choices=("skip", "zero"), default="skip",
-                   help="classes with neither ground truth nor prediction: left out of the "
-                        "means (skip, default) or counted as 0 (zero)")
+                   help="classes whose metric is undefined (IoU: no ground truth and no "
+                        "prediction; Acc: no ground truth): left out of the means (skip, "
+                        "default) or counted as 0 (zero)")
     p.add_argument("--thermal-norm", choices=("percentile", "fixed"), default="percentile",
                    help="16-bit thermal scaling (8-bit thermal is /255 whatever this is)")
     p.add_argument("--thermal-percentiles", type=float, nargs=2, default=(1.0, 99.0),
@@ -227,6 +266,41 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true")
     b = bsub.add_parser("info", help="topics, types and counts of a bag")
     b.add_argument("bag")
+    b = bsub.add_parser(
+        "eval", help="replay a bag through segmif_node, record and evaluate its outputs",
+        description="Replays BAG (visible, thermal and optionally ground-truth topics, remapped "
+        "onto the node's inputs) through segmif_node, records its outputs and writes OUT/"
+        "report.json, report.md, plots and mosaics: segmentation metrics (frames with ground "
+        "truth, matched by stamp), fusion metrics of the node and of the baseline fusion rules, "
+        "per-frame latency, pairs dropped and pairs never answered.")
+    b.add_argument("bag")
+    b.add_argument("--out", default="runs/bag_eval")
+    b.add_argument("--visible-topic", default="/visible/image", help="visible topic in the bag")
+    b.add_argument("--thermal-topic", default="/thermal/image", help="thermal topic in the bag")
+    b.add_argument("--gt-topic", default="/ground_truth/labels",
+                   help="ground-truth labels topic in the bag ('' = none)")
+    b.add_argument("--rate", type=float, default=1.0,
+                   help="replay speed factor (1 = recorded speed; 0 = as fast as possible)")
+    b.add_argument("--start-node", action=argparse.BooleanOptionalAction, default=True,
+                   help="start segmif_node here (default) or use one already running "
+                        "(--no-start-node) in --namespace")
+    b.add_argument("--checkpoint", default=None, help="checkpoint of the started node")
+    b.add_argument("--device", default="cpu", help="device of the started node")
+    b.add_argument("--namespace", default="", help="ROS namespace of the node")
+    b.add_argument("--param", action="append", metavar="NAME:=VALUE",
+                   help="extra parameter of the started node, e.g. input_height:=240")
+    b.add_argument("--exclude-background", action="store_true",
+                   help="leave class 0 (unlabelled) out of mIoU/mAcc")
+    b.add_argument("--absent", choices=("skip", "zero"), default="skip",
+                   help="classes whose metric is undefined (IoU: no ground truth and no "
+                        "prediction; Acc: no ground truth): left out of the means (skip, "
+                        "default) or counted as 0 (zero)")
+    b.add_argument("--no-rules", action="store_true", help="no fusion-rule comparison rows")
+    b.add_argument("--mosaics", type=int, default=4)
+    b.add_argument("--node-timeout", type=float, default=180.0,
+                   help="maximum wait for the node to come up (s)")
+    b.add_argument("--quiet", type=float, default=10.0,
+                   help="after the replay, stop waiting when no output came for this long (s)")
     p.set_defaults(func=cmd_bag)
 
     p = sub.add_parser("demo", help="bag -> live segmif_node -> recorded outputs -> report")
