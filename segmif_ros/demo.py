@@ -20,7 +20,16 @@ import random
 import time
 from pathlib import Path
 
-REPO_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mfnet"
+def default_data() -> Path:
+    """The MFNet pairs beside the checkout: ``../shared/data/mfnet`` from the repository root
+    (found from the current folder, as ``make demo`` runs there, or from this source file)."""
+    candidates = [Path.cwd().resolve().parent / "shared" / "data" / "mfnet",
+                  Path(__file__).resolve().parents[2] / "shared" / "data" / "mfnet"]
+    for c in candidates:
+        if (c / "vis").is_dir():
+            return c
+    raise FileNotFoundError("demo data not found (looked in "
+                            f"{', '.join(str(c) for c in candidates)}); pass --data DIR")
 
 
 def local_ros_env(domain_id: int | None = None) -> dict:
@@ -53,7 +62,7 @@ def run_demo(data=None, split="val.txt", out="runs/demo", checkpoint=None, devic
     from .bag_eval import run_bag_eval
 
     local_ros_env()
-    data = Path(data) if data else REPO_DATA
+    data = Path(data) if data else default_data()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     load_checkpoint(checkpoint)  # fail early on a bad checkpoint, before building the bag
