@@ -92,7 +92,7 @@ def _config(tmp_path, root, out="run", **train):
            "model": {"name": "segmif", "config": TINY},
            "train": dict({"device": "cpu", "batch_size": 2, "workers": 0, "rounds": 2,
                           "seg_iters": 1, "fusion_iters": 2, "val_every": 3, "log_every": 1,
-                          "ckpt_every": 1, "progress": False,
+                          "ckpt_every": 1, "progress": False, "fusion_warmup_iters": 0,
                           "seg_optim": {"warmup_iters": 1}}, **train)}
     path = tmp_path / f"{out}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -106,6 +106,22 @@ def test_schedule_alternates_rounds(tmp_path):
     phases = [tr.phase_of(s) for s in range(10)]
     assert phases == [(0, "seg")] * 2 + [(0, "fusion")] * 3 + [(1, "seg")] * 2 + \
         [(1, "fusion")] * 3
+
+
+def test_fusion_warmup_comes_first_and_trains_phi_only(tmp_path):
+    root = tmp_path / "data"
+    _dataset(root, ["a", "b", "c"])
+    tr = Trainer(_config(tmp_path, root, out="warm", rounds=1, seg_iters=1, fusion_iters=1,
+                         fusion_warmup_iters=2), log=lambda *_: None)
+    assert [tr.phase_of(s)[1] for s in range(4)] == ["warmup", "warmup", "seg", "fusion"]
+    seg_before = {k: v.clone() for k, v in tr.model.segmenter.state_dict().items()}
+    fus_before = {k: v.clone() for k, v in tr.model.fusion.state_dict().items()}
+    batch = next(iter(torch.utils.data.DataLoader(tr.train_set, batch_size=2)))
+    row = tr.train_step(batch, "warmup")
+    assert "seg" not in row and row["fusion"] > 0
+    assert all(torch.equal(v, tr.model.segmenter.state_dict()[k]) for k, v in seg_before.items())
+    assert not all(torch.equal(v, tr.model.fusion.state_dict()[k])
+                   for k, v in fus_before.items())
 
 
 def test_train_loop_writes_checkpoint_log_plots_and_summary(tmp_path):

@@ -63,7 +63,7 @@ REQUIRED = {
     "train": ("device", "batch_size", "workers", "rounds", "seg_iters", "fusion_iters",
               "max_minutes", "seg_optim", "fusion_optim", "loss", "weighting", "val_every",
               "log_every", "ckpt_every", "amp", "channels_last", "progress", "resume",
-              "fusion_phase_updates_seg"),
+              "fusion_phase_updates_seg", "fusion_warmup_iters"),
 }
 
 
@@ -352,10 +352,11 @@ class Trainer:
 
         r, si, fi = self.tc["rounds"], self.tc["seg_iters"], self.tc["fusion_iters"]
         self.round_len = si + fi
-        self.total_steps = r * self.round_len
+        self.warmup = int(self.tc["fusion_warmup_iters"]) if self.has_fusion else 0
+        self.total_steps = self.warmup + r * self.round_len
         self.total_seg = (r * si if self.has_fusion and not self.tc["fusion_phase_updates_seg"]
                           else self.total_steps)
-        self.total_fusion = r * fi
+        self.total_fusion = self.warmup + r * fi
         self.state = {"step": 0, "seg_steps": 0, "fusion_steps": 0, "elapsed_s": 0.0,
                       "best": {"mIoU": -1.0}}
         if self.tc["resume"] and (self.out / "last.pt").is_file():
@@ -364,8 +365,13 @@ class Trainer:
 
     # -- schedule
     def phase_of(self, step: int) -> tuple[int, str]:
-        """(round index from 0, 'seg' or 'fusion') of a global step."""
-        rnd, pos = divmod(step, self.round_len)
+        """(round index from 0, 'seg', 'fusion' or 'warmup') of a global step. The first
+        ``fusion_warmup_iters`` steps ('warmup', round -1) train Phi on L_f alone, so that Psi
+        first sees fused images that carry both modalities (without it, Psi learns from the
+        near-constant output of an untrained Phi and then pulls Phi towards it)."""
+        if step < self.warmup:
+            return -1, "warmup"
+        rnd, pos = divmod(step - self.warmup, self.round_len)
         if not self.has_fusion:
             return rnd, "seg"
         return rnd, ("seg" if pos < self.tc["seg_iters"] else "fusion")
@@ -400,6 +406,26 @@ class Trainer:
         vis, ir, label = batch["vis"], batch["ir"], batch["label"]
         lc = self.tc["loss"]
         row = {}
+        if phase == "warmup":  # Phi on the fusion loss alone (Eq. 6), Psi untouched
+            if not self.distributed:  # no graph through Psi's guidance pass
+                self.model.segmenter.requires_grad_(False)
+            try:
+                with self._autocast():
+                    # under DDP the wrapped forward keeps the gradients of the ranks in sync
+                    u = (self.net(vis, ir, phase="joint")["fused"] if self.distributed
+                         else self.model.fuse(vis, ir)[0])
+                    y, _ = split_luminance(vis)
+                    f = fusion_loss(u.float(), y.float(), ir.float(), lc["eta"])
+                self.opt_fusion.zero_grad(set_to_none=True)
+                f["total"].backward()
+                self.opt_fusion.step()
+            finally:
+                self.model.segmenter.requires_grad_(True)
+            self.opt_seg.zero_grad(set_to_none=True)
+            row.update(fusion=f["total"].item(), fusion_ssim=f["ssim"].item(),
+                       fusion_mse=f["mse"].item(), fusion_grad=f["grad"].item(),
+                       total=f["total"].item())
+            return row
         if phase == "seg":
             with self._autocast():
                 out = self.net(vis, ir, phase="seg")
@@ -503,11 +529,11 @@ class Trainer:
                                     self.total_fusion, time_progress)
                     _set_lr(self.opt_fusion, lr_fusion)
                 row = self.train_step(batch, phase)
-                self.state[f"{phase}_steps"] += 1
+                self.state["fusion_steps" if phase == "warmup" else f"{phase}_steps"] += 1
                 self.state["step"] = step = step + 1
                 now = time.time()
                 self.state["elapsed_s"] = now - t_start
-                row.update(step=step, round=rnd + 1, phase=phase,
+                row.update(step=step, round=rnd + 1, phase=phase,  # round 0 = warm-up
                            time_s=round(self.state["elapsed_s"], 2),
                            img_per_s=round(tc["batch_size"] * self.world / max(1e-9,
                                                                                now - t_last), 2),
