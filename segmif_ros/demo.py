@@ -71,8 +71,12 @@ def run_demo(data=None, split="val.txt", out="runs/demo", checkpoint=None, devic
     summary = make_bag(data, out / "input_bag", names=split_path, overwrite=True)
     log(f"[demo] input bag {out / 'input_bag'}: {summary.get('num_pairs', summary)} pairs "
         f"({time.monotonic() - t0:.1f} s)")
+    # The replay publishes reliably; a best-effort subscription loses 640x480 rgb8 frames (0.9 MB,
+    # fragmented) over Fast DDS shared memory, so the demo's node subscribes reliably. Camera
+    # drivers that publish best effort need the default input_qos (sensor_data).
     report = run_bag_eval(
         out / "input_bag", out, rate=rate, start_node=True, checkpoint=checkpoint,
+        node_params={"input_qos": "reliable"},
         device=device, include_background=include_background, absent=absent, rules=rules,
         mosaics=mosaics, node_timeout_s=node_timeout_s, title="segmif demo report",
         extra={"data": str(data), "split": str(split)}, log=log)
