@@ -104,25 +104,10 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _parse_sets(items) -> dict:
-    """['train.lr=1e-4', 'model.config.encoder=mit-b1'] -> nested dict (values parsed as YAML)."""
-    out: dict = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set needs key=value, got {item!r}")
-        node = out
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value)
-    return out
-
-
 def cmd_train(args) -> int:
-    from segmif_core.training.trainer import load_config, train
+    from segmif_core.training.trainer import load_config, parse_overrides, train
 
-    cfg = load_config(args.config, _parse_sets(args.set))
+    cfg = load_config(args.config, parse_overrides(args.set))
     summary = train(cfg)
     print(json.dumps(summary, indent=2))
     return 0

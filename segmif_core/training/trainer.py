@@ -614,16 +614,25 @@ def main(argv=None) -> int:
     ap.add_argument("--config", required=True)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
-    overrides: dict = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        node = overrides
+    print(json.dumps(train(load_config(args.config, parse_overrides(args.set))), indent=2))
+    return 0
+
+
+def parse_overrides(items) -> dict:
+    """['train.lr=1e-4', 'model.config.encoder=mit-b1'] -> nested dict (values parsed as YAML).
+
+    Raises ValueError for an item without '='."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set needs key=value, got {item!r}")
+        node = out
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = yaml.safe_load(value)
-    print(json.dumps(train(load_config(args.config, overrides)), indent=2))
-    return 0
+    return out
 
 
 if __name__ == "__main__":
