@@ -24,6 +24,7 @@ import contextlib
 import heapq
 import itertools
 import os
+import sys
 import shutil
 import tempfile
 from pathlib import Path
@@ -96,8 +97,11 @@ def custom_msg_dirs() -> List[Path]:
         share = Path(get_package_share_directory(_PACKAGE)) / "msg"
     except Exception:  # not installed, no ament index, ... : the source folder is enough
         share = None
-    if share is not None and share.is_dir() and share.resolve() not in [p.resolve() for p in found]:
-        found.append(share)
+    # an install prefix without AMENT_PREFIX_PATH set (e.g. .venv/bin/segmif run directly)
+    prefix_share = Path(sys.prefix) / "share" / _PACKAGE / "msg"
+    for cand in (share, prefix_share):
+        if cand is not None and cand.is_dir() and cand.resolve() not in [p.resolve() for p in found]:
+            found.append(cand)
     return found
 
 

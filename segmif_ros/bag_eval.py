@@ -358,7 +358,7 @@ def run_bag_eval(bag, out="runs/bag_eval", *, visible_topic: str = "/visible/ima
         proc = subprocess.Popen(cmd, stdout=node_log, stderr=subprocess.STDOUT, env=env)
 
     context = Context()
-    rclpy.init(context=context)
+    rclpy.init(args=[], context=context)  # our CLI arguments are not ROS arguments
     node = rclpy.create_node("segmif_bag_eval", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)

@@ -182,7 +182,7 @@ def replay_bag(
     own_context: Optional[Context] = None
     if node is None:
         own_context = Context()
-        rclpy.init(context=own_context)
+        rclpy.init(args=[], context=own_context)
         node = rclpy.create_node("segmif_replay", context=own_context)
     logger = node.get_logger()
 
