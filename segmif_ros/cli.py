@@ -64,6 +64,13 @@ def cmd_fuse(args) -> int:
     return 0
 
 
+def _print_fusion(report: dict) -> None:
+    """One line per fusion method: its mean metrics ('-' where undefined)."""
+    for method, row in report["fusion"].items():
+        print(f"  {method:12s} " + "  ".join(
+            f"{k} {'-' if v is None else format(v, '.3f')}" for k, v in row.items()))
+
+
 def cmd_evaluate(args) -> int:
     from segmif_core.evaluation import MODEL_METHOD, evaluate_folder
     from segmif_core.report import protocol_sentence, write_report
@@ -97,9 +104,7 @@ def cmd_evaluate(args) -> int:
             print(f"  {name:12s} IoU {'-' if v['iou'] is None else format(v['iou'], '.2f')}")
     else:
         print(f"no segmentation metrics ({'rule only' if predictor is None else 'no labels'})")
-    for method, row in report["fusion"].items():
-        print(f"  {method:12s} " + "  ".join(
-            f"{k} {'-' if v is None else format(v, '.3f')}" for k, v in row.items()))
+    _print_fusion(report)
     print(f"{report['n_pairs']} pairs -> {', '.join(str(out / f) for f in files)}")
     return 0
 
@@ -158,9 +163,7 @@ def _cmd_bag_eval(args) -> int:
     if report["mIoU"] is not None:
         print(f"[bag eval] mIoU {report['mIoU']:.2f}  mAcc {report['mAcc']:.2f} over "
               f"{report['n_labelled']} labelled frames ({protocol_sentence(report['protocol'])})")
-    for method, row in report["fusion"].items():
-        print(f"  {method:12s} " + "  ".join(
-            f"{k} {'-' if v is None else format(v, '.3f')}" for k, v in row.items()))
+    _print_fusion(report)
     print(f"[bag eval] report: {Path(args.out) / 'report.md'}, {Path(args.out) / 'report.json'}")
     return 0
 
