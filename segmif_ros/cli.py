@@ -189,6 +189,16 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def protocol_args(p: argparse.ArgumentParser) -> None:
+    """The segmentation protocol switches shared by ``evaluate`` and ``bag eval``."""
+    p.add_argument("--exclude-background", action="store_true",
+                   help="leave class 0 (unlabelled) out of mIoU/mAcc (default: included)")
+    p.add_argument("--absent", choices=("skip", "zero"), default="skip",
+                   help="classes whose metric is undefined (IoU: no ground truth and no "
+                        "prediction; Acc: no ground truth): left out of the means (skip, "
+                        "default) or counted as 0 (zero)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="segmif", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -222,12 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "rows) or one fusion rule alone (no checkpoint, fusion metrics only)")
     p.add_argument("--no-rules", action="store_true",
                    help="model only, without the fusion-rule comparison rows")
-    p.add_argument("--exclude-background", action="store_true",
-                   help="leave class 0 (unlabelled) out of mIoU/mAcc (default: included)")
-    p.add_argument("--absent", choices=("skip", "zero"), default="skip",
-                   help="classes whose metric is undefined (IoU: no ground truth and no "
-                        "prediction; Acc: no ground truth): left out of the means (skip, "
-                        "default) or counted as 0 (zero)")
+    protocol_args(p)
     p.add_argument("--thermal-norm", choices=("percentile", "fixed"), default="percentile",
                    help="16-bit thermal scaling (8-bit thermal is /255 whatever this is)")
     p.add_argument("--thermal-percentiles", type=float, nargs=2, default=(1.0, 99.0),
@@ -277,12 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--namespace", default="", help="ROS namespace of the node")
     b.add_argument("--param", action="append", metavar="NAME:=VALUE",
                    help="extra parameter of the started node, e.g. input_height:=240")
-    b.add_argument("--exclude-background", action="store_true",
-                   help="leave class 0 (unlabelled) out of mIoU/mAcc")
-    b.add_argument("--absent", choices=("skip", "zero"), default="skip",
-                   help="classes whose metric is undefined (IoU: no ground truth and no "
-                        "prediction; Acc: no ground truth): left out of the means (skip, "
-                        "default) or counted as 0 (zero)")
+    protocol_args(b)
     b.add_argument("--no-rules", action="store_true", help="no fusion-rule comparison rows")
     b.add_argument("--mosaics", type=int, default=4)
     b.add_argument("--node-timeout", type=float, default=180.0,

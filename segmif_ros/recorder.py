@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import shutil
 import signal
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 from .bag import BAG_VERSION, STORAGES, _prepare_tmp, _storage_plugin, finalize_atomically, get_typestore
+from .replay import import_msg_class
 
 __all__ = ["BagRecorder", "ReceiveRecord", "parse_topic_spec", "main"]
 
@@ -71,9 +71,8 @@ def parse_topic_spec(spec: str) -> tuple:
 
 
 def _import_msg_class(msgtype: str):
-    pkg, kind, name = msgtype.split("/")
     try:
-        return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
+        return import_msg_class(msgtype)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"message type {msgtype!r} has no importable rclpy class: {exc}") from None
 

@@ -50,7 +50,7 @@ def parse_remaps(remap: Union[None, Mapping[str, str], Iterable[str]]) -> Dict[s
     return result
 
 
-def _import_msg_class(msgtype: str):
+def import_msg_class(msgtype: str):
     """``"pkg/msg/Name"`` -> the rclpy message class (ImportError/AttributeError if absent)."""
     parts = msgtype.split("/")
     if len(parts) != 3:
@@ -214,7 +214,7 @@ def replay_bag(
         for topic in selected:
             msgtype = info["topics"][topic]["type"]
             try:
-                cls = _import_msg_class(msgtype)
+                cls = import_msg_class(msgtype)
             except (ImportError, AttributeError) as exc:
                 skipped[topic] = f"message type {msgtype} not available in Python: {exc}"
                 logger.warning(f"skipping {topic}: {skipped[topic]}")
