@@ -153,14 +153,17 @@ def analyse_output_bag(output_bag, out_dir, topics: Mapping[str, str], *, classe
     ir_stamps = np.array(sorted(ir_by), np.int64)
 
     answered = sorted(labels)
-    frames = {"stamp_ns": [], "latency_ms": [], "node_latency_ms": [], "inference_ms": [],
-              "processing_ms": [], "ground_truth": []}
+    frames = {"stamp_ns": [], "latency_ms": [], "input_to_output_ms": [], "node_latency_ms": [],
+              "inference_ms": [], "processing_ms": [], "ground_truth": []}
     n_labelled = 0
     for s in answered:
         ts, label_msg = labels[s]
         info = infos.get(s, (None, None))[1]
         frames["stamp_ns"].append(s)
         frames["latency_ms"].append((ts - s) / 1e6)
+        # receive time of the visible input -> receive time of the output (same recorder clock):
+        # the latency seen by a subscriber, whatever the replay rate did to the stamps
+        frames["input_to_output_ms"].append((ts - vis_by[s][0]) / 1e6 if s in vis_by else None)
         frames["node_latency_ms"].append(float(info.latency_ms) if info else None)
         frames["inference_ms"].append(float(info.inference_time_ms) if info else None)
         frames["processing_ms"].append(float(info.processing_time_ms) if info else None)
@@ -221,6 +224,8 @@ def analyse_output_bag(output_bag, out_dir, topics: Mapping[str, str], *, classe
         stream=stream, frames=frames,
         timing={
             "stamp_to_receive_ms": timing_summary(frames["latency_ms"]),
+            "input_to_output_ms": timing_summary(v for v in frames["input_to_output_ms"]
+                                                 if v is not None),
             "node_latency_ms": timing_summary(i.latency_ms for i in infos_v),
             "inference_ms": timing_summary(i.inference_time_ms for i in infos_v),
             "processing_ms": timing_summary(i.processing_time_ms for i in infos_v),

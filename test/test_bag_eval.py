@@ -99,6 +99,12 @@ def test_bag_eval_live_remapped_topics_and_namespace(tmp_path, small_pairs, tiny
     assert frames["stamp_ns"] == sorted(frames["stamp_ns"])
     assert isinstance(st["pairs_dropped_by_node"], int) and st["pairs_dropped_by_node"] >= 0
     assert r["timing"]["stamp_to_receive_ms"]["n"] == 3
+    # input-to-output latency: positive, and never above stamp-to-output at a rate below 1 (the
+    # input is published no earlier than its restamped stamp); 1 ms for the two clocks
+    io = frames["input_to_output_ms"]
+    assert len(io) == 3 and all(v is not None and v > 0 for v in io)
+    assert all(a <= b + 1.0 for a, b in zip(io, frames["latency_ms"]))
+    assert r["timing"]["input_to_output_ms"]["n"] == 3
     # segmentation: the whole ground truth went in, protocol stated
     assert 0.0 <= r["mIoU"] <= 100.0 and 0.0 <= r["mAcc"] <= 100.0
     gt = np.concatenate([cv2.imread(str(root / "label" / f"{n}.png"), cv2.IMREAD_UNCHANGED)

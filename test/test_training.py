@@ -174,7 +174,13 @@ def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path):
     part = _config(tmp_path, root, out="part")
     Interrupted(part, log=lambda *_: None).run()
     assert torch.load(tmp_path / "part" / "last.pt", weights_only=False)["state"]["step"] == 4
+    # a hard kill after logging steps 5 and 6 but before saving: the resume must not log them twice
+    full_rows = (tmp_path / "full" / "log.csv").read_text().strip().splitlines()
+    with open(tmp_path / "part" / "log.csv", "a") as f:
+        f.write("\n".join(full_rows[5:7]) + "\n")
     train(part, log=lambda *_: None)  # resume: true in paper.yaml
+    part_rows = (tmp_path / "part" / "log.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in part_rows] == ["step", "1", "2", "3", "4", "5", "6"]
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
     b = torch.load(tmp_path / "part" / "last.pt", weights_only=False)
     assert b["state"]["step"] == 6
@@ -236,3 +242,43 @@ def test_two_process_ddp_on_cpu(tmp_path):
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 2
     assert (tmp_path / "ddp" / "best.pt").is_file()
+
+
+def test_fused_cache_batches_are_phi_outputs_and_resume_exactly(tmp_path):
+    root = tmp_path / "data"
+    _dataset(root, ["a", "b", "c", "d", "e"])
+    # no augmentation: a cached segmentation batch must be Phi's fused RGB of the plan's pairs
+    cfg = _config(tmp_path, root, out="cache", fused_cache=True)
+    cfg["data"].update(crop=[48, 64], scale_range=[1.0, 1.0], flip=False, brightness=0.0)
+    tr = Trainer(cfg, log=lambda *_: None)
+    tr._plan = StepBatches(len(tr.train_set), 2, cfg["seed"])
+    tr.refresh_fused_cache()
+    batch = tr.fused_batch(5)
+    plain = tr.train_set.without_augmentation()
+    keys = tr._plan.indices(5)
+    vis = torch.stack([plain[i]["vis"] for i, _ in keys])
+    ir = torch.stack([plain[i]["ir"] for i, _ in keys])
+    with torch.no_grad():
+        expected = tr.model.fuse(vis, ir)[1]
+    assert batch["vis"].shape == expected.shape == (2, 3, 48, 64)
+    assert torch.allclose(batch["vis"], expected, atol=0.5 / 255 + 1e-6)
+    assert torch.equal(batch["label"], torch.stack([plain[i]["label"] for i, _ in keys]))
+    # a whole run with the cache: the cached steps train Psi only, and resume stays exact
+    full = _config(tmp_path, root, out="cfull", fused_cache=True, seg_iters=2, fusion_iters=1)
+    train(full, log=lambda *_: None)
+
+    class Interrupted(Trainer):
+        def train_step(self, batch, phase):
+            row = super().train_step(batch, phase)
+            if self.state["step"] == 1:  # inside the first segmentation phase
+                self._stop_requested = True
+            return row
+
+    part = _config(tmp_path, root, out="cpart", fused_cache=True, seg_iters=2, fusion_iters=1)
+    Interrupted(part, log=lambda *_: None).run()
+    train(part, log=lambda *_: None)
+    a = torch.load(tmp_path / "cfull" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "cpart" / "last.pt", weights_only=False)
+    assert a["state"]["seg_steps"] == b["state"]["seg_steps"] == 4
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k

@@ -7,6 +7,13 @@ Liu et al., ICCV 2023, Sec. 3.4: training alternates, for ``rounds`` rounds, bet
   lambda_fusion L_f + lambda_seg L_s, where L_s flows back through the (frozen) Psi and Psi's
   features guide Phi through HIA; the lambdas come from the dynamic weighting of Eqs. (8)-(9)
   (``weighting.py``) or are static.
+With ``fused_cache`` the fused images of a segmentation phase are made once per round: Phi (frozen
+for the whole phase) fuses every training pair at ``data.size`` when the phase starts, and the
+segmentation steps augment those fused images (random resize, crop, flip, brightness) instead of
+fusing each augmented pair again. Psi then trains as fast as a single-image SegFormer. It is an
+approximation, not the paper's order: augmenting after fusion is not exactly fusing augmented
+inputs (rescaling, borders, brightness applied to the fused image rather than to the visible one).
+Memory: one uint8 RGB image and label per training pair.
 Baselines (no fusion network) only run segmentation steps (``rounds * (seg_iters + fusion_iters)``
 of them, so that a baseline gets the same number of steps).
 
@@ -48,7 +55,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..checkpoint import atomic_torch_save, save_checkpoint
 from ..data.classes import get_class_set
-from ..data.pairs import PairDataset, check_pairs, list_pairs, read_pair
+from ..data.pairs import PairDataset, augment_pair, check_pairs, list_pairs, read_pair
 from ..evaluation import write_json_atomic
 from ..metrics import ConfusionMatrix
 from ..models import build_model
@@ -63,7 +70,7 @@ REQUIRED = {
     "train": ("device", "batch_size", "workers", "rounds", "seg_iters", "fusion_iters",
               "max_minutes", "seg_optim", "fusion_optim", "loss", "weighting", "val_every",
               "log_every", "ckpt_every", "amp", "channels_last", "progress", "resume",
-              "fusion_phase_updates_seg", "fusion_warmup_iters"),
+              "fusion_phase_updates_seg", "fusion_warmup_iters", "fused_cache"),
 }
 
 
@@ -182,8 +189,9 @@ def build_datasets(cfg: dict):
                     **layout)
     train = PairDataset(d["root"], train_names, train=True, crop=tuple(d["crop"]),
                         scale_range=tuple(d["scale_range"]), brightness=d["brightness"],
-                        flip=d["flip"], **common)
-    val = PairDataset(d["root"], val_names, train=False, **common)
+                        flip=d["flip"], cache=bool(d.get("cache", False)), **common)
+    val = PairDataset(d["root"], val_names, train=False, cache=bool(d.get("cache", False)),
+                      **common)
     return train, val, classes
 
 
@@ -289,6 +297,23 @@ def write_plots(log_csv: Path, plot_dir: Path) -> None:
         os.replace(tmp, plot_dir / f"{name}.png")
 
 
+def _truncate_log(log_csv: Path, last_step: int) -> None:
+    """Drop the rows after ``last_step`` (logged after the last checkpoint by a run that was
+    killed before it could save), so that a resumed run does not log those steps twice."""
+    with open(log_csv, newline="") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames
+        rows = [r for r in reader if r.get("step", "").isdigit() and int(r["step"]) <= last_step]
+    if not fields:
+        return
+    tmp = log_csv.with_name(f".{log_csv.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, log_csv)
+
+
 # ----------------------------------------------------------------------------- training
 class Trainer:
     """Runs the schedule of the module docstring. ``run()`` returns the summary dict."""
@@ -357,6 +382,12 @@ class Trainer:
         self.total_seg = (r * si if self.has_fusion and not self.tc["fusion_phase_updates_seg"]
                           else self.total_steps)
         self.total_fusion = self.warmup + r * fi
+        self.fused_cache = (bool(self.tc["fused_cache"]) and self.has_fusion
+                            and not self.tc["fusion_phase_updates_seg"])
+        self._fused: list[np.ndarray] = []
+        self._fused_labels: list[np.ndarray] = []
+        self._fused_round: int | None = None
+        self._plan: StepBatches | None = None
         self.state = {"step": 0, "seg_steps": 0, "fusion_steps": 0, "elapsed_s": 0.0,
                       "best": {"mIoU": -1.0}}
         if self.tc["resume"] and (self.out / "last.pt").is_file():
@@ -375,6 +406,49 @@ class Trainer:
         if not self.has_fusion:
             return rnd, "seg"
         return rnd, ("seg" if pos < self.tc["seg_iters"] else "fusion")
+
+    # -- fused-image cache of the segmentation phases (see the module docstring)
+    @torch.no_grad()
+    def refresh_fused_cache(self) -> float:
+        """Fuse every training pair at ``data.size`` with the current Phi; returns seconds."""
+        t0 = time.time()
+        plain = self.train_set.without_augmentation()
+        self._fused, self._fused_labels = [], []
+        chunk = max(1, int(self.tc["batch_size"]))
+        for first in range(0, len(plain), chunk):
+            items = [plain[i] for i in range(first, min(first + chunk, len(plain)))]
+            same = len({tuple(it["vis"].shape) for it in items}) == 1
+            groups = [items] if same else [[it] for it in items]
+            for group in groups:
+                vis = torch.stack([it["vis"] for it in group]).to(self.device)
+                ir = torch.stack([it["ir"] for it in group]).to(self.device)
+                with self._autocast():
+                    rgb = self.model.fuse(vis, ir)[1].float()
+                rgb = (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+                for it, img in zip(group, rgb.numpy()):
+                    self._fused.append(img)
+                    self._fused_labels.append(it["label"].numpy().astype(np.uint8))
+        return time.time() - t0
+
+    def fused_batch(self, step: int) -> dict:
+        """The segmentation batch of ``step`` from the fused-image cache: the plan's pairs, each
+        augmented with a generator seeded by its item seed (so a resumed run repeats it)."""
+        ts = self.train_set
+        vis, labels = [], []
+        for index, seed in self._plan.indices(step):
+            img = self._fused[index].astype(np.float32) / np.float32(255.0)
+            lab = self._fused_labels[index]
+            base = ts.size or img.shape[:2]
+            f, _, lab = augment_pair(img, np.zeros(img.shape[:2], np.float32), lab, base,
+                                     ts.crop or base, np.random.default_rng(seed),
+                                     ts.scale_range, ts.brightness, ts.flip, ts.ignore_index)
+            vis.append(torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1))))
+            labels.append(torch.from_numpy(lab.astype(np.int64)))
+        batch = {"vis": torch.stack(vis).to(self.device), "label": torch.stack(labels).to(self.device),
+                 "fused_rgb": True}
+        if self.cuda and self.tc["channels_last"]:
+            batch["vis"] = batch["vis"].contiguous(memory_format=torch.channels_last)
+        return batch
 
     # -- persistence
     def _load_last(self) -> None:
@@ -403,7 +477,9 @@ class Trainer:
                               enabled=self.cuda and bool(self.tc["amp"]))
 
     def train_step(self, batch: dict, phase: str) -> dict:
-        vis, ir, label = batch["vis"], batch["ir"], batch["label"]
+        """One optimiser step of ``phase``; ``batch`` has ``vis``, ``ir``, ``label``, or for a
+        cached segmentation step (``fused_rgb`` true) the fused RGB image as ``vis``."""
+        vis, ir, label = batch["vis"], batch.get("ir"), batch["label"]
         lc = self.tc["loss"]
         row = {}
         if phase == "warmup":  # Phi on the fusion loss alone (Eq. 6), Psi untouched
@@ -428,7 +504,8 @@ class Trainer:
             return row
         if phase == "seg":
             with self._autocast():
-                out = self.net(vis, ir, phase="seg")
+                out = (self.net(vis, None, phase="fused") if batch.get("fused_rgb")
+                       else self.net(vis, ir, phase="seg"))
                 loss = segmentation_loss(out["logits"].float(), label, self.class_weight,
                                          lc["ignore_index"])
             self.opt_seg.zero_grad(set_to_none=True)
@@ -478,12 +555,15 @@ class Trainer:
                 yaml.safe_dump(self.cfg, f, sort_keys=False)
         plan = StepBatches(len(self.train_set), tc["batch_size"], self.cfg["seed"],
                            self.state["step"], self.rank, self.world)
+        self._plan = plan
         loader = DataLoader(_Seeded(self.train_set), batch_sampler=plan,
                             num_workers=tc["workers"], pin_memory=self.cuda,
                             persistent_workers=tc["workers"] > 0)
         val_loader = DataLoader(self.val_set, batch_size=1, shuffle=False)
         log_path = self.out / "log.csv"
         new_log = not (log_path.exists() and self.state["step"] > 0)
+        if not new_log and self.rank == 0:
+            _truncate_log(log_path, self.state["step"])
         log_f = open(log_path, "w" if new_log else "a", newline="")
         writer = csv.DictWriter(log_f, fieldnames=self.FIELDS, extrasaction="ignore")
         if new_log and self.rank == 0:
@@ -513,11 +593,20 @@ class Trainer:
                     break
                 time_progress = elapsed / budget
                 rnd, phase = self.phase_of(step)
-                batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
-                         for k, v in batch.items()}
-                if self.cuda and tc["channels_last"]:
-                    for k in ("vis", "ir"):
-                        batch[k] = batch[k].contiguous(memory_format=torch.channels_last)
+                if phase == "seg" and self.fused_cache:
+                    if self._fused_round != rnd:  # Phi is frozen until this phase ends
+                        secs = self.refresh_fused_cache()
+                        self._fused_round = rnd
+                        if self.rank == 0:
+                            self.log(f"round {rnd + 1}: fused {len(self._fused)} training pairs "
+                                     f"for the segmentation phase in {secs:.1f} s")
+                    batch = self.fused_batch(step)
+                else:
+                    batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v)
+                             else v for k, v in batch.items()}
+                    if self.cuda and tc["channels_last"]:
+                        for k in ("vis", "ir"):
+                            batch[k] = batch[k].contiguous(memory_format=torch.channels_last)
                 seg_step = self.state["seg_steps"]
                 if tc["fusion_phase_updates_seg"]:  # Psi also steps in fusion phases
                     seg_step += self.state["fusion_steps"]

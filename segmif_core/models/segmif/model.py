@@ -96,13 +96,21 @@ class SegMiF(FusionSegModel):
         """Run Psi on an RGB image (B, 3, H, W) in [0, 1] -> logits (B, num_classes, H, W)."""
         return self.segmenter(normalize_rgb(rgb))
 
-    def forward(self, vis: torch.Tensor, ir: torch.Tensor,
+    def forward(self, vis: torch.Tensor, ir: torch.Tensor | None = None,
                 guidance: torch.Tensor | None = None, phase: str = "joint") -> dict:
         """phase 'joint': Phi and Psi with gradients; 'seg': Phi without gradients (the
-        segmentation step of interactive training, Sec. 3.4, on the current fused images)."""
+        segmentation step of interactive training, Sec. 3.4, on the current fused images);
+        'fused': ``vis`` already is a fused RGB image (B, 3, H, W) in [0, 1] made by Phi (the
+        trainer's per-round cache), only Psi runs and ``ir`` is ignored; the output then has
+        ``logits`` only."""
+        if phase == "fused":
+            if vis.dim() != 4 or vis.shape[1] != 3:
+                raise ValueError(f"phase 'fused' needs a (B, 3, H, W) fused RGB image, "
+                                 f"got {tuple(vis.shape)}")
+            return {"logits": self.segment(vis)}
         self.check_inputs(vis, ir)
         if phase not in ("joint", "seg"):
-            raise ValueError(f"phase must be 'joint' or 'seg', got {phase!r}")
+            raise ValueError(f"phase must be 'joint', 'seg' or 'fused', got {phase!r}")
         with torch.set_grad_enabled(torch.is_grad_enabled() and phase == "joint"):
             u, fused_rgb = self.fuse(vis, ir, guidance)
         return {"logits": self.segment(fused_rgb), "fused": u, "fused_rgb": fused_rgb}
