@@ -252,7 +252,7 @@ def test_fused_cache_batches_are_phi_outputs_and_resume_exactly(tmp_path):
     cfg["data"].update(crop=[48, 64], scale_range=[1.0, 1.0], flip=False, brightness=0.0)
     tr = Trainer(cfg, log=lambda *_: None)
     tr._plan = StepBatches(len(tr.train_set), 2, cfg["seed"])
-    tr.refresh_fused_cache()
+    tr.refresh_fused_cache(0)
     batch = tr.fused_batch(5)
     plain = tr.train_set.without_augmentation()
     keys = tr._plan.indices(5)
@@ -270,12 +270,13 @@ def test_fused_cache_batches_are_phi_outputs_and_resume_exactly(tmp_path):
     class Interrupted(Trainer):
         def train_step(self, batch, phase):
             row = super().train_step(batch, phase)
-            if self.state["step"] == 1:  # inside the first segmentation phase
+            if self.state["step"] == 0:  # stops after step 1, inside the first seg phase
                 self._stop_requested = True
             return row
 
     part = _config(tmp_path, root, out="cpart", fused_cache=True, seg_iters=2, fusion_iters=1)
     Interrupted(part, log=lambda *_: None).run()
+    assert torch.load(tmp_path / "cpart" / "last.pt", weights_only=False)["state"]["step"] == 1
     train(part, log=lambda *_: None)
     a = torch.load(tmp_path / "cfull" / "last.pt", weights_only=False)
     b = torch.load(tmp_path / "cpart" / "last.pt", weights_only=False)

@@ -172,7 +172,8 @@ def augment_pair(vis: np.ndarray, ir: np.ndarray, label: np.ndarray, base: tuple
     share their geometry even if ``brightness`` or ``flip`` differ.
 
     Args:
-        vis: HxWx3 float32 in [0, 1]; ir: HxW float32 in [0, 1]; label: HxW integer ids.
+        vis: HxWx3 float32 in [0, 1]; ir: HxW float32 in [0, 1], or None (then returned as
+            None: augmenting a single image, e.g. a fused one); label: HxW integer ids.
         base: (height, width) that scale 1 resizes to. crop: (height, width) of the output.
         rng: source of randomness.
     Returns:
@@ -180,7 +181,8 @@ def augment_pair(vis: np.ndarray, ir: np.ndarray, label: np.ndarray, base: tuple
     """
     s = rng.uniform(*scale_range)
     hw = (max(1, round(base[0] * s)), max(1, round(base[1] * s)))
-    vis, ir, label = _resize(vis, hw), _resize(ir, hw), _resize(label, hw, nearest=True)
+    vis, label = _resize(vis, hw), _resize(label, hw, nearest=True)
+    ir = None if ir is None else _resize(ir, hw)
     (ch, cw), (h, w) = crop, hw
     y0, x0 = int(rng.integers(0, max(h - ch, 0) + 1)), int(rng.integers(0, max(w - cw, 0) + 1))
     do_flip, b = rng.random() < 0.5, rng.uniform(1.0 - brightness, 1.0 + brightness)
@@ -191,9 +193,10 @@ def augment_pair(vis: np.ndarray, ir: np.ndarray, label: np.ndarray, base: tuple
         out[:part.shape[0], :part.shape[1]] = part
         return out[:, ::-1] if flip and do_flip else out
 
-    vis, ir, label = window(vis, 0), window(ir, 0), window(label, ignore_index)
+    vis, label = window(vis, 0), window(label, ignore_index)
+    ir = None if ir is None else np.ascontiguousarray(window(ir, 0))
     vis = np.clip(vis * np.float32(b), 0.0, 1.0).astype(np.float32)
-    return vis, np.ascontiguousarray(ir), np.ascontiguousarray(label)
+    return vis, ir, np.ascontiguousarray(label)
 
 
 class PairDataset(Dataset):
@@ -223,9 +226,10 @@ class PairDataset(Dataset):
         layout: layout name, :class:`~.layouts.Layout`, or ``"auto"`` (detected once, here);
             the resolved :class:`~.layouts.Layout` is kept as ``self.layout``.
         cache: keep every decoded pair in memory after its first read (the files as stored:
-            8-bit visible, 8/16-bit thermal, 8-bit label; about 2 MB per 640x480 pair), so that
-            later epochs skip PNG decoding. Each ``DataLoader`` worker holds its own cache: use
-            it with few workers and a dataset that fits in memory.
+            8-bit visible, 8/16-bit thermal, 8-bit label; about 2 MB per 640x480 pair; read-only
+            arrays), so that later epochs skip PNG decoding. The process that reads holds the
+            cache: the main process, and each ``DataLoader`` worker its own copy. Use it with
+            few workers and a dataset that fits in memory.
     Raises:
         ValueError: invalid sizes or ranges, ``train`` with neither ``size`` nor ``crop``, or an
             unknown layout name.
@@ -264,8 +268,8 @@ class PairDataset(Dataset):
         return len(self.names)
 
     def without_augmentation(self) -> "PairDataset":
-        """The same pairs as evaluation items (resized to ``size``, no augmentation), sharing
-        this dataset's decode cache."""
+        """The same pairs as evaluation items (resized to ``size``, or at their native size when
+        ``size`` is None; no augmentation), sharing this dataset's decode cache."""
         plain = copy.copy(self)
         plain.train = False
         return plain
@@ -276,7 +280,11 @@ class PairDataset(Dataset):
             vis, ir, label = self.layout.read(self.root, name)
         else:
             if index not in self._cache:
-                self._cache[index] = self.layout.read(self.root, name)
+                arrays = self.layout.read(self.root, name)
+                for a in arrays:
+                    if a is not None:
+                        a.setflags(write=False)
+                self._cache[index] = arrays
             vis, ir, label = self._cache[index]  # read-only use below: every step copies
         vis = vis.astype(np.float32) / np.float32(255.0)
         ir = normalize_thermal(ir, **self.thermal)

@@ -7,13 +7,17 @@ Liu et al., ICCV 2023, Sec. 3.4: training alternates, for ``rounds`` rounds, bet
   lambda_fusion L_f + lambda_seg L_s, where L_s flows back through the (frozen) Psi and Psi's
   features guide Phi through HIA; the lambdas come from the dynamic weighting of Eqs. (8)-(9)
   (``weighting.py``) or are static.
-With ``fused_cache`` the fused images of a segmentation phase are made once per round: Phi (frozen
-for the whole phase) fuses every training pair at ``data.size`` when the phase starts, and the
-segmentation steps augment those fused images (random resize, crop, flip, brightness) instead of
-fusing each augmented pair again. Psi then trains as fast as a single-image SegFormer. It is an
-approximation, not the paper's order: augmenting after fusion is not exactly fusing augmented
-inputs (rescaling, borders, brightness applied to the fused image rather than to the visible one).
-Memory: one uint8 RGB image and label per training pair.
+With ``fused_cache`` (optional key, default false) the fused images of a segmentation phase are
+made once per round: when the phase starts, Phi fuses every training pair at ``data.size``
+(guided by Psi's encoder as it is at that moment, in eval mode), the result is kept in memory and
+in ``out/fused_cache.pt`` (so that a resumed run trains on the same images), and the segmentation
+steps augment those fused images (random resize, crop, flip, brightness) instead of fusing each
+augmented pair again; no pair is loaded for those steps. Psi then trains at the speed of a
+single-image SegFormer, which pays off where Phi is the expensive part (the paper's model: 0.64
+of 0.83 TFLOP per frame). Two approximations of the paper's order: augmenting after fusion is not
+exactly fusing augmented inputs (rescaling, borders, brightness applied to the fused image rather
+than to the visible one), and the guidance features stay those of the phase start while Psi
+learns. Memory: one uint8 RGB image and label per training pair, in every process.
 Baselines (no fusion network) only run segmentation steps (``rounds * (seg_iters + fusion_iters)``
 of them, so that a baseline gets the same number of steps).
 
@@ -70,7 +74,7 @@ REQUIRED = {
     "train": ("device", "batch_size", "workers", "rounds", "seg_iters", "fusion_iters",
               "max_minutes", "seg_optim", "fusion_optim", "loss", "weighting", "val_every",
               "log_every", "ckpt_every", "amp", "channels_last", "progress", "resume",
-              "fusion_phase_updates_seg", "fusion_warmup_iters", "fused_cache"),
+              "fusion_phase_updates_seg", "fusion_warmup_iters"),
 }
 
 
@@ -136,6 +140,8 @@ class _Seeded(Dataset):
 
     def __getitem__(self, key):
         index, seed = key
+        if index is None:  # a step whose batch does not come from the loader
+            return {"skipped": torch.zeros(())}
         torch.manual_seed(seed)
         return self.dataset[index]
 
@@ -143,15 +149,17 @@ class _Seeded(Dataset):
 class StepBatches:
     """Batch plan as a function of (seed, step): an epoch-wise permutation of the training set,
     ``batch`` items per process and step, rank ``rank`` of ``world`` taking its own slice.
-    Iterating from ``start`` resumes exactly where a run stopped."""
+    Iterating from ``start`` resumes exactly where a run stopped. Steps for which ``skip(step)``
+    is true yield a placeholder ``[(None, step)]`` (their batch is made elsewhere, e.g. from the
+    fused-image cache), so the loader loads nothing for them."""
 
     def __init__(self, n: int, batch: int, seed: int, start: int = 0, rank: int = 0,
-                 world: int = 1):
+                 world: int = 1, skip=None):
         if n < batch * world:
             raise ValueError(f"{n} training pairs is fewer than one global batch "
                              f"({batch} x {world} processes)")
         self.n, self.batch, self.seed, self.start = n, batch, seed, start
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.skip = rank, world, skip
         self.per_epoch = n // (batch * world)
 
     def indices(self, step: int) -> list[tuple[int, int]]:
@@ -165,7 +173,8 @@ class StepBatches:
     def __iter__(self):
         step = self.start
         while True:
-            yield self.indices(step)
+            yield [(None, step)] if self.skip is not None and self.skip(step) else \
+                self.indices(step)
             step += 1
 
     def __len__(self):  # effectively infinite; DataLoader needs a length only for len()
@@ -382,7 +391,7 @@ class Trainer:
         self.total_seg = (r * si if self.has_fusion and not self.tc["fusion_phase_updates_seg"]
                           else self.total_steps)
         self.total_fusion = self.warmup + r * fi
-        self.fused_cache = (bool(self.tc["fused_cache"]) and self.has_fusion
+        self.fused_cache = (bool(self.tc.get("fused_cache", False)) and self.has_fusion
                             and not self.tc["fusion_phase_updates_seg"])
         self._fused: list[np.ndarray] = []
         self._fused_labels: list[np.ndarray] = []
@@ -409,12 +418,33 @@ class Trainer:
 
     # -- fused-image cache of the segmentation phases (see the module docstring)
     @torch.no_grad()
-    def refresh_fused_cache(self) -> float:
-        """Fuse every training pair at ``data.size`` with the current Phi; returns seconds."""
+    def refresh_fused_cache(self, rnd: int) -> float:
+        """Fused images of round ``rnd``: loaded from ``out/fused_cache.pt`` when that file holds
+        this round (a resumed run), else made by fusing every training pair at ``data.size`` with
+        the current networks (Psi's guidance pass in eval mode, RNG state untouched) and saved
+        atomically. Returns the seconds spent."""
         t0 = time.time()
+        path = self.out / "fused_cache.pt"
+        if path.is_file():
+            saved = torch.load(path, map_location="cpu", weights_only=False)
+            if saved.get("round") == rnd and len(saved["fused"]) == len(self.train_set):
+                self._fused, self._fused_labels = saved["fused"], saved["labels"]
+                return time.time() - t0
         plain = self.train_set.without_augmentation()
         self._fused, self._fused_labels = [], []
         chunk = max(1, int(self.tc["batch_size"]))
+        was = self.model.training
+        self.model.eval()
+        devices = [self.device.index or 0] if self.cuda else []
+        with torch.random.fork_rng(devices=devices):
+            self._fuse_all(plain, chunk)
+        self.model.train(was)
+        if self.rank == 0:
+            atomic_torch_save({"round": rnd, "fused": self._fused, "labels": self._fused_labels},
+                              path)
+        return time.time() - t0
+
+    def _fuse_all(self, plain, chunk: int) -> None:
         for first in range(0, len(plain), chunk):
             items = [plain[i] for i in range(first, min(first + chunk, len(plain)))]
             same = len({tuple(it["vis"].shape) for it in items}) == 1
@@ -426,9 +456,8 @@ class Trainer:
                     rgb = self.model.fuse(vis, ir)[1].float()
                 rgb = (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
                 for it, img in zip(group, rgb.numpy()):
-                    self._fused.append(img)
+                    self._fused.append(np.ascontiguousarray(img))
                     self._fused_labels.append(it["label"].numpy().astype(np.uint8))
-        return time.time() - t0
 
     def fused_batch(self, step: int) -> dict:
         """The segmentation batch of ``step`` from the fused-image cache: the plan's pairs, each
@@ -439,7 +468,7 @@ class Trainer:
             img = self._fused[index].astype(np.float32) / np.float32(255.0)
             lab = self._fused_labels[index]
             base = ts.size or img.shape[:2]
-            f, _, lab = augment_pair(img, np.zeros(img.shape[:2], np.float32), lab, base,
+            f, _, lab = augment_pair(img, None, lab, base,
                                      ts.crop or base, np.random.default_rng(seed),
                                      ts.scale_range, ts.brightness, ts.flip, ts.ignore_index)
             vis.append(torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1))))
@@ -553,8 +582,9 @@ class Trainer:
         if self.rank == 0:
             with open(self.out / "config.yaml", "w") as f:
                 yaml.safe_dump(self.cfg, f, sort_keys=False)
+        skip = ((lambda st: self.phase_of(st)[1] == "seg") if self.fused_cache else None)
         plan = StepBatches(len(self.train_set), tc["batch_size"], self.cfg["seed"],
-                           self.state["step"], self.rank, self.world)
+                           self.state["step"], self.rank, self.world, skip=skip)
         self._plan = plan
         loader = DataLoader(_Seeded(self.train_set), batch_sampler=plan,
                             num_workers=tc["workers"], pin_memory=self.cuda,
@@ -593,9 +623,12 @@ class Trainer:
                     break
                 time_progress = elapsed / budget
                 rnd, phase = self.phase_of(step)
+                # the step's own RNG stream (dropout, drop path): a function of (seed, step, rank)
+                # only, so a resumed run draws what an uninterrupted one draws
+                torch.manual_seed((self.cfg["seed"] * 1_000_033 + step) * 64 + self.rank)
                 if phase == "seg" and self.fused_cache:
-                    if self._fused_round != rnd:  # Phi is frozen until this phase ends
-                        secs = self.refresh_fused_cache()
+                    if self._fused_round != rnd:  # made once per segmentation phase
+                        secs = self.refresh_fused_cache(rnd)
                         self._fused_round = rnd
                         if self.rank == 0:
                             self.log(f"round {rnd + 1}: fused {len(self._fused)} training pairs "
