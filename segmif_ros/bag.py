@@ -24,8 +24,8 @@ import contextlib
 import heapq
 import itertools
 import os
-import sys
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union

@@ -267,6 +267,13 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
+    def augment(self, vis: np.ndarray, ir: np.ndarray | None, label: np.ndarray,
+                rng: np.random.Generator):
+        """:func:`augment_pair` with this dataset's settings (scale relative to ``size``, or to
+        the image's own size when ``size`` is None; output ``crop``). ``ir`` may be None."""
+        return augment_pair(vis, ir, label, self.size or label.shape[:2], self.crop, rng,
+                            self.scale_range, self.brightness, self.flip, self.ignore_index)
+
     def without_augmentation(self) -> "PairDataset":
         """The same pairs as evaluation items (resized to ``size``, or at their native size when
         ``size`` is None; no augmentation), sharing this dataset's decode cache."""
@@ -292,9 +299,7 @@ class PairDataset(Dataset):
             label = np.full(ir.shape, self.ignore_index, np.uint8)
         if self.train:
             rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-            vis, ir, label = augment_pair(vis, ir, label, self.size or ir.shape, self.crop, rng,
-                                          self.scale_range, self.brightness, self.flip,
-                                          self.ignore_index)
+            vis, ir, label = self.augment(vis, ir, label, rng)
         elif self.size is not None:
             vis, ir, label = (_resize(vis, self.size), _resize(ir, self.size),
                               _resize(label, self.size, nearest=True))

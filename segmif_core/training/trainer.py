@@ -59,7 +59,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..checkpoint import atomic_torch_save, save_checkpoint
 from ..data.classes import get_class_set
-from ..data.pairs import PairDataset, augment_pair, check_pairs, list_pairs, read_pair
+from ..data.pairs import PairDataset, check_pairs, list_pairs, read_pair
 from ..evaluation import write_json_atomic
 from ..metrics import ConfusionMatrix
 from ..models import build_model
@@ -425,7 +425,7 @@ class Trainer:
         atomically. Returns the seconds spent."""
         t0 = time.time()
         path = self.out / "fused_cache.pt"
-        if path.is_file():
+        if self._fused_round is None and path.is_file():  # only a resumed run can use the file
             saved = torch.load(path, map_location="cpu", weights_only=False)
             if saved.get("round") == rnd and len(saved["fused"]) == len(self.train_set):
                 self._fused, self._fused_labels = saved["fused"], saved["labels"]
@@ -462,22 +462,14 @@ class Trainer:
     def fused_batch(self, step: int) -> dict:
         """The segmentation batch of ``step`` from the fused-image cache: the plan's pairs, each
         augmented with a generator seeded by its item seed (so a resumed run repeats it)."""
-        ts = self.train_set
         vis, labels = [], []
         for index, seed in self._plan.indices(step):
             img = self._fused[index].astype(np.float32) / np.float32(255.0)
-            lab = self._fused_labels[index]
-            base = ts.size or img.shape[:2]
-            f, _, lab = augment_pair(img, None, lab, base,
-                                     ts.crop or base, np.random.default_rng(seed),
-                                     ts.scale_range, ts.brightness, ts.flip, ts.ignore_index)
+            f, _, lab = self.train_set.augment(img, None, self._fused_labels[index],
+                                               np.random.default_rng(seed))
             vis.append(torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1))))
             labels.append(torch.from_numpy(lab.astype(np.int64)))
-        batch = {"vis": torch.stack(vis).to(self.device), "label": torch.stack(labels).to(self.device),
-                 "fused_rgb": True}
-        if self.cuda and self.tc["channels_last"]:
-            batch["vis"] = batch["vis"].contiguous(memory_format=torch.channels_last)
-        return batch
+        return {"vis": torch.stack(vis), "label": torch.stack(labels), "fused_rgb": True}
 
     # -- persistence
     def _load_last(self) -> None:
@@ -634,11 +626,11 @@ class Trainer:
                             self.log(f"round {rnd + 1}: fused {len(self._fused)} training pairs "
                                      f"for the segmentation phase in {secs:.1f} s")
                     batch = self.fused_batch(step)
-                else:
-                    batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v)
-                             else v for k, v in batch.items()}
-                    if self.cuda and tc["channels_last"]:
-                        for k in ("vis", "ir"):
+                batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+                         for k, v in batch.items()}
+                if self.cuda and tc["channels_last"]:
+                    for k in ("vis", "ir"):
+                        if k in batch:
                             batch[k] = batch[k].contiguous(memory_format=torch.channels_last)
                 seg_step = self.state["seg_steps"]
                 if tc["fusion_phase_updates_seg"]:  # Psi also steps in fusion phases
