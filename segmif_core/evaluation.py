@@ -46,6 +46,7 @@ from .data.pairs import check_pairs, list_pairs, read_pair
 from .data.thermal import normalize_thermal, to_uint8
 from .fusion_rules import FUSION_RULES
 from .metrics import ConfusionMatrix
+from .metrics.segmentation import ABSENT_RULES
 from .metrics.fusion import FUSION_METRIC_KEYS, QABF_CONSTANTS, fusion_metrics
 
 #: Name of the model in ``segmif evaluate --method``.
@@ -154,8 +155,7 @@ def segmentation_protocol(include_background: bool = True, absent: str = "skip",
                       "IoU_c = TP/(TP+FP+FN), Acc_c = TP/(TP+FN); means over classes",
         "include_background": bool(include_background),
         "absent": absent,
-        "absent_rule": "classes with undefined metric " + (
-            "left out of the mean" if absent == "skip" else "count as 0"),
+        "absent_rule": ABSENT_RULES[absent],
         "ignore_index": ignore_index,
         "resolution": "labels' native resolution (predictions resized back, nearest neighbour)",
     }
@@ -331,8 +331,8 @@ def evaluate_folder(predictor, root, split=None, log=None, *, include_background
         DatasetError (before any inference) on missing files or size mismatches; ValueError
         on an unknown rule or protocol, or when there is nothing to evaluate.
     """
-    if absent not in ("skip", "zero"):
-        raise ValueError(f"absent must be 'skip' or 'zero', got {absent!r}")
+    if absent not in ABSENT_RULES:
+        raise ValueError(f"absent must be one of {tuple(ABSENT_RULES)}, got {absent!r}")
     rules = list(rules or ())
     if predictor is None and not rules:
         raise ValueError("nothing to evaluate: no model and no fusion rule")

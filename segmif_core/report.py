@@ -82,8 +82,11 @@ def protocol_sentence(protocol: Mapping) -> str:
         else "class 0 (unlabelled) excluded"
     undefined = ("classes with an undefined metric (IoU: no ground truth and no prediction; "
                  "Acc: no ground truth)")
-    absent = (f"{undefined} skipped in the means" if protocol.get("absent", "skip") == "skip"
-              else f"{undefined} counted as 0 in the means")
+    mode = protocol.get("absent", "skip")
+    absent = (f"{undefined} skipped in the means" if mode == "skip"
+              else f"{undefined} counted as 0 in the means" if mode == "zero"
+              else "means over the classes present in the ground truth only (a class without "
+                   "ground-truth pixels is left out, even when predicted)")
     return f"{bg}; {absent}"
 
 

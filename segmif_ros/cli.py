@@ -3,7 +3,7 @@
     segmif fuse --vis DIR --ir DIR --out DIR [--checkpoint PATH] [--device cpu] [--labels]
     segmif evaluate --data DIR [--split FILE] [--checkpoint PATH] --out DIR
                     [--method model|visible|thermal|average|maximum] [--no-rules]
-                    [--exclude-background] [--absent skip|zero]
+                    [--exclude-background] [--absent skip|zero|present]
     segmif train --config FILE [--set section.key=value ...]
     segmif bag make --data DIR --out BAG [--split FILE] [--rate 30] [--storage mcap]
     segmif bag info BAG
@@ -203,10 +203,12 @@ def protocol_args(p: argparse.ArgumentParser) -> None:
     """The segmentation protocol switches shared by ``evaluate`` and ``bag eval``."""
     p.add_argument("--exclude-background", action="store_true",
                    help="leave class 0 (unlabelled) out of mIoU/mAcc (default: included)")
-    p.add_argument("--absent", choices=("skip", "zero"), default="skip",
+    p.add_argument("--absent", choices=("skip", "zero", "present"), default="skip",
                    help="classes whose metric is undefined (IoU: no ground truth and no "
                         "prediction; Acc: no ground truth): left out of the means (skip, "
-                        "default) or counted as 0 (zero)")
+                        "default) or counted as 0 (zero); present: average only over the "
+                        "classes with ground-truth pixels in the split (a class predicted but "
+                        "absent from the ground truth is left out instead of counting as 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:

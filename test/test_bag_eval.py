@@ -70,7 +70,8 @@ def small_pairs(tmp_path):
 def test_bag_eval_live_remapped_topics_and_namespace(tmp_path, small_pairs, tiny_checkpoint):
     root, names = small_pairs
     bag = tmp_path / "bag"
-    make_bag(root, bag, names=names, **TOPICS)
+    # 5 Hz bag at 0.2x: a pair every second live, so a loaded CI machine still answers each one
+    make_bag(root, bag, names=names, rate_hz=5.0, **TOPICS)
     out = tmp_path / "eval"
     rc = cli.main(["bag", "eval", str(bag), "--out", str(out), "--visible-topic", "/cam/rgb",
                    "--thermal-topic", "/cam/lwir", "--gt-topic", "/cam/gt", "--rate", "0.2",

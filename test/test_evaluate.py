@@ -271,6 +271,8 @@ def _by_hand(include_background, absent):
 
     def mean(values):
         v = values[first:]
+        if absent == "present":  # classes with ground-truth pixels: ids 0 and 1 (GT_FLAT)
+            v = [x for c, x in enumerate(values) if c >= first and c in (0, 1)]
         v = [0.0 if x is None else x for x in v] if absent == "zero" else \
             [x for x in v if x is not None]
         return 100.0 * sum(v) / len(v)
@@ -283,6 +285,7 @@ def _by_hand(include_background, absent):
     (["--exclude-background"], False, "skip"),
     (["--absent", "zero"], True, "zero"),
     (["--exclude-background", "--absent", "zero"], False, "zero"),
+    (["--absent", "present"], True, "present"),
 ])
 def test_protocol_switches(tmp_path, monkeypatch, flags, include_background, absent):
     import segmif_core.inference
@@ -311,7 +314,8 @@ def test_protocol_switches(tmp_path, monkeypatch, flags, include_background, abs
     md = (out / "report.md").read_text()
     assert ("class 0 (unlabelled) included" if include_background
             else "class 0 (unlabelled) excluded") in md
-    assert ("skipped in the means" if absent == "skip" else "counted as 0") in md
+    assert {"skip": "skipped in the means", "zero": "counted as 0",
+            "present": "classes present in the ground truth only"}[absent] in md
     for f in FILES:
         assert (out / f).is_file()
     _no_temp_files(out)

@@ -56,6 +56,26 @@ def test_predicted_but_absent_class():
     assert s["per_class"][1] == {"iou": 0.0, "acc": None, "present": False}
     z = cm.summary(absent="zero")
     assert z["mIoU"] == pytest.approx(50 / 3) and z["mAcc"] == pytest.approx(50 / 3)
+    # classes present in the ground truth only: class 0 alone, IoU 2/4, Acc 2/4
+    p = cm.summary(absent="present")
+    assert p["mIoU"] == pytest.approx(50.0) and p["mAcc"] == pytest.approx(50.0)
+    assert p["protocol"]["classes_in_mIoU"] == [0] == p["protocol"]["classes_in_mAcc"]
+    assert p["per_class"][1]["iou"] == 0.0  # still reported per class
+
+
+def test_present_protocol_by_hand():
+    # GT 0: 3 px, GT 1: 2 px, class 2 only predicted, class 3 nowhere
+    cm = ConfusionMatrix(4, class_names=["bg", "a", "b", "c"])
+    cm.update(np.array([0, 0, 2, 1, 2]), np.array([0, 0, 0, 1, 1]))
+    # IoU: bg 2/(3+0) ... TP 2, FN 1, FP 0 -> 2/3; a: TP 1, FN 1, FP 0 -> 1/2; b: 0; c: undefined
+    p = cm.summary(absent="present")
+    assert p["mIoU"] == pytest.approx(100 * (2 / 3 + 1 / 2) / 2)
+    assert p["mAcc"] == pytest.approx(100 * (2 / 3 + 1 / 2) / 2)
+    assert p["protocol"]["classes_in_mIoU"] == ["bg", "a"]
+    s = cm.summary(absent="skip")
+    assert s["mIoU"] == pytest.approx(100 * (2 / 3 + 1 / 2 + 0) / 3)
+    nb = cm.summary(include_background=False, absent="present")
+    assert nb["mIoU"] == pytest.approx(50.0) and nb["protocol"]["classes_in_mIoU"] == ["a"]
 
 
 def test_accumulation_equals_concatenation_and_torch_input():

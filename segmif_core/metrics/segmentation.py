@@ -2,8 +2,8 @@
 
 IoU_c = TP / (TP + FP + FN) and Acc_c = TP / (TP + FN) per class c (SegMiF, Liu et al. ICCV 2023,
 Sec. 4, as in MFNet/FMB evaluations); mIoU and mAcc are class means. Protocols differ between papers
-(background included or not, absent classes skipped or counted as 0), so :meth:`summary` reports
-the protocol it used.
+(background included or not, absent classes skipped, counted as 0 or averaged only over the classes
+present in the ground truth), so :meth:`summary` reports the protocol it used.
 """
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from typing import Sequence
 
 import numpy as np
 
-ABSENT_MODES = ("skip", "zero")
+ABSENT_MODES = ("skip", "zero", "present")
+ABSENT_RULES = {
+    "skip": "classes with undefined metric left out of the mean",
+    "zero": "classes with undefined metric count as 0",
+    "present": "only classes with ground-truth pixels in the mean (a class without any is left "
+               "out even when predicted; its false positives still lower the true class's IoU)",
+}
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -91,7 +97,10 @@ class ConfusionMatrix:
         Args:
             include_background: average over class 0 (unlabelled) too.
             absent: a class whose metric is undefined (IoU: no GT and no prediction; Acc: no GT)
-                is left out of the mean (``"skip"``) or counted as 0 (``"zero"``).
+                is left out of the mean (``"skip"``) or counted as 0 (``"zero"``);
+                ``"present"`` averages only over the classes with ground-truth pixels (a class
+                that is predicted but has no ground truth, IoU 0 under ``"skip"``, is left out:
+                the "classes present in the split" protocol, useful on small validation splits).
         Returns:
             dict with ``mIoU``, ``mAcc``, ``pixel_acc`` (percent, 0-100); ``per_class``:
             ``{name or id: {"iou": percent or None, "acc": percent or None, "present": GT pixels
@@ -109,14 +118,21 @@ class ConfusionMatrix:
         if first >= self.num_classes:
             raise ValueError("no class left to average without the background")
 
+        gt = self.matrix.sum(1)
+
+        def used(v: np.ndarray) -> np.ndarray:
+            """Mask of the classes (from ``first``) that enter the mean of ``v``."""
+            keep = np.ones(self.num_classes, bool) if absent == "zero" else (
+                gt > 0 if absent == "present" else ~np.isnan(v))
+            keep[:first] = False
+            return keep
+
         def mean(v: np.ndarray) -> float:
-            v = v[first:]
-            v = np.nan_to_num(v, nan=0.0) if absent == "zero" else v[~np.isnan(v)]
+            v = np.nan_to_num(v, nan=0.0)[used(v)]
             return float(100.0 * v.mean()) if v.size else float("nan")
 
         keys = self.class_names or list(range(self.num_classes))
         pct = lambda x: None if np.isnan(x) else float(100.0 * x)  # noqa: E731
-        gt = self.matrix.sum(1)
         return {
             "mIoU": mean(iou),
             "mAcc": mean(acc),
@@ -128,12 +144,9 @@ class ConfusionMatrix:
                               "IoU_c = TP/(TP+FP+FN), Acc_c = TP/(TP+FN); means over classes",
                 "include_background": include_background,
                 "absent": absent,
-                "absent_rule": "classes with undefined metric " + (
-                    "left out of the mean" if absent == "skip" else "count as 0"),
-                "classes_in_mIoU": [keys[c] for c in range(first, self.num_classes)
-                                    if absent == "zero" or not np.isnan(iou[c])],
-                "classes_in_mAcc": [keys[c] for c in range(first, self.num_classes)
-                                    if absent == "zero" or not np.isnan(acc[c])],
+                "absent_rule": ABSENT_RULES[absent],
+                "classes_in_mIoU": [keys[c] for c in np.flatnonzero(used(iou))],
+                "classes_in_mAcc": [keys[c] for c in np.flatnonzero(used(acc))],
                 "ignore_index": self.ignore_index,
                 "pixels": total,
             },
