@@ -116,6 +116,20 @@ def test_aggregations_by_hand():
     assert Aggregation(2, "none")(a, b, s)[0] is a
 
 
+def test_fusion_phase_runs_phi_only_with_gradients_to_phi_only():
+    torch.manual_seed(0)
+    model = build_model("segmif", dict(TINY, num_classes=3))
+    vis, ir = torch.rand(1, 3, 32, 32), torch.rand(1, 1, 32, 32)
+    out = model(vis, ir, phase="fusion")
+    assert set(out) == {"fused", "fused_rgb"}
+    with torch.no_grad():
+        expect = model.fuse(vis, ir)[0]
+    torch.testing.assert_close(out["fused"], expect)
+    out["fused"].mean().backward()
+    assert all(p.grad is None for p in model.segmenter.parameters())  # guidance: no graph
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.fusion.parameters())
+
+
 def test_unknown_names_raise():
     with pytest.raises(ValueError, match="unknown model"):
         build_model("unet")

@@ -226,8 +226,9 @@ def test_two_process_ddp_on_cpu(tmp_path):
 
     root = tmp_path / "data"
     _dataset(root, ["a", "b", "c", "d", "e"])
+    # fusion warm-up (Phi's outputs only), a cached segmentation step and a joint fusion step
     cfg = _config(tmp_path, root, out="ddp", batch_size=1, rounds=1, seg_iters=1,
-                  fusion_iters=1, val_every=2)
+                  fusion_iters=1, val_every=2, fusion_warmup_iters=2, fused_cache=True)
     path = tmp_path / "ddp_full.yaml"
     path.write_text(yaml.safe_dump(cfg))
     # loopback only: rendezvous on 127.0.0.1 and gloo bound to the lo interface
@@ -240,8 +241,11 @@ def test_two_process_ddp_on_cpu(tmp_path):
         timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["steps"] == 2
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    assert summary["seg_steps"] == 1 and summary["fusion_steps"] == 3
     assert (tmp_path / "ddp" / "best.pt").is_file()
+    rows = (tmp_path / "ddp" / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,") and len(rows) == 5  # header + 4 steps, written once
 
 
 def test_fused_cache_batches_are_phi_outputs_and_resume_exactly(tmp_path):

@@ -33,16 +33,22 @@ every ``ckpt_every`` steps, at the end and on SIGINT/SIGTERM), ``log.csv`` (one 
 losses, lambdas, learning rates, throughput, val mIoU), ``plots/*.png``, ``config.yaml``,
 ``summary.json``. ``resume: true`` continues from ``last.pt`` exactly: data order and
 augmentation are a function of (seed, step), so an interrupted and resumed run gives the same
-weights as an uninterrupted one.
+weights as an uninterrupted one on CPU (on CUDA only up to the nondeterminism of cuDNN and atomic
+scatter kernels).
 
 Devices: CPU, one CUDA GPU (bf16 autocast and channels_last when ``amp``/``channels_last``), or
 several GPUs with ``torchrun --nproc_per_node N -m segmif_core.training.trainer --config FILE``
-(DistributedDataParallel; ``batch_size`` is per process).
+(DistributedDataParallel; ``batch_size`` is per process). Under DDP the processes agree on the
+elapsed time and on a stop request at every step (one small all-reduce), average the two losses
+before the Eq. (8)-(9) update, and only rank 0 validates and writes files; ``dist_timeout_min``
+(optional key, default 60) bounds how long the others wait for it. Losses are computed outside
+bf16 autocast, in fp32.
 """
 from __future__ import annotations
 
 import copy
 import csv
+import datetime
 import json
 import math
 import os
@@ -239,8 +245,8 @@ def _set_lr(opt, lr: float) -> None:
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
              "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # the current device's generator only (resume may see fewer)
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -248,8 +254,9 @@ def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if torch.is_tensor(cuda) and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda)
 
 
 @torch.no_grad()
@@ -342,10 +349,14 @@ class Trainer:
             dev = "cuda" if torch.cuda.is_available() else "cpu"
         if self.distributed:
             local = int(os.environ.get("LOCAL_RANK", "0"))
-            dist.init_process_group("nccl" if dev.startswith("cuda") else "gloo")
-            if dev.startswith("cuda"):
+            if dev.startswith("cuda"):  # before the process group, so NCCL uses this GPU
                 torch.cuda.set_device(local)
                 dev = f"cuda:{local}"
+            # rank 0 validates and writes checkpoints and the fused cache while the others wait
+            # in a collective: the timeout must cover that (optional key, minutes)
+            dist.init_process_group(
+                "nccl" if dev.startswith("cuda") else "gloo",
+                timeout=datetime.timedelta(minutes=float(self.tc.get("dist_timeout_min", 60))))
         self.device = torch.device(dev)
         self.cuda = self.device.type == "cuda"
         if self.tc.get("threads"):
@@ -397,6 +408,7 @@ class Trainer:
         self._fused_labels: list[np.ndarray] = []
         self._fused_round: int | None = None
         self._plan: StepBatches | None = None
+        self._resumed = False
         self.state = {"step": 0, "seg_steps": 0, "fusion_steps": 0, "elapsed_s": 0.0,
                       "best": {"mIoU": -1.0}}
         if self.tc["resume"] and (self.out / "last.pt").is_file():
@@ -425,7 +437,7 @@ class Trainer:
         atomically. Returns the seconds spent."""
         t0 = time.time()
         path = self.out / "fused_cache.pt"
-        if self._fused_round is None and path.is_file():  # only a resumed run can use the file
+        if self._fused_round is None and self._resumed and path.is_file():  # only on resume
             saved = torch.load(path, map_location="cpu", weights_only=False)
             if saved.get("round") == rnd and len(saved["fused"]) == len(self.train_set):
                 self._fused, self._fused_labels = saved["fused"], saved["labels"]
@@ -481,6 +493,7 @@ class Trainer:
         self.weighting.load_state_dict(ck["weighting"])
         self.state = ck["state"]
         _set_rng_state(ck["rng"])
+        self._resumed = True
         self.log(f"resumed from {self.out / 'last.pt'} at step {self.state['step']}")
 
     def save_last(self) -> None:
@@ -508,11 +521,13 @@ class Trainer:
                 self.model.segmenter.requires_grad_(False)
             try:
                 with self._autocast():
-                    # under DDP the wrapped forward keeps the gradients of the ranks in sync
-                    u = (self.net(vis, ir, phase="joint")["fused"] if self.distributed
+                    # under DDP the wrapped forward keeps the gradients of the ranks in sync;
+                    # phase 'fusion' returns only Phi's outputs (all of them feed the loss)
+                    u = (self.net(vis, ir, phase="fusion")["fused"] if self.distributed
                          else self.model.fuse(vis, ir)[0])
-                    y, _ = split_luminance(vis)
-                    f = fusion_loss(u.float(), y.float(), ir.float(), lc["eta"])
+                y, _ = split_luminance(vis)
+                # losses outside autocast: blur, saliency histogram and SSIM in fp32
+                f = fusion_loss(u.float(), y.float(), ir.float(), lc["eta"])
                 self.opt_fusion.zero_grad(set_to_none=True)
                 f["total"].backward()
                 self.opt_fusion.step()
@@ -527,8 +542,8 @@ class Trainer:
             with self._autocast():
                 out = (self.net(vis, None, phase="fused") if batch.get("fused_rgb")
                        else self.net(vis, ir, phase="seg"))
-                loss = segmentation_loss(out["logits"].float(), label, self.class_weight,
-                                         lc["ignore_index"])
+            loss = segmentation_loss(out["logits"].float(), label, self.class_weight,
+                                     lc["ignore_index"])
             self.opt_seg.zero_grad(set_to_none=True)
             loss.backward()
             self.opt_seg.step()
@@ -537,17 +552,21 @@ class Trainer:
         # fusion phase: Psi frozen (its gradients are not needed, only through its input), unless
         # fusion_phase_updates_seg (plain end-to-end training of both networks on Eq. 7)
         joint = bool(self.tc["fusion_phase_updates_seg"])
-        freeze = not self.distributed and not joint
-        if freeze:  # frozen also means no BatchNorm statistics updates in Psi's head
-            self.model.segmenter.requires_grad_(False)
+        # frozen Psi: eval mode (no drop path, dropout or BatchNorm statistics updates) on every
+        # process; requires_grad is only switched off without DDP (DDP registered its hooks at
+        # construction, so under DDP Psi's gradients are computed and simply not applied)
+        freeze = not joint
+        if freeze:
+            if not self.distributed:
+                self.model.segmenter.requires_grad_(False)
             self.model.segmenter.eval()
         try:
             with self._autocast():
                 out = self.net(vis, ir, phase="joint")
-                y, _ = split_luminance(vis)
-                f = fusion_loss(out["fused"].float(), y.float(), ir.float(), lc["eta"])
-                ls = segmentation_loss(out["logits"].float(), label, self.class_weight,
-                                       lc["ignore_index"])
+            y, _ = split_luminance(vis)
+            f = fusion_loss(out["fused"].float(), y.float(), ir.float(), lc["eta"])
+            ls = segmentation_loss(out["logits"].float(), label, self.class_weight,
+                                   lc["ignore_index"])
             lam = self.weighting.current()
             total = lam["fusion"] * f["total"] + lam["seg"] * ls
             self.opt_fusion.zero_grad(set_to_none=True)
@@ -561,7 +580,12 @@ class Trainer:
                 self.model.segmenter.requires_grad_(True)
                 self.model.segmenter.train()
         self.opt_seg.zero_grad(set_to_none=True)
-        self.weighting.update({"fusion": f["total"].item(), "seg": ls.item()})
+        losses = torch.tensor([f["total"].item(), ls.item()], dtype=torch.float64)
+        if self.distributed:  # the same Eq. (8)-(9) weights on every process
+            losses = losses.to(self.device)
+            dist.all_reduce(losses)
+            losses = losses.cpu() / self.world
+        self.weighting.update({"fusion": float(losses[0]), "seg": float(losses[1])})
         row.update(seg=ls.item(), fusion=f["total"].item(), fusion_ssim=f["ssim"].item(),
                    fusion_mse=f["mse"].item(), fusion_grad=f["grad"].item(),
                    total=total.item(), lambda_fusion=lam["fusion"], lambda_seg=lam["seg"])
@@ -584,12 +608,14 @@ class Trainer:
         val_loader = DataLoader(self.val_set, batch_size=1, shuffle=False)
         log_path = self.out / "log.csv"
         new_log = not (log_path.exists() and self.state["step"] > 0)
-        if not new_log and self.rank == 0:
-            _truncate_log(log_path, self.state["step"])
-        log_f = open(log_path, "w" if new_log else "a", newline="")
-        writer = csv.DictWriter(log_f, fieldnames=self.FIELDS, extrasaction="ignore")
-        if new_log and self.rank == 0:
-            writer.writeheader()
+        log_f = writer = None
+        if self.rank == 0:  # only rank 0 touches the log
+            if not new_log:
+                _truncate_log(log_path, self.state["step"])
+            log_f = open(log_path, "w" if new_log else "a", newline="")
+            writer = csv.DictWriter(log_f, fieldnames=self.FIELDS, extrasaction="ignore")
+            if new_log:
+                writer.writeheader()
         budget = 60.0 * tc["max_minutes"] if tc["max_minutes"] else math.inf
         t_start = time.time() - self.state["elapsed_s"]
 
@@ -607,9 +633,9 @@ class Trainer:
             t_last = time.time()
             for batch in loader:
                 step = self.state["step"]
-                if step >= self.total_steps or self._stop_requested:
+                elapsed, stop = self._agree(time.time() - t_start)
+                if step >= self.total_steps or stop:
                     break
-                elapsed = time.time() - t_start
                 if elapsed >= budget:
                     self.log(f"time budget of {tc['max_minutes']} min reached at step {step}")
                     break
@@ -646,15 +672,15 @@ class Trainer:
                 self.state["fusion_steps" if phase == "warmup" else f"{phase}_steps"] += 1
                 self.state["step"] = step = step + 1
                 now = time.time()
-                self.state["elapsed_s"] = now - t_start
+                elapsed, stop = self._agree(now - t_start)
+                self.state["elapsed_s"] = elapsed
                 row.update(step=step, round=rnd + 1, phase=phase,  # round 0 = warm-up
                            time_s=round(self.state["elapsed_s"], 2),
                            img_per_s=round(tc["batch_size"] * self.world / max(1e-9,
                                                                                now - t_last), 2),
                            lr_seg=lr_seg, lr_fusion=lr_fusion)
                 t_last = now
-                last = (step >= self.total_steps or self._stop_requested
-                        or now - t_start >= budget)
+                last = step >= self.total_steps or stop or elapsed >= budget
                 if step % tc["val_every"] == 0 or last:
                     row["val_mIoU"] = self.validate(val_loader, step)
                 if self.rank == 0:
@@ -678,7 +704,8 @@ class Trainer:
                 signal.signal(s, h)
             if bar is not None:
                 bar.close()
-            log_f.close()
+            if log_f is not None:
+                log_f.close()
         self.save_last()
         if self.rank == 0:
             write_plots(log_path, self.out / "plots")
@@ -694,6 +721,18 @@ class Trainer:
         if self.distributed:
             dist.destroy_process_group()
         return summary
+
+    def _agree(self, elapsed: float) -> tuple[float, bool]:
+        """(elapsed seconds, stop requested) as all processes see them: the maximum over ranks
+        under DDP, so that every rank takes the same stop decision at the same step and the same
+        time-based learning rate (a rank leaving the loop alone would deadlock the others in the
+        next collective). Without DDP: the arguments as they are."""
+        if not self.distributed:
+            return elapsed, self._stop_requested
+        t = torch.tensor([elapsed, 1.0 if self._stop_requested else 0.0], dtype=torch.float64,
+                         device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t[0]), bool(t[1] > 0)
 
     def validate(self, val_loader, step: int):
         if self.distributed:

@@ -74,19 +74,21 @@ class SegMiF(FusionSegModel):
                                     cfg.drdbs_per_group, (hidden[0], hidden[1]), cfg.hia_heads,
                                     cfg.interaction, cfg.hia_stride)
 
-    def fuse(self, vis: torch.Tensor, ir: torch.Tensor,
-             guidance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def fuse(self, vis: torch.Tensor, ir: torch.Tensor, guidance: torch.Tensor | None = None,
+             guidance_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Run Phi only. Returns (fused luminance (B,1,H,W), fused RGB (B,3,H,W)), both in [0, 1].
 
         guidance: (B, 3, H, W) RGB in [0, 1] for the semantic features; default the visible image.
+        guidance_grad: False runs Psi's guidance pass without a graph even where Psi's
+            parameters require gradients (fusion warm-up under DistributedDataParallel).
         """
         y, cbcr = split_luminance(vis)
         sem = None
         if self.fusion.uses_semantics:
             guide = vis if guidance is None else guidance
             # no graph through the guidance pass when Psi is frozen (fusion phase of training)
-            track = torch.is_grad_enabled() and any(p.requires_grad
-                                                    for p in self.segmenter.parameters())
+            track = guidance_grad and torch.is_grad_enabled() and any(
+                p.requires_grad for p in self.segmenter.parameters())
             with torch.set_grad_enabled(track):
                 sem = self.segmenter.features(normalize_rgb(guide))[:2]
         u = self.fusion(y, ir, sem)
@@ -102,15 +104,20 @@ class SegMiF(FusionSegModel):
         segmentation step of interactive training, Sec. 3.4, on the current fused images);
         'fused': ``vis`` already is a fused RGB image (B, 3, H, W) in [0, 1] made by Phi (the
         trainer's per-round cache), only Psi runs and ``ir`` is ignored; the output then has
-        ``logits`` only."""
+        ``logits`` only; 'fusion': only Phi runs (with gradients; Psi's guidance pass without),
+        the output has ``fused`` and ``fused_rgb`` only (the fusion warm-up, where L_f alone
+        trains Phi: under DistributedDataParallel every returned tensor must feed the loss)."""
         if phase == "fused":
             if vis.dim() != 4 or vis.shape[1] != 3:
                 raise ValueError(f"phase 'fused' needs a (B, 3, H, W) fused RGB image, "
                                  f"got {tuple(vis.shape)}")
             return {"logits": self.segment(vis)}
         self.check_inputs(vis, ir)
+        if phase == "fusion":
+            u, fused_rgb = self.fuse(vis, ir, guidance, guidance_grad=False)
+            return {"fused": u, "fused_rgb": fused_rgb}
         if phase not in ("joint", "seg"):
-            raise ValueError(f"phase must be 'joint', 'seg' or 'fused', got {phase!r}")
+            raise ValueError(f"phase must be 'joint', 'seg', 'fused' or 'fusion', got {phase!r}")
         with torch.set_grad_enabled(torch.is_grad_enabled() and phase == "joint"):
             u, fused_rgb = self.fuse(vis, ir, guidance)
         return {"logits": self.segment(fused_rgb), "fused": u, "fused_rgb": fused_rgb}
