@@ -46,7 +46,7 @@ from .data.pairs import check_pairs, list_pairs, read_pair
 from .data.thermal import normalize_thermal, to_uint8
 from .fusion_rules import FUSION_RULES
 from .metrics import ConfusionMatrix
-from .metrics.segmentation import ABSENT_RULES
+from .metrics.segmentation import ABSENT_MODES, ABSENT_RULES
 from .metrics.fusion import FUSION_METRIC_KEYS, QABF_CONSTANTS, fusion_metrics
 
 #: Name of the model in ``segmif evaluate --method``.
@@ -331,8 +331,8 @@ def evaluate_folder(predictor, root, split=None, log=None, *, include_background
         DatasetError (before any inference) on missing files or size mismatches; ValueError
         on an unknown rule or protocol, or when there is nothing to evaluate.
     """
-    if absent not in ABSENT_RULES:
-        raise ValueError(f"absent must be one of {tuple(ABSENT_RULES)}, got {absent!r}")
+    if absent not in ABSENT_MODES:
+        raise ValueError(f"absent must be one of {ABSENT_MODES}, got {absent!r}")
     rules = list(rules or ())
     if predictor is None and not rules:
         raise ValueError("nothing to evaluate: no model and no fusion rule")

@@ -203,7 +203,8 @@ def protocol_args(p: argparse.ArgumentParser) -> None:
     """The segmentation protocol switches shared by ``evaluate`` and ``bag eval``."""
     p.add_argument("--exclude-background", action="store_true",
                    help="leave class 0 (unlabelled) out of mIoU/mAcc (default: included)")
-    p.add_argument("--absent", choices=("skip", "zero", "present"), default="skip",
+    from segmif_core.metrics.segmentation import ABSENT_MODES  # numpy only
+    p.add_argument("--absent", choices=ABSENT_MODES, default="skip",
                    help="classes whose metric is undefined (IoU: no ground truth and no "
                         "prediction; Acc: no ground truth): left out of the means (skip, "
                         "default) or counted as 0 (zero); present: average only over the "

@@ -11,13 +11,13 @@ from typing import Sequence
 
 import numpy as np
 
-ABSENT_MODES = ("skip", "zero", "present")
 ABSENT_RULES = {
     "skip": "classes with undefined metric left out of the mean",
     "zero": "classes with undefined metric count as 0",
     "present": "only classes with ground-truth pixels in the mean (a class without any is left "
                "out even when predicted; its false positives still lower the true class's IoU)",
 }
+ABSENT_MODES = tuple(ABSENT_RULES)
 
 
 def _as_numpy(x) -> np.ndarray:
