@@ -287,3 +287,21 @@ def test_fused_cache_batches_are_phi_outputs_and_resume_exactly(tmp_path):
     assert a["state"]["seg_steps"] == b["state"]["seg_steps"] == 4
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_fusion_crop_sizes_the_fusion_and_warmup_batches_only(tmp_path, cached):
+    root = tmp_path / "data"
+    _dataset(root, ["a", "b", "c", "d"])
+    cfg = _config(tmp_path, root, out=f"fc{cached}", fused_cache=cached, rounds=1, seg_iters=2,
+                  fusion_iters=2, fusion_warmup_iters=1)
+    cfg["data"].update(crop=[48, 64], fusion_crop=[32, 32])
+    seen = []
+
+    class Recording(Trainer):
+        def train_step(self, batch, phase):
+            seen.append((phase, tuple(batch["vis"].shape[-2:])))
+            return super().train_step(batch, phase)
+
+    Recording(cfg, log=lambda *_: None).run()
+    assert seen == [("warmup", (32, 32))] + [("seg", (48, 64))] * 2 + [("fusion", (32, 32))] * 2

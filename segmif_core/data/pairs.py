@@ -274,6 +274,15 @@ class PairDataset(Dataset):
         return augment_pair(vis, ir, label, self.size or label.shape[:2], self.crop, rng,
                             self.scale_range, self.brightness, self.flip, self.ignore_index)
 
+    def with_crop(self, crop: tuple[int, int]) -> "PairDataset":
+        """The same pairs and augmentation with output size ``crop`` (height, width), sharing
+        this dataset's decode cache. Raises ValueError for a crop that is not two sizes >= 1."""
+        if len(crop) != 2 or min(crop) < 1:
+            raise ValueError(f"crop must be (height, width) >= 1, got {crop}")
+        other = copy.copy(self)
+        other.crop = tuple(int(c) for c in crop)
+        return other
+
     def without_augmentation(self) -> "PairDataset":
         """The same pairs as evaluation items (resized to ``size``, or at their native size when
         ``size`` is None; no augmentation), sharing this dataset's decode cache."""

@@ -18,6 +18,9 @@ of 0.83 TFLOP per frame). Two approximations of the paper's order: augmenting af
 exactly fusing augmented inputs (rescaling, borders, brightness applied to the fused image rather
 than to the visible one), and the guidance features stay those of the phase start while Psi
 learns. Memory: one uint8 RGB image and label per training pair, in every process.
+Fusion and warm-up steps crop their pairs to ``data.fusion_crop`` (optional, default ``data.crop``),
+segmentation steps to ``data.crop``: Phi costs per pixel, so small fusion crops and large
+segmentation crops (context for Psi) share a budget well.
 Baselines (no fusion network) only run segmentation steps (``rounds * (seg_iters + fusion_iters)``
 of them, so that a baseline gets the same number of steps).
 
@@ -136,20 +139,21 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> dict:
 
 # ----------------------------------------------------------------------------- data
 class _Seeded(Dataset):
-    """Items addressed by (index, seed): the augmentation of an item depends only on its seed."""
+    """Items addressed by (index, seed, source): item ``index`` of ``datasets[source]`` (the same
+    pairs with different crops), whose augmentation depends only on its seed."""
 
-    def __init__(self, dataset: PairDataset):
-        self.dataset = dataset
+    def __init__(self, *datasets: PairDataset):
+        self.datasets = datasets
 
     def __len__(self):
-        return len(self.dataset)
+        return len(self.datasets[0])
 
     def __getitem__(self, key):
-        index, seed = key
+        index, seed, source = key
         if index is None:  # a step whose batch does not come from the loader
             return {"skipped": torch.zeros(())}
         torch.manual_seed(seed)
-        return self.dataset[index]
+        return self.datasets[source][index]
 
 
 class StepBatches:
@@ -157,15 +161,17 @@ class StepBatches:
     ``batch`` items per process and step, rank ``rank`` of ``world`` taking its own slice.
     Iterating from ``start`` resumes exactly where a run stopped. Steps for which ``skip(step)``
     is true yield a placeholder ``[(None, step)]`` (their batch is made elsewhere, e.g. from the
-    fused-image cache), so the loader loads nothing for them."""
+    fused-image cache), so the loader loads nothing for them. ``source(step)`` (default 0) picks
+    the dataset of ``_Seeded`` that serves the step (0 segmentation crops, 1 fusion crops)."""
 
     def __init__(self, n: int, batch: int, seed: int, start: int = 0, rank: int = 0,
-                 world: int = 1, skip=None):
+                 world: int = 1, skip=None, source=None):
         if n < batch * world:
             raise ValueError(f"{n} training pairs is fewer than one global batch "
                              f"({batch} x {world} processes)")
         self.n, self.batch, self.seed, self.start = n, batch, seed, start
         self.rank, self.world, self.skip = rank, world, skip
+        self.source = source or (lambda step: 0)
         self.per_epoch = n // (batch * world)
 
     def indices(self, step: int) -> list[tuple[int, int]]:
@@ -179,8 +185,11 @@ class StepBatches:
     def __iter__(self):
         step = self.start
         while True:
-            yield [(None, step)] if self.skip is not None and self.skip(step) else \
-                self.indices(step)
+            if self.skip is not None and self.skip(step):
+                yield [(None, step, 0)]
+            else:
+                src = self.source(step)
+                yield [(index, seed, src) for index, seed in self.indices(step)]
             step += 1
 
     def __len__(self):  # effectively infinite; DataLoader needs a length only for len()
@@ -599,10 +608,15 @@ class Trainer:
             with open(self.out / "config.yaml", "w") as f:
                 yaml.safe_dump(self.cfg, f, sort_keys=False)
         skip = ((lambda st: self.phase_of(st)[1] == "seg") if self.fused_cache else None)
+        # fusion and warm-up steps load pairs cropped to data.fusion_crop, segmentation steps
+        # to data.crop (the same unless fusion_crop is set)
         plan = StepBatches(len(self.train_set), tc["batch_size"], self.cfg["seed"],
-                           self.state["step"], self.rank, self.world, skip=skip)
+                           self.state["step"], self.rank, self.world, skip=skip,
+                           source=lambda st: int(self.phase_of(st)[1] != "seg"))
         self._plan = plan
-        loader = DataLoader(_Seeded(self.train_set), batch_sampler=plan,
+        fusion_crop = self.cfg["data"].get("fusion_crop") or self.cfg["data"]["crop"]
+        loader = DataLoader(_Seeded(self.train_set, self.train_set.with_crop(fusion_crop)),
+                            batch_sampler=plan,
                             num_workers=tc["workers"], pin_memory=self.cuda,
                             persistent_workers=tc["workers"] > 0)
         val_loader = DataLoader(self.val_set, batch_size=1, shuffle=False)
