@@ -305,3 +305,37 @@ def test_fusion_crop_sizes_the_fusion_and_warmup_batches_only(tmp_path, cached):
 
     Recording(cfg, log=lambda *_: None).run()
     assert seen == [("warmup", (32, 32))] + [("seg", (48, 64))] * 2 + [("fusion", (32, 32))] * 2
+
+
+def test_final_segmentation_phase_follows_the_rounds(tmp_path):
+    root = tmp_path / "data"
+    _dataset(root, ["a", "b", "c", "d"])
+    cfg = _config(tmp_path, root, out="final", fused_cache=True, rounds=1, seg_iters=1,
+                  fusion_iters=1, fusion_warmup_iters=1, final_seg_iters=2)
+    tr = Trainer(cfg, log=lambda *_: None)
+    assert [tr.phase_of(s) for s in range(5)] == [(-1, "warmup"), (0, "seg"), (0, "fusion"),
+                                                  (1, "seg"), (1, "seg")]
+    events = []
+
+    class Recording(Trainer):
+        def train_step(self, batch, phase):
+            row = super().train_step(batch, phase)
+            events.append((phase, {k: v.clone() for k, v in self.model.fusion.state_dict()
+                                   .items()}))
+            return row
+
+        def refresh_fused_cache(self, rnd):
+            events.append((f"cache{rnd}", {k: v.clone() for k, v in
+                                           self.model.fusion.state_dict().items()}))
+            return super().refresh_fused_cache(rnd)
+
+    summary = Recording(cfg, log=lambda *_: None).run()
+    assert summary["steps"] == 5 and summary["seg_steps"] == 3 and summary["fusion_steps"] == 2
+    assert [e for e, _ in events] == ["warmup", "cache0", "seg", "fusion", "cache1", "seg",
+                                      "seg"]
+    # the final phase's images come from the Phi of the last fusion step, which Phi keeps
+    after_fusion, at_cache, at_end = events[3][1], events[4][1], events[6][1]
+    for k, v in after_fusion.items():
+        assert torch.equal(v, at_cache[k]) and torch.equal(v, at_end[k]), k
+    with pytest.raises(ValueError, match="final_seg_iters"):
+        Trainer(_config(tmp_path, root, out="bad", final_seg_iters=-1), log=lambda *_: None)

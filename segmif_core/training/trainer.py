@@ -18,6 +18,9 @@ of 0.83 TFLOP per frame). Two approximations of the paper's order: augmenting af
 exactly fusing augmented inputs (rescaling, borders, brightness applied to the fused image rather
 than to the visible one), and the guidance features stay those of the phase start while Psi
 learns. Memory: one uint8 RGB image and label per training pair, in every process.
+``final_seg_iters`` (optional, default 0) adds a last segmentation phase after the rounds, so
+that the released Psi has trained on the images of the released Phi (ours; the paper's schedule
+ends with a fusion phase).
 Fusion and warm-up steps crop their pairs to ``data.fusion_crop`` (optional, default ``data.crop``),
 segmentation steps to ``data.crop``: Phi costs per pixel, so small fusion crops and large
 segmentation crops (context for Psi) share a budget well.
@@ -407,8 +410,13 @@ class Trainer:
         r, si, fi = self.tc["rounds"], self.tc["seg_iters"], self.tc["fusion_iters"]
         self.round_len = si + fi
         self.warmup = int(self.tc["fusion_warmup_iters"]) if self.has_fusion else 0
-        self.total_steps = self.warmup + r * self.round_len
-        self.total_seg = (r * si if self.has_fusion and not self.tc["fusion_phase_updates_seg"]
+        # a last segmentation phase on the final Phi's fused images (optional key, default 0)
+        self.final_seg = int(self.tc.get("final_seg_iters", 0) or 0)
+        if self.final_seg < 0:
+            raise ValueError(f"final_seg_iters must be >= 0, got {self.final_seg}")
+        self.total_steps = self.warmup + r * self.round_len + self.final_seg
+        self.total_seg = (r * si + self.final_seg
+                          if self.has_fusion and not self.tc["fusion_phase_updates_seg"]
                           else self.total_steps)
         self.total_fusion = self.warmup + r * fi
         self.fused_cache = (bool(self.tc.get("fused_cache", False)) and self.has_fusion
@@ -429,10 +437,14 @@ class Trainer:
         """(round index from 0, 'seg', 'fusion' or 'warmup') of a global step. The first
         ``fusion_warmup_iters`` steps ('warmup', round -1) train Phi on L_f alone, so that Psi
         first sees fused images that carry both modalities (without it, Psi learns from the
-        near-constant output of an untrained Phi and then pulls Phi towards it)."""
+        near-constant output of an untrained Phi and then pulls Phi towards it). The
+        ``final_seg_iters`` steps after the last round (round index ``rounds``) are segmentation
+        steps on the final Phi's fused images."""
         if step < self.warmup:
             return -1, "warmup"
         rnd, pos = divmod(step - self.warmup, self.round_len)
+        if rnd >= self.tc["rounds"]:  # after the rounds: the final segmentation phase
+            return self.tc["rounds"], "seg"
         if not self.has_fusion:
             return rnd, "seg"
         return rnd, ("seg" if pos < self.tc["seg_iters"] else "fusion")
