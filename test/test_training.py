@@ -216,6 +216,12 @@ def test_config_errors(tmp_path):
     path.write_text(yaml.safe_dump({"seed": 0, "out": "x", "data": {"root": "x"}}))
     with pytest.raises(ValueError, match="missing config keys"):
         load_config(path)
+    path.write_text(yaml.safe_dump({"base": str(PAPER), "train": {"final_seg_iter": 5}}))
+    with pytest.raises(ValueError, match=r"unknown config keys \['train.final_seg_iter'\]"):
+        load_config(path)
+    path.write_text(yaml.safe_dump({"base": str(PAPER), "train": {"final_seg_iters": 5},
+                                    "data": {"fusion_crop": [8, 8]}}))
+    assert load_config(path)["train"]["final_seg_iters"] == 5
 
 
 def test_two_process_ddp_on_cpu(tmp_path):

@@ -88,6 +88,12 @@ REQUIRED = {
               "log_every", "ckpt_every", "amp", "channels_last", "progress", "resume",
               "fusion_phase_updates_seg", "fusion_warmup_iters"),
 }
+# keys that may be left out (defaults in code); any other key is a typo and rejected
+OPTIONAL = {
+    "data": ("layout", "cache", "fusion_crop"),
+    "model": (),
+    "train": ("threads", "dist_timeout_min", "fused_cache", "final_seg_iters"),
+}
 
 
 # ----------------------------------------------------------------------------- config
@@ -126,7 +132,8 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> dict:
 
     A relative ``data.root`` is resolved against the file that sets it.
     Raises:
-        ValueError: unknown top-level sections or missing keys (named).
+        ValueError: unknown sections, missing keys or unknown keys of the ``data``, ``model``
+            and ``train`` sections (named).
     """
     path = Path(path)
     cfg = merge(_read_yaml(path), overrides or {})
@@ -137,6 +144,11 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> dict:
                if k not in cfg.get(s, {})] + [k for k in ("seed", "out") if k not in cfg]
     if missing:
         raise ValueError(f"{path}: missing config keys {missing}")
+    unknown = [f"{s}.{k}" for s, keys in REQUIRED.items() for k in cfg[s]
+               if k not in keys and k not in OPTIONAL[s]]
+    if unknown:  # a misspelt key would otherwise be ignored without a word
+        raise ValueError(f"{path}: unknown config keys {unknown}; known: " + "; ".join(
+            f"{s}: {', '.join(REQUIRED[s] + OPTIONAL[s])}" for s in REQUIRED))
     return cfg
 
 
