@@ -345,3 +345,28 @@ def test_final_segmentation_phase_follows_the_rounds(tmp_path):
         assert torch.equal(v, at_cache[k]) and torch.equal(v, at_end[k]), k
     with pytest.raises(ValueError, match="final_seg_iters"):
         Trainer(_config(tmp_path, root, out="bad", final_seg_iters=-1), log=lambda *_: None)
+
+
+def test_init_copies_the_named_parts_of_a_release_checkpoint(tmp_path):
+    from segmif_core.checkpoint import save_checkpoint
+    from segmif_core.data.classes import get_class_set
+    root = tmp_path / "data"
+    _dataset(root, ["a", "b", "c"])
+    torch.manual_seed(123)
+    donor = build_model("segmif", dict(TINY, num_classes=9))
+    save_checkpoint(tmp_path / "donor.pt", donor, get_class_set("mfnet"), (48, 64))
+    cfg = _config(tmp_path, root, out="init",
+                  init={"checkpoint": str(tmp_path / "donor.pt"), "parts": ["fusion"]})
+    tr = Trainer(cfg, log=lambda *_: None)
+    for k, v in donor.fusion.state_dict().items():  # fp16 in the release checkpoint
+        assert torch.equal(tr.model.fusion.state_dict()[k], v.half().float()), k
+    assert not all(torch.equal(tr.model.segmenter.state_dict()[k], v)
+                   for k, v in donor.segmenter.state_dict().items())
+    with pytest.raises(ValueError, match="parts"):
+        Trainer(_config(tmp_path, root, out="i2", init={"checkpoint": str(tmp_path / "donor.pt"),
+                                                         "parts": ["decoder"]}),
+                log=lambda *_: None)
+    wide = _config(tmp_path, root, out="i3", init={"checkpoint": str(tmp_path / "donor.pt")})
+    wide["model"]["config"] = dict(TINY, fusion_width=16)
+    with pytest.raises(ValueError, match="does not fit"):
+        Trainer(wide, log=lambda *_: None)

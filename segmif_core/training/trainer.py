@@ -92,7 +92,7 @@ REQUIRED = {
 OPTIONAL = {
     "data": ("layout", "cache", "fusion_crop"),
     "model": (),
-    "train": ("threads", "dist_timeout_min", "fused_cache", "final_seg_iters"),
+    "train": ("threads", "dist_timeout_min", "fused_cache", "final_seg_iters", "init"),
 }
 
 
@@ -392,6 +392,8 @@ class Trainer:
         self.train_set, self.val_set, self.classes = build_datasets(cfg)
         mc = dict(cfg["model"]["config"], num_classes=self.classes.num_classes)
         self.model = build_model(cfg["model"]["name"], mc).to(self.device).train()
+        if self.tc.get("init"):
+            self._init_from(self.tc["init"])
         if self.cuda and self.tc["channels_last"]:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.has_fusion = hasattr(self.model, "fusion")
@@ -443,6 +445,36 @@ class Trainer:
         if self.tc["resume"] and (self.out / "last.pt").is_file():
             self._load_last()
         self._stop_requested = False
+
+    def _init_from(self, init: dict) -> None:
+        """Start from the weights of a release checkpoint (``best.pt``, the shipped model):
+        ``init = {checkpoint: PATH, parts: [fusion, segmenter]}`` copies the named sub-networks
+        (e.g. fine-tuning the shipped model on a new rig, or training Psi on a frozen trained
+        Phi). Overridden by ``last.pt`` on resume.
+        Raises:
+            ValueError: unknown parts, another model family, or shapes that do not match (a
+                different class count or model config).
+        """
+        from ..checkpoint import load_checkpoint
+        parts = list(init.get("parts", ["fusion", "segmenter"]))
+        known = [n for n in ("fusion", "segmenter") if hasattr(self.model, n)]
+        if not parts or set(parts) - set(known):
+            raise ValueError(f"train.init.parts must be a non-empty subset of {known}, "
+                             f"got {parts}")
+        src, _, _ = load_checkpoint(init["checkpoint"])
+        if src.name != self.model.name:
+            raise ValueError(f"train.init.checkpoint holds a {src.name!r} model, this run "
+                             f"trains {self.model.name!r}")
+        for part in parts:
+            dst, new = getattr(self.model, part), getattr(src, part).state_dict()
+            shapes = {k: tuple(v.shape) for k, v in dst.state_dict().items()}
+            bad = [k for k, v in new.items() if shapes.get(k) != tuple(v.shape)]
+            if bad or set(shapes) != set(new):
+                raise ValueError(f"train.init: the {part} of {init['checkpoint']} does not fit "
+                                 f"this model (first mismatching keys "
+                                 f"{(bad or sorted(set(shapes) ^ set(new)))[:3]})")
+            dst.load_state_dict({k: v.float() for k, v in new.items()})
+        self.log(f"initialised {', '.join(parts)} from {init['checkpoint']}")
 
     # -- schedule
     def phase_of(self, step: int) -> tuple[int, str]:
