@@ -96,6 +96,12 @@ OPTIONAL = {
 }
 
 
+def _print_flushed(msg: str) -> None:
+    """Default progress log: stdout, flushed at once, so that ``segmif train > run.log`` can be
+    followed with ``tail -f`` (a redirected stdout is otherwise block-buffered)."""
+    print(msg, flush=True)
+
+
 # ----------------------------------------------------------------------------- config
 def merge(base: dict, override: dict) -> dict:
     """Recursive dict merge, ``override`` wins. A ``model`` section that names another model
@@ -362,8 +368,8 @@ class Trainer:
               "lambda_fusion", "lambda_seg", "seg", "fusion", "fusion_ssim", "fusion_mse",
               "fusion_grad", "total", "val_mIoU"]
 
-    def __init__(self, cfg: dict, log=print):
-        self.cfg, self.tc, self.log = cfg, cfg["train"], log
+    def __init__(self, cfg: dict, log=None):
+        self.cfg, self.tc, self.log = cfg, cfg["train"], log or _print_flushed
         self.out = Path(cfg["out"])
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
@@ -825,7 +831,7 @@ class Trainer:
         return score
 
 
-def train(cfg: dict, log=print) -> dict:
+def train(cfg: dict, log=None) -> dict:
     """Train from a loaded config (``load_config``); returns the summary dict."""
     return Trainer(cfg, log).run()
 
