@@ -155,6 +155,12 @@ def _resize(img: np.ndarray, hw: tuple[int, int], nearest: bool = False) -> np.n
                       interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
 
 
+def _check_hw(what: str, hw) -> None:
+    """Raise ValueError unless ``hw`` is a (height, width) pair of sizes >= 1."""
+    if len(hw) != 2 or min(hw) < 1:
+        raise ValueError(f"{what} must be (height, width) >= 1, got {hw}")
+
+
 def augment_pair(vis: np.ndarray, ir: np.ndarray, label: np.ndarray, base: tuple[int, int],
                  crop: tuple[int, int], rng: np.random.Generator,
                  scale_range: tuple[float, float] = (0.5, 2.0), brightness: float = 0.2,
@@ -243,8 +249,8 @@ class PairDataset(Dataset):
                  crop: tuple[int, int] | None = None, brightness: float = 0.2, flip: bool = True,
                  ignore_index: int = 255, layout: str | Layout = "auto", cache: bool = False):
         for what, hw in (("size", size), ("crop", crop)):
-            if hw is not None and (len(hw) != 2 or min(hw) < 1):
-                raise ValueError(f"{what} must be (height, width) >= 1, got {hw}")
+            if hw is not None:
+                _check_hw(what, hw)
         if train and (crop or size) is None:
             raise ValueError("training needs a crop or size")
         if not 0 < scale_range[0] <= scale_range[1]:
@@ -277,8 +283,7 @@ class PairDataset(Dataset):
     def with_crop(self, crop: tuple[int, int]) -> "PairDataset":
         """The same pairs and augmentation with output size ``crop`` (height, width), sharing
         this dataset's decode cache. Raises ValueError for a crop that is not two sizes >= 1."""
-        if len(crop) != 2 or min(crop) < 1:
-            raise ValueError(f"crop must be (height, width) >= 1, got {crop}")
+        _check_hw("crop", crop)
         other = copy.copy(self)
         other.crop = tuple(int(c) for c in crop)
         return other

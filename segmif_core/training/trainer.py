@@ -69,7 +69,7 @@ import torch.distributed as dist
 import yaml
 from torch.utils.data import DataLoader, Dataset
 
-from ..checkpoint import atomic_torch_save, save_checkpoint
+from ..checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
 from ..data.classes import get_class_set
 from ..data.pairs import PairDataset, check_pairs, list_pairs, read_pair
 from ..evaluation import write_json_atomic
@@ -461,7 +461,6 @@ class Trainer:
             ValueError: unknown parts, another model family, or shapes that do not match (a
                 different class count or model config).
         """
-        from ..checkpoint import load_checkpoint
         parts = list(init.get("parts", ["fusion", "segmenter"]))
         known = [n for n in ("fusion", "segmenter") if hasattr(self.model, n)]
         if not parts or set(parts) - set(known):
@@ -472,14 +471,12 @@ class Trainer:
             raise ValueError(f"train.init.checkpoint holds a {src.name!r} model, this run "
                              f"trains {self.model.name!r}")
         for part in parts:
-            dst, new = getattr(self.model, part), getattr(src, part).state_dict()
-            shapes = {k: tuple(v.shape) for k, v in dst.state_dict().items()}
-            bad = [k for k, v in new.items() if shapes.get(k) != tuple(v.shape)]
-            if bad or set(shapes) != set(new):
+            new = {k: v.float() for k, v in getattr(src, part).state_dict().items()}
+            try:  # strict: missing, unexpected or differently shaped tensors are refused
+                getattr(self.model, part).load_state_dict(new)
+            except RuntimeError as e:
                 raise ValueError(f"train.init: the {part} of {init['checkpoint']} does not fit "
-                                 f"this model (first mismatching keys "
-                                 f"{(bad or sorted(set(shapes) ^ set(new)))[:3]})")
-            dst.load_state_dict({k: v.float() for k, v in new.items()})
+                                 f"this model: {e}") from e
         self.log(f"initialised {', '.join(parts)} from {init['checkpoint']}")
 
     # -- schedule
