@@ -12,9 +12,9 @@ import yaml
 from segmif_core.checkpoint import load_checkpoint
 from segmif_core.data.pairs import DatasetError
 from segmif_core.models import build_model
-from segmif_core.models.preprocessing import split_luminance
+from segmif_core.models.preprocessing import merge_luminance, split_luminance
 from segmif_core.training.losses import fusion_loss, segmentation_loss
-from segmif_core.training.trainer import StepBatches, Trainer, load_config, train
+from segmif_core.training.trainer import StepBatches, Trainer, evaluate, load_config, train
 from segmif_core.training.weighting import DynamicWeights, StaticWeights
 
 PAPER = Path(__file__).resolve().parents[1] / "config" / "train" / "paper.yaml"
@@ -139,7 +139,11 @@ def test_train_loop_writes_checkpoint_log_plots_and_summary(tmp_path):
     # dynamic weighting with the paper's T = 1000 and eta 0.4 / 0.8: lambda = eta / 2 at first
     assert float(fusion_row["lambda_fusion"]) == pytest.approx(0.2)
     assert float(fusion_row["lambda_seg"]) == pytest.approx(0.4)
-    for name in ("losses", "lambdas", "val_miou"):
+    val_row = dict(zip(rows[0].split(","), rows[3].split(",")))  # step 3: val_every 3
+    assert float(val_row["val_mIoU"]) >= 0
+    assert 0 <= float(val_row["val_Qabf"]) <= 1 and float(val_row["val_SF"]) >= 0
+    assert set(summary["best"]["fusion"]) == {"Qabf", "SF"}
+    for name in ("losses", "lambdas", "val_miou", "val_qabf", "val_sf"):
         assert (run / "plots" / f"{name}.png").stat().st_size > 1000
     model, classes, info = load_checkpoint(run / "best.pt")
     assert classes.names[1] == "car" and info["input_size"] == [48, 64]
@@ -189,6 +193,75 @@ def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path):
     assert a["weighting"] == b["weighting"]
 
 
+class _FixedFusion(torch.nn.Module):
+    """A stand-in model whose fused luminance is a given function of (visible Y, thermal)."""
+
+    def __init__(self, rule):
+        super().__init__()
+        self.fusion = torch.nn.Identity()  # evaluate() reports fusion quality for models with one
+        self.rule = rule
+
+    def predict(self, vis, ir):
+        y, cbcr = split_luminance(vis)
+        u = self.rule(y, ir)
+        labels = torch.zeros(vis.shape[0], *vis.shape[-2:], dtype=torch.int64)
+        return {"labels": labels, "fused_rgb": merge_luminance(u, cbcr)}
+
+
+def test_validation_reports_fusion_quality_and_ranks_a_blurred_fusion_lower():
+    rng = np.random.default_rng(1)
+    # smooth shapes with edges in both sources: a square in the visible, a disc in the thermal
+    vis = np.zeros((64, 80, 3), np.uint8)
+    vis[16:48, 10:40] = 200
+    ir = np.zeros((64, 80), np.uint8)
+    cv2.circle(ir, (55, 32), 14, 230, -1)
+    vis = np.clip(vis + rng.integers(0, 20, vis.shape), 0, 255).astype(np.uint8)
+    batch = {"vis": torch.from_numpy(vis).permute(2, 0, 1)[None].float() / 255,
+             "ir": torch.from_numpy(ir)[None, None].float() / 255,
+             "label": torch.zeros(1, 64, 80, dtype=torch.int64)}
+    average = _FixedFusion(lambda y, t: (y + t) / 2)
+    blurred = _FixedFusion(lambda y, t: torch.from_numpy(cv2.GaussianBlur(
+        ((y + t) / 2)[0, 0].numpy(), (0, 0), 3.0))[None, None])
+    sharp = evaluate(average, [batch], 9, "cpu")["fusion"]
+    blur = evaluate(blurred, [batch], 9, "cpu")["fusion"]
+    assert 0 < blur["Qabf"] < sharp["Qabf"] <= 1
+    assert 0 < blur["SF"] < sharp["SF"]
+    # the average's SF, computed here from the 8-bit average luminance directly
+    y8 = cv2.cvtColor(vis, cv2.COLOR_RGB2YCrCb)[..., 0].astype(np.float64)
+    avg = np.round((y8 + ir) / 2)
+    rf, cf = np.diff(avg, axis=1), np.diff(avg, axis=0)
+    assert sharp["SF"] == pytest.approx(np.sqrt((rf ** 2).mean() + (cf ** 2).mean()), rel=0.05)
+
+
+def test_resume_continues_a_log_written_without_the_fusion_quality_columns(tmp_path):
+    import csv
+    root = tmp_path / "data"
+    _dataset(root, ["a", "b", "c", "d"])
+
+    class Interrupted(Trainer):
+        def train_step(self, batch, phase):
+            row = super().train_step(batch, phase)
+            if self.state["step"] == 2:
+                self._stop_requested = True
+            return row
+
+    cfg = _config(tmp_path, root, out="old")
+    Interrupted(cfg, log=lambda *_: None).run()
+    log = tmp_path / "old" / "log.csv"
+    with open(log, newline="") as f:  # the log of a version before val_Qabf / val_SF
+        rows = list(csv.DictReader(f))
+    old_fields = [k for k in rows[0] if k not in ("val_Qabf", "val_SF")]
+    with open(log, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=old_fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    train(cfg, log=lambda *_: None)
+    with open(log, newline="") as f:
+        lines = list(csv.reader(f))
+    assert lines[0] == old_fields and [r[0] for r in lines[1:]] == ["1", "2", "3", "4", "5", "6"]
+    assert all(len(r) == len(old_fields) for r in lines)
+
+
 def test_baseline_trains_segmentation_only(tmp_path):
     root = tmp_path / "data"
     _dataset(root, ["a", "b", "c"])
@@ -196,6 +269,7 @@ def test_baseline_trains_segmentation_only(tmp_path):
     cfg["model"] = {"name": "baseline", "config": {"inputs": "early", "decoder_hidden_size": 32}}
     summary = train(cfg, log=lambda *_: None)
     assert summary["steps"] == 6 and summary["seg_steps"] == 6
+    assert "fusion" not in summary["best"]  # no fused image to rate
 
 
 def test_bad_data_is_reported_before_training(tmp_path):
