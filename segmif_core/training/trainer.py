@@ -375,27 +375,23 @@ def write_plots(log_csv: Path, plot_dir: Path) -> None:
         os.replace(tmp, plot_dir / f"{name}.png")
 
 
-def _log_fields(log_csv: Path) -> list[str] | None:
-    """The header of an existing CSV log (None if it has none)."""
-    with open(log_csv, newline="") as f:
-        return csv.DictReader(f).fieldnames
-
-
-def _truncate_log(log_csv: Path, last_step: int) -> None:
+def _truncate_log(log_csv: Path, last_step: int) -> list[str] | None:
     """Drop the rows after ``last_step`` (logged after the last checkpoint by a run that was
-    killed before it could save), so that a resumed run does not log those steps twice."""
+    killed before it could save), so that a resumed run does not log those steps twice.
+    Returns the log's columns (None for a file without a header)."""
     with open(log_csv, newline="") as f:
         reader = csv.DictReader(f)
         fields = reader.fieldnames
         rows = [r for r in reader if r.get("step", "").isdigit() and int(r["step"]) <= last_step]
     if not fields:
-        return
+        return None
     tmp = log_csv.with_name(f".{log_csv.name}.tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, log_csv)
+    return fields
 
 
 # ----------------------------------------------------------------------------- training
@@ -721,12 +717,11 @@ class Trainer:
         new_log = not (log_path.exists() and self.state["step"] > 0)
         log_f = writer = None
         if self.rank == 0:  # only rank 0 touches the log
-            if not new_log:
-                _truncate_log(log_path, self.state["step"])
+            fields = self.FIELDS
+            if not new_log:  # a resumed run keeps the columns of the log it continues (an
+                # older version's log may lack some)
+                fields = _truncate_log(log_path, self.state["step"]) or self.FIELDS
             log_f = open(log_path, "w" if new_log else "a", newline="")
-            # a resumed run keeps the columns of the log it continues (an older version's log
-            # may lack some)
-            fields = self.FIELDS if new_log else _log_fields(log_path) or self.FIELDS
             writer = csv.DictWriter(log_f, fieldnames=fields, extrasaction="ignore")
             if new_log:
                 writer.writeheader()
@@ -796,8 +791,7 @@ class Trainer:
                 t_last = now
                 last = step >= self.total_steps or stop or elapsed >= budget
                 if step % tc["val_every"] == 0 or last:
-                    row.update(self.validate(val_loader, step))
-                    row.setdefault("val_mIoU", None)  # other ranks: logged by rank 0 only
+                    row.update(self.validate(val_loader, step))  # {} on ranks other than 0
                 if self.rank == 0:
                     writer.writerow(row)
                     log_f.flush()
