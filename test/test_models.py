@@ -130,6 +130,20 @@ def test_fusion_phase_runs_phi_only_with_gradients_to_phi_only():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.fusion.parameters())
 
 
+def test_joint_phase_without_guidance_graph_keeps_psi_out_of_the_fused_image_gradient():
+    torch.manual_seed(0)
+    model = build_model("segmif", dict(TINY, num_classes=3))
+    vis, ir = torch.rand(1, 3, 32, 32), torch.rand(1, 1, 32, 32)
+    encoder = list(model.segmenter.encoder.parameters())
+    for guidance_grad, reaches_psi in ((True, True), (False, False)):
+        model.zero_grad(set_to_none=True)
+        out = model(vis, ir, phase="joint", guidance_grad=guidance_grad)
+        out["fused"].mean().backward()  # the fused image depends on Psi only through guidance
+        assert any(p.grad is not None for p in encoder) == reaches_psi
+        assert any(p.grad is not None and p.grad.abs().sum() > 0
+                   for p in model.fusion.parameters())
+
+
 def test_unknown_names_raise():
     with pytest.raises(ValueError, match="unknown model"):
         build_model("unet")

@@ -193,6 +193,47 @@ def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path):
     assert a["weighting"] == b["weighting"]
 
 
+def test_a_stop_signal_saves_last_before_the_validation_it_triggers(tmp_path):
+    root = tmp_path / "data"
+    _dataset(root, ["a", "b", "c", "d"])
+    seen = {}
+
+    class KilledInValidation(Trainer):
+        def train_step(self, batch, phase):
+            row = super().train_step(batch, phase)
+            if self.state["step"] == 3:  # stop after step 4, not a validation step (val_every 3):
+                self._stop_requested = True  # the stop causes one
+            return row
+
+        def validate(self, val_loader, step):
+            if self._stop_requested:  # what a kill during this validation would leave behind
+                seen["last_step"] = torch.load(self.out / "last.pt",
+                                               weights_only=False)["state"]["step"]
+            return super().validate(val_loader, step)
+
+    cfg = _config(tmp_path, root, out="stop")
+    KilledInValidation(cfg, log=lambda *_: None).run()
+    assert seen["last_step"] == 4
+
+
+def test_resume_keeps_the_score_of_a_best_checkpoint_that_last_pt_missed(tmp_path):
+    root = tmp_path / "data"
+    _dataset(root, ["a", "b", "c", "d"])
+    cfg = _config(tmp_path, root, out="run")
+    trainer = Trainer(cfg, log=lambda *_: None)
+    run_id = trainer.state["run_id"]
+    trainer.save_last()  # step 0, best -1
+    classes = trainer.classes
+    from segmif_core.checkpoint import save_checkpoint
+    val = {"mIoU": 42.0, "mAcc": 50.0, "step": 0, "per_class": {}}
+    save_checkpoint(tmp_path / "run" / "best.pt", trainer.model, classes, (48, 64),
+                    meta={"val": val, "run_id": run_id})  # written by a validation, then killed
+    assert Trainer(cfg, log=lambda *_: None).state["best"] == val
+    save_checkpoint(tmp_path / "run" / "best.pt", trainer.model, classes, (48, 64),
+                    meta={"val": val, "run_id": "another run"})  # left by an earlier run
+    assert Trainer(cfg, log=lambda *_: None).state["best"]["mIoU"] == -1.0
+
+
 class _FixedFusion(torch.nn.Module):
     """A stand-in model whose fused luminance is a given function of (visible Y, thermal)."""
 

@@ -63,6 +63,7 @@ import os
 import random
 import signal
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -423,6 +424,8 @@ class Trainer:
                 timeout=datetime.timedelta(minutes=float(self.tc.get("dist_timeout_min", 60))))
         self.device = torch.device(dev)
         self.cuda = self.device.type == "cuda"
+        if self.cuda and self.device.index is not None:  # cuda:N: the current device is N too
+            torch.cuda.set_device(self.device)           # (pinned-memory thread, RNG state)
         if self.tc.get("threads"):
             torch.set_num_threads(int(self.tc["threads"]))
         torch.manual_seed(cfg["seed"])
@@ -481,7 +484,7 @@ class Trainer:
         self._plan: StepBatches | None = None
         self._resumed = False
         self.state = {"step": 0, "seg_steps": 0, "fusion_steps": 0, "elapsed_s": 0.0,
-                      "best": {"mIoU": -1.0}}
+                      "best": {"mIoU": -1.0}, "run_id": uuid.uuid4().hex}
         if self.tc["resume"] and (self.out / "last.pt").is_file():
             self._load_last()
         self._stop_requested = False
@@ -594,6 +597,15 @@ class Trainer:
             self.opt_fusion.load_state_dict(ck["opt_fusion"])
         self.weighting.load_state_dict(ck["weighting"])
         self.state = ck["state"]
+        # a process killed during a validation (after the stop signal's save) may have written
+        # a best.pt of this run that last.pt does not know of: keep its score as the bar to beat
+        best = self.out / "best.pt"
+        if best.is_file() and self.state.get("run_id"):
+            meta = torch.load(best, map_location="cpu", weights_only=True).get("meta", {})
+            val = meta.get("val")
+            if (meta.get("run_id") == self.state["run_id"] and isinstance(val, dict)
+                    and val.get("mIoU", -math.inf) > self.state["best"]["mIoU"]):
+                self.state["best"] = val
         _set_rng_state(ck["rng"])
         self._resumed = True
         self.log(f"resumed from {self.out / 'last.pt'} at step {self.state['step']}")
@@ -664,7 +676,9 @@ class Trainer:
             self.model.segmenter.eval()
         try:
             with self._autocast():
-                out = self.net(vis, ir, phase="joint")
+                # a frozen Psi's guidance pass needs no graph (under DDP its parameters keep
+                # requires_grad: without this, every fusion step would keep its activations)
+                out = self.net(vis, ir, phase="joint", guidance_grad=not freeze)
             y, _ = split_luminance(vis)
             f = fusion_loss(out["fused"].float(), y.float(), ir.float(), lc["eta"])
             ls = segmentation_loss(out["logits"].float(), label, self.class_weight,
@@ -790,6 +804,8 @@ class Trainer:
                            lr_seg=lr_seg, lr_fusion=lr_fusion)
                 t_last = now
                 last = step >= self.total_steps or stop or elapsed >= budget
+                if stop:  # a stop signal: save before validating (torchrun and SLURM kill the
+                    self.save_last()  # process some 30 s after forwarding the signal)
                 if step % tc["val_every"] == 0 or last:
                     row.update(self.validate(val_loader, step))  # {} on ranks other than 0
                 if self.rank == 0:
@@ -861,7 +877,8 @@ class Trainer:
                     self.state["best"]["fusion"] = s["fusion"]
                 save_checkpoint(self.out / "best.pt", self.model, self.classes,
                                 self.cfg["data"]["size"],
-                                meta={"val": self.state["best"], "train_config": self.cfg})
+                                meta={"val": self.state["best"], "train_config": self.cfg,
+                                      "run_id": self.state["run_id"]})
             write_plots(self.out / "log.csv", self.out / "plots")
         if self.distributed:
             dist.barrier()

@@ -99,14 +99,18 @@ class SegMiF(FusionSegModel):
         return self.segmenter(normalize_rgb(rgb))
 
     def forward(self, vis: torch.Tensor, ir: torch.Tensor | None = None,
-                guidance: torch.Tensor | None = None, phase: str = "joint") -> dict:
+                guidance: torch.Tensor | None = None, phase: str = "joint",
+                guidance_grad: bool = True) -> dict:
         """phase 'joint': Phi and Psi with gradients; 'seg': Phi without gradients (the
         segmentation step of interactive training, Sec. 3.4, on the current fused images);
         'fused': ``vis`` already is a fused RGB image (B, 3, H, W) in [0, 1] made by Phi (the
         trainer's per-round cache), only Psi runs and ``ir`` is ignored; the output then has
         ``logits`` only; 'fusion': only Phi runs (with gradients; Psi's guidance pass without),
         the output has ``fused`` and ``fused_rgb`` only (the fusion warm-up, where L_f alone
-        trains Phi: under DistributedDataParallel every returned tensor must feed the loss)."""
+        trains Phi: under DistributedDataParallel every returned tensor must feed the loss).
+        ``guidance_grad`` False (phase 'joint'): no graph through Psi's guidance pass, for the
+        fusion phase with a frozen Psi under DistributedDataParallel, where Psi's parameters keep
+        ``requires_grad``."""
         if phase == "fused":
             if vis.dim() != 4 or vis.shape[1] != 3:
                 raise ValueError(f"phase 'fused' needs a (B, 3, H, W) fused RGB image, "
@@ -119,5 +123,5 @@ class SegMiF(FusionSegModel):
         if phase not in ("joint", "seg"):
             raise ValueError(f"phase must be 'joint', 'seg', 'fused' or 'fusion', got {phase!r}")
         with torch.set_grad_enabled(torch.is_grad_enabled() and phase == "joint"):
-            u, fused_rgb = self.fuse(vis, ir, guidance)
+            u, fused_rgb = self.fuse(vis, ir, guidance, guidance_grad=guidance_grad)
         return {"logits": self.segment(fused_rgb), "fused": u, "fused_rgb": fused_rgb}
