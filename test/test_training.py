@@ -232,6 +232,11 @@ def test_resume_keeps_the_score_of_a_best_checkpoint_that_last_pt_missed(tmp_pat
     save_checkpoint(tmp_path / "run" / "best.pt", trainer.model, classes, (48, 64),
                     meta={"val": val, "run_id": "another run"})  # left by an earlier run
     assert Trainer(cfg, log=lambda *_: None).state["best"]["mIoU"] == -1.0
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    del last["state"]["run_id"]  # a last.pt written before run ids
+    torch.save(last, tmp_path / "run" / "last.pt")
+    resumed = Trainer(cfg, log=lambda *_: None)
+    assert resumed.state["best"]["mIoU"] == -1.0 and resumed.state["run_id"]
 
 
 class _FixedFusion(torch.nn.Module):

@@ -606,6 +606,7 @@ class Trainer:
             if (meta.get("run_id") == self.state["run_id"] and isinstance(val, dict)
                     and val.get("mIoU", -math.inf) > self.state["best"]["mIoU"]):
                 self.state["best"] = val
+        self.state.setdefault("run_id", uuid.uuid4().hex)  # a last.pt of an older version
         _set_rng_state(ck["rng"])
         self._resumed = True
         self.log(f"resumed from {self.out / 'last.pt'} at step {self.state['step']}")
