@@ -821,10 +821,10 @@ class Trainer:
                 elif self.rank == 0 and (step % tc["log_every"] == 0 or "val_mIoU" in row):
                     self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                       for k, v in row.items() if v is not None))
-                if step % tc["ckpt_every"] == 0 or last:
-                    self.save_last()
-                if last:
+                if last:  # saved once, after the loop
                     break
+                if step % tc["ckpt_every"] == 0:
+                    self.save_last()
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
@@ -832,7 +832,7 @@ class Trainer:
                 bar.close()
             if log_f is not None:
                 log_f.close()
-        self.save_last()
+        self.save_last()  # the final state, however the loop ended
         if self.rank == 0:
             write_plots(log_path, self.out / "plots")
         summary = {"best": self.state["best"], "steps": self.state["step"],
