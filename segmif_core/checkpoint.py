@@ -1,11 +1,14 @@
 """Checkpoints: one file holding the weights, the model name and config, and the class set.
 
 Format (a dict saved with ``torch.save``, loadable with ``weights_only=True``):
-    format: "segmif-checkpoint/1"
-    model: registry name ('segmif', 'baseline'); config: the model config dict
+    format: "segmif-checkpoint/2"
+    model: registry name ('segmif', 'baseline'); config: the model config dict (encoder name,
+        its pretrained-weight source, and the input ``normalization`` applied by the model)
     classes: {'name', 'names', 'colors'}; state_dict: weights (fp16 for released checkpoints)
     input_size: [H, W] the network input size it was trained for; meta: free-form (metrics, data)
 Files are written atomically (temporary file in the same folder, then ``os.replace``).
+Format 1 (releases before the encoder registry: MiT encoders only, ImageNet normalisation) loads
+too: its encoder keys ``segmenter.encoder.*`` move to ``segmenter.encoder.model.*``.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ import torch
 from .data.classes import ClassSet
 from .models import FusionSegModel, build_model
 
-FORMAT = "segmif-checkpoint/1"
+FORMAT = "segmif-checkpoint/2"
+LEGACY_FORMATS = ("segmif-checkpoint/1",)
 #: The default checkpoint shipped with the package (trained on the MFNet subset, see README).
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "segmif_b0_mfnet.pt"
 
@@ -74,12 +78,22 @@ def load_checkpoint(path=None, device: str | torch.device = "cpu"
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling problem is a bad file
         raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in (FORMAT,) + LEGACY_FORMATS:
         raise CheckpointError(f"{path} is not a {FORMAT} file")
-    model = build_model(ckpt["model"], ckpt["config"])
+    state = ckpt["state_dict"]
+    if ckpt["format"] in LEGACY_FORMATS:
+        state = {("segmenter.encoder.model." + k[len("segmenter.encoder."):]
+                  if k.startswith("segmenter.encoder.") else k): v for k, v in state.items()}
+    config = dict(ckpt["config"])
+    if ckpt["format"] in LEGACY_FORMATS:
+        config.setdefault("pretrained", None)  # trained from scratch (MiT built from config)
+    try:
+        model = build_model(ckpt["model"], config, load_pretrained=False)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from err
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                               for k, v in ckpt["state_dict"].items()})
+                               for k, v in state.items()})
     except RuntimeError as err:
         raise CheckpointError(f"weights in {path} do not fit the model: {err}") from err
     c = ckpt["classes"]

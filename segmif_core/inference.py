@@ -51,7 +51,9 @@ class SegMiFPredictor:
         checkpoint: path of a checkpoint file; None = the default shipped checkpoint.
         device: 'cpu', 'cuda' or 'cuda:N'.
         input_size: (H, W) network input; None = the size stored in the checkpoint. Images are
-            resized to it (bilinear) and the outputs resized back (labels: nearest).
+            resized to it (area / bilinear); labels and confidence are resized back (nearest /
+            bilinear), while the fused image is made at the camera's resolution from the
+            full-resolution sources (``FusionSegModel.predict(full=...)``), never upscaled.
         thermal_norm, thermal_range, thermal_percentiles: rule for 16-bit thermal, see
             ``segmif_core.data.thermal.normalize_thermal`` (8-bit thermal is divided by 255).
 
@@ -102,8 +104,13 @@ class SegMiFPredictor:
         ir_in = cv2.resize(ir01, (iw, ih), interpolation=cv2.INTER_AREA if ih < h else cv2.INTER_LINEAR)
         vis_t = torch.from_numpy(vis_in).to(self.device).permute(2, 0, 1)[None].float() / 255.0
         ir_t = torch.from_numpy(np.ascontiguousarray(ir_in, np.float32)).to(self.device)[None, None]
+        full = None
+        if (ih, iw) != (h, w):
+            full = (torch.from_numpy(vis).to(self.device).permute(2, 0, 1)[None].float() / 255.0,
+                    torch.from_numpy(np.ascontiguousarray(ir01, np.float32)
+                                     ).to(self.device)[None, None])
         t1 = time.perf_counter()
-        out = self.model.predict(vis_t, ir_t)
+        out = self.model.predict(vis_t, ir_t, full=full)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         t2 = time.perf_counter()
@@ -111,7 +118,6 @@ class SegMiFPredictor:
         labels = out["labels"][0].to(torch.uint8).cpu().numpy()
         fused = (out["fused_rgb"][0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
         if (ih, iw) != (h, w):
-            fused = cv2.resize(fused, (w, h), interpolation=cv2.INTER_LINEAR)
             labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
             prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
         t3 = time.perf_counter()

@@ -1,7 +1,8 @@
 """Model registry: build any segmif model from a name plus a config dict.
 
 Names: 'segmif' (SegMiF, see ``segmif.model``), 'baseline' (visible-only, thermal-only or early
-fusion SegFormer, see ``baselines.model``).
+fusion segmentation network, see ``baselines.model``). Encoders: ``encoders`` (a registry of
+names; ``encoders.encoder_names()``).
 """
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ from .segmif import SegMiF, SegMiFConfig
 MODELS = {"segmif": (SegMiF, SegMiFConfig), "baseline": (Baseline, BaselineConfig)}
 
 
-def build_model(name: str, config: dict | None = None) -> FusionSegModel:
+def build_model(name: str, config: dict | None = None, load_pretrained: bool = True
+                ) -> FusionSegModel:
     """Build model ``name`` from a config dict (keys of its config dataclass).
+
+    ``load_pretrained`` False builds the architecture without reading the encoder's pretrained
+    weights (a checkpoint's weights are loaded next).
 
     Raises:
         ValueError: unknown model name or unknown / invalid config keys.
+        PretrainedWeightsError (a ValueError): the encoder's pretrained weights cannot be loaded.
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
@@ -25,7 +31,7 @@ def build_model(name: str, config: dict | None = None) -> FusionSegModel:
         cfg = config_cls(**(config or {}))
     except TypeError as err:
         raise ValueError(f"invalid config for model {name!r}: {err}") from err
-    return model_cls(cfg)
+    return model_cls(cfg, load_pretrained=load_pretrained)
 
 
 __all__ = ["FusionSegModel", "SegMiF", "SegMiFConfig", "Baseline", "BaselineConfig",

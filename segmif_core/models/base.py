@@ -53,19 +53,39 @@ class FusionSegModel(nn.Module):
         """The model's configuration as a plain dict (saved in checkpoints)."""
         return dataclasses.asdict(self.config)
 
+    def full_resolution_fused(self, out: dict, vis: torch.Tensor, ir: torch.Tensor,
+                              vis_hi: torch.Tensor, ir_hi: torch.Tensor) -> torch.Tensor:
+        """The shown image at the camera's size for models without a fusion network: the
+        full-resolution visible image (fusion models override this)."""
+        return vis_hi
+
     @torch.no_grad()
-    def predict(self, vis: torch.Tensor, ir: torch.Tensor) -> dict:
+    def predict(self, vis: torch.Tensor, ir: torch.Tensor,
+                full: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
         """Inference in eval mode.
 
+        Args:
+            vis, ir: the network inputs (see the class docstring).
+            full: optional (vis_hi (B, 3, H', W'), ir_hi (B, 1, H', W')), the same pair at the
+                camera's resolution, float in [0, 1]: 'fused_rgb' is then made at H' x W' from
+                the full-resolution sources (``full_resolution_fused``), never upscaled.
         Returns a dict: 'labels' (B, H, W) int64 class ids, 'confidence' (B, H, W) float32 softmax
-        probability of the chosen class in [0, 1], 'fused_rgb' (B, 3, H, W) float32 in [0, 1].
+        probability of the chosen class in [0, 1], 'fused_rgb' (B, 3, H, W) (or H' x W' with
+        ``full``) float32 in [0, 1].
         """
         was_training = self.training
         self.eval()
         try:
             out = self(vis, ir)
+            fused = out["fused_rgb"]
+            if full is not None:
+                vis_hi, ir_hi = full
+                if vis_hi.shape[0] != vis.shape[0] or vis_hi.shape[-2:] != ir_hi.shape[-2:]:
+                    raise ValueError(f"full-resolution pair {tuple(vis_hi.shape)} / "
+                                     f"{tuple(ir_hi.shape)} does not match the batch")
+                fused = self.full_resolution_fused(out, vis, ir, vis_hi, ir_hi)
         finally:
             self.train(was_training)
         prob = torch.softmax(out["logits"].float(), dim=1)
         confidence, labels = prob.max(dim=1)
-        return {"labels": labels, "confidence": confidence, "fused_rgb": out["fused_rgb"].float()}
+        return {"labels": labels, "confidence": confidence, "fused_rgb": fused.float()}

@@ -3,11 +3,16 @@
 Liu et al., "Multi-interactive Feature Learning and a Full-time Multi-modality Benchmark for Image
 Fusion and Segmentation", ICCV 2023 (arXiv 2308.02097), Sec. 3 and Fig. 2.
 
-Data flow (``forward``): visible RGB -> YCbCr; Psi's MiT encoder runs on a guidance image (the
-visible image unless another one is given, e.g. the previous fused image during interactive
-training) and its stage-1 and stage-2 features guide Phi through HIA; Phi fuses the visible
-luminance with the thermal image into u; the fused RGB image YCbCr(u, Cb_vis, Cr_vis) goes through
-Psi (same weights) to per-pixel class logits.
+Data flow (``forward``): visible RGB -> YCbCr; Psi's encoder (any encoder of the registry, an
+ImageNet-pretrained one by default; the paper uses MiT-B3) runs on a guidance image (the visible
+image unless another one is given, e.g. the previous fused image during interactive training) and
+its stride-4 and stride-8 features guide Phi through HIA; Phi fuses the visible luminance with the
+thermal image into u; the fused RGB image YCbCr(u, Cb_vis, Cr_vis) goes through Psi (same
+weights) to per-pixel class logits.
+
+``predict(vis, ir, full=(vis_hi, ir_hi))`` also returns the fused image at the camera's
+resolution: the guided upsampler (``modules.guided_filter``) carries Phi's local mix of the two
+sources, fitted at the network size, onto the full-resolution sources (this project's choice).
 """
 from __future__ import annotations
 
@@ -16,9 +21,10 @@ from dataclasses import dataclass
 import torch
 
 from ..base import FusionSegModel
-from ..encoders import SegFormer, segformer_config
+from ..modules.guided_filter import GuidedUpsampler
 from ..modules.hia import AGGREGATIONS, HIA_MODES
-from ..preprocessing import merge_luminance, normalize_rgb, split_luminance
+from ..preprocessing import check_normalization, merge_luminance, normalize_rgb, split_luminance
+from ..segmenter import Segmenter
 from .fusion import FusionNetwork
 
 
@@ -26,14 +32,23 @@ from .fusion import FusionNetwork
 class SegMiFConfig:
     """Configuration of SegMiF (saved inside checkpoints).
 
-    The CPU default is a light model: MiT-B0 and a 16-channel fusion stream with one DRDB of
-    growth 8 per group. ``SegMiFConfig.paper()`` gives the
-    paper's fusion width 64 and growth 32 with MiT-B3 (about 0.8 TFLOP per 640x480 frame).
+    The default is a light model for CPUs: the ImageNet-pretrained EfficientNet-Lite0 with a
+    128-channel all-MLP head and a 16-channel fusion stream with one DRDB of growth 8 per group.
+    ``SegMiFConfig.paper()`` gives the paper's fusion width 64 and growth 32 with MiT-B3 (about
+    0.8 TFLOP per 640x480 frame).
+
+    ``pretrained``: the encoder's weight source (see ``models.encoders``), used when a model is
+    built for training; a checkpoint's weights replace it on loading (nothing is read then).
+    ``normalization``: the input statistics of the encoder (None = the encoder's own, filled in
+    at construction and saved with the weights). ``guided_radius`` / ``guided_eps``: the
+    full-resolution fused image (``modules.guided_filter``).
     """
 
     num_classes: int = 9
-    encoder: str = "mit-b0"             # mit-b0 ... mit-b5
-    decoder_hidden_size: int = 256      # SegFormer all-MLP embedding (paper: 256 for B0/B1)
+    encoder: str = "efficientnet-lite0"  # models.encoders.encoder_names()
+    pretrained: str | None = "imagenet"  # None | imagenet | HF id | directory | .pth file
+    decoder_hidden_size: int = 128      # all-MLP embedding (SegFormer: 256 for B0/B1, 768 B2+)
+    normalization: dict | None = None   # {'mean': [3], 'std': [3]}; None = the encoder's
     fusion_width: int = 16              # C of the fusion streams (paper 64)
     drdb_growth: int = 8                # paper 32
     drdb_layers: int = 5                # paper 5
@@ -41,6 +56,8 @@ class SegMiFConfig:
     hia_heads: int = 2                  # paper code: 8 heads of 8 dims for C = 64
     interaction: str = "full"           # full | soam | moam | concat | sum | average | none
     hia_stride: int = 1                 # 1 = full-resolution HIA (paper); 2 = 4x cheaper (CPU)
+    guided_radius: int = 2              # full-resolution fused image: window radius (net pixels)
+    guided_eps: float = 1e-3            # and regularisation of the guided upsampler
 
     def __post_init__(self):
         if self.interaction not in HIA_MODES + AGGREGATIONS:
@@ -48,13 +65,16 @@ class SegMiFConfig:
                              f"choose one of {HIA_MODES + AGGREGATIONS}")
         if self.fusion_width < 2 or self.fusion_width % 2:
             raise ValueError(f"fusion_width must be an even number >= 2, got {self.fusion_width}")
+        if self.normalization is not None:
+            self.normalization = check_normalization(self.normalization)
         if self.fusion_width % self.hia_heads:
             raise ValueError(f"fusion_width ({self.fusion_width}) must be divisible by "
                              f"hia_heads ({self.hia_heads})")
 
     @classmethod
     def paper(cls, num_classes: int = 9) -> "SegMiFConfig":
-        return cls(num_classes=num_classes, encoder="mit-b3", decoder_hidden_size=768,
+        return cls(num_classes=num_classes, encoder="mit-b3", pretrained="nvidia/mit-b3",
+                   decoder_hidden_size=768,
                    fusion_width=64, drdb_growth=32, drdbs_per_group=1, hia_heads=8)
 
 
@@ -63,16 +83,19 @@ class SegMiF(FusionSegModel):
 
     name = "segmif"
 
-    def __init__(self, config: SegMiFConfig | None = None):
+    def __init__(self, config: SegMiFConfig | None = None, load_pretrained: bool = True):
         super().__init__()
         self.config = config or SegMiFConfig()
         cfg = self.config
-        self.segmenter = SegFormer(segformer_config(cfg.encoder, cfg.num_classes,
-                                                    decoder_hidden_size=cfg.decoder_hidden_size))
-        hidden = self.segmenter.config.hidden_sizes
+        self.segmenter = Segmenter(cfg.encoder, cfg.num_classes, 3, cfg.decoder_hidden_size,
+                                   cfg.pretrained if load_pretrained else None)
+        if cfg.normalization is None:
+            cfg.normalization = dict(self.segmenter.encoder.normalization)
+        hidden = self.segmenter.channels
         self.fusion = FusionNetwork(cfg.fusion_width, cfg.drdb_growth, cfg.drdb_layers,
                                     cfg.drdbs_per_group, (hidden[0], hidden[1]), cfg.hia_heads,
                                     cfg.interaction, cfg.hia_stride)
+        self.upsampler = GuidedUpsampler(cfg.guided_radius, cfg.guided_eps)
 
     def fuse(self, vis: torch.Tensor, ir: torch.Tensor, guidance: torch.Tensor | None = None,
              guidance_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,6 +106,7 @@ class SegMiF(FusionSegModel):
             parameters require gradients (fusion warm-up under DistributedDataParallel).
         """
         y, cbcr = split_luminance(vis)
+        cfg_norm = self.config.normalization
         sem = None
         if self.fusion.uses_semantics:
             guide = vis if guidance is None else guidance
@@ -90,13 +114,24 @@ class SegMiF(FusionSegModel):
             track = guidance_grad and torch.is_grad_enabled() and any(
                 p.requires_grad for p in self.segmenter.parameters())
             with torch.set_grad_enabled(track):
-                sem = self.segmenter.features(normalize_rgb(guide))[:2]
+                sem = self.segmenter.features(normalize_rgb(guide, cfg_norm))[:2]
         u = self.fusion(y, ir, sem)
         return u, merge_luminance(u, cbcr)
 
     def segment(self, rgb: torch.Tensor) -> torch.Tensor:
         """Run Psi on an RGB image (B, 3, H, W) in [0, 1] -> logits (B, num_classes, H, W)."""
-        return self.segmenter(normalize_rgb(rgb))
+        return self.segmenter(normalize_rgb(rgb, self.config.normalization))
+
+    def full_resolution_fused(self, out: dict, vis: torch.Tensor, ir: torch.Tensor,
+                              vis_hi: torch.Tensor, ir_hi: torch.Tensor) -> torch.Tensor:
+        """The fused RGB image at the size of ``vis_hi`` (B, 3, H, W) / ``ir_hi`` (B, 1, H, W)
+        (the camera's, in [0, 1]) from the network's output ``out`` on the resized ``vis``,
+        ``ir``: the guided upsampler applies Phi's local mix of Y and T to the full-resolution
+        sources; the chroma is the full-resolution visible chroma."""
+        y_lo, _ = split_luminance(vis)
+        y_hi, cbcr_hi = split_luminance(vis_hi)
+        u_hi = self.upsampler(out["fused"], y_lo, ir, y_hi, ir_hi)
+        return merge_luminance(u_hi, cbcr_hi)
 
     def forward(self, vis: torch.Tensor, ir: torch.Tensor | None = None,
                 guidance: torch.Tensor | None = None, phase: str = "joint",
