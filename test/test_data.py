@@ -1,4 +1,6 @@
+import json
 import os
+import shutil
 import warnings
 
 import cv2
@@ -262,3 +264,107 @@ def test_dataset_argument_errors():
                dict(brightness=1.5), dict(thermal_mode="auto"), dict(ignore_index=-100)):
         with pytest.raises(ValueError):
             PairDataset(MFNET, ["00102D"], **kw)
+
+
+# ---------------------------------------------------------------- RoadScene-style folders
+def roadscene_folder(root, names, label_ext=None):
+    """``root/vis/NAME.jpg`` + ``root/ir/NAME.jpg`` (RoadScene as shipped; thermal as 3-channel
+    gray JPEG) from crops of real MFNet pairs, optional lossless labels; returns the decoded
+    thermal (HxW uint8, as OpenCV reads the written file) and label crops by name."""
+    decoded = {}
+    for name in names:
+        crop = (slice(100, 196), slice(200, 328))  # 96x128
+        bgr = cv2.imread(f"{MFNET}/vis/{name}.png", cv2.IMREAD_COLOR)[crop]
+        ir = cv2.imread(f"{MFNET}/ir/{name}.png", cv2.IMREAD_GRAYSCALE)[crop]
+        label = cv2.imread(f"{MFNET}/label/{name}.png", cv2.IMREAD_GRAYSCALE)[crop]
+        for sub in ("vis", "ir") + (("label",) if label_ext else ()):
+            os.makedirs(root / sub, exist_ok=True)
+        assert cv2.imwrite(str(root / "vis" / f"{name}.jpg"), bgr)
+        assert cv2.imwrite(str(root / "ir" / f"{name}.jpg"), np.dstack([ir] * 3))
+        if label_ext:
+            assert cv2.imwrite(str(root / "label" / f"{name}.{label_ext}"), label)
+        back = cv2.imread(str(root / "ir" / f"{name}.jpg"), cv2.IMREAD_UNCHANGED)
+        assert back.shape == (96, 128, 3)
+        decoded[name] = (np.ascontiguousarray(back[..., 0]), label)
+    return decoded
+
+
+def entropy_bits(img):
+    p = np.bincount(img.ravel(), minlength=256) / img.size
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def test_evaluate_cli_on_roadscene_jpg_folder(tmp_path):
+    """`segmif evaluate --data DIR` on vis/NAME.jpg + ir/NAME.jpg finds and scores every pair
+    (it used to stop with "no pairs found": only .png was listed)."""
+    from segmif_ros import cli
+
+    names = ["00102D", "00545D", "00723N"]
+    data = tmp_path / "roadscene"
+    decoded = roadscene_folder(data, names)
+    assert list_pairs(data) == names
+    out = tmp_path / "out"
+    assert cli.main(["evaluate", "--data", str(data), "--out", str(out),
+                     "--method", "thermal"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["n_pairs"] == 3 and r["pairs"] == names and r["mIoU"] is None
+    # the thermal rule's fused image is the thermal image as decoded: its entropy is that of the
+    # JPEG we wrote, read back here by OpenCV directly
+    for i, name in enumerate(names):
+        assert abs(r["fusion_per_image"]["thermal"]["EN"][i]
+                   - entropy_bits(decoded[name][0])) < 1e-9
+
+
+def test_evaluate_cli_model_on_jpg_pairs_with_bmp_labels(tmp_path, tiny_checkpoint):
+    from segmif_ros import cli
+
+    names = ["00102D", "00723N"]
+    data = tmp_path / "roadscene"
+    decoded = roadscene_folder(data, names, label_ext="bmp")
+    out = tmp_path / "out"
+    assert cli.main(["evaluate", "--data", str(data), "--out", str(out), "--checkpoint",
+                     str(tiny_checkpoint), "--no-rules"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["n_pairs"] == 2 and r["n_labelled"] == 2
+    # ground-truth rows of the confusion matrix: the class histogram of the labels written
+    gt = np.array(r["confusion_matrix"]).sum(axis=1)
+    want = sum(np.bincount(decoded[n][1].ravel(), minlength=9) for n in names)
+    np.testing.assert_array_equal(gt, want)
+
+
+def test_evaluate_cli_refuses_duplicate_stems_and_jpeg_labels(tmp_path, capsys):
+    from segmif_ros import cli
+
+    data = tmp_path / "roadscene"
+    roadscene_folder(data, ["00102D"])
+    shutil.copy(data / "vis" / "00102D.jpg", data / "vis" / "00102D.png")
+    assert cli.main(["evaluate", "--data", str(data), "--out", str(tmp_path / "o"),
+                     "--method", "average"]) == 2
+    err = capsys.readouterr().err
+    assert str(data / "vis" / "00102D.jpg") in err and str(data / "vis" / "00102D.png") in err
+    os.remove(data / "vis" / "00102D.png")
+    os.makedirs(data / "label")
+    shutil.copy(data / "ir" / "00102D.jpg", data / "label" / "00102D.jpg")
+    assert cli.main(["evaluate", "--data", str(data), "--out", str(tmp_path / "o"),
+                     "--method", "average"]) == 2
+    assert "labels must be stored losslessly" in capsys.readouterr().err
+
+
+def test_read_pair_real_tno_as_bmp_and_16bit_tif(tmp_path):
+    """TNO ships .bmp/.tif: the pair converted from the PNG copy reads back identically; a 16-bit
+    TIFF thermal (8-bit x 257) keeps its exact values."""
+    raw_vis = cv2.imread(f"{TNO}/vis/01.png", cv2.IMREAD_UNCHANGED)
+    raw_ir = cv2.imread(f"{TNO}/ir/01.png", cv2.IMREAD_UNCHANGED)[..., 0]
+    for sub in ("vis", "ir"):
+        os.makedirs(tmp_path / sub)
+    assert cv2.imwrite(str(tmp_path / "vis" / "01.bmp"), raw_vis)
+    assert cv2.imwrite(str(tmp_path / "ir" / "01.tif"), raw_ir.astype(np.uint16) * 257)
+    assert list_pairs(tmp_path) == ["01"]
+    check_pairs(tmp_path, ["01"], require_labels=False)
+    vis, ir, label = read_pair(tmp_path, "01")
+    assert label is None and vis.shape == raw_vis.shape[:2] + (3,)
+    for c in range(3):
+        np.testing.assert_array_equal(vis[..., c], raw_vis[..., 0])
+    assert ir.dtype == np.uint16 and ir.shape == raw_ir.shape
+    np.testing.assert_array_equal(ir, raw_ir.astype(np.uint16) * 257)

@@ -1,5 +1,6 @@
 """Dataset layouts: tiny fake datasets in the published folder layouts of FMB, MSRS and MFNet and
-the plain layout, read back through segmif_core.data.pairs with ``layout=``."""
+the plain layout, read back through segmif_core.data.pairs with ``layout=``; crops of real MFNet
+pairs in every accepted file format (PNG, JPEG, BMP, TIFF), matched by stem."""
 import os
 
 import cv2
@@ -270,3 +271,254 @@ def test_full_check_catches_pseudocolour_thermal(plain):
     check_pairs(plain, ["a", "b"], require_labels=True)  # headers fine
     with pytest.raises(DatasetError, match="b.png: expected one channel"):
         check_pairs(plain, ["a", "b"], require_labels=True, full=True)
+
+
+# ---------------------------------------------------------------- file formats (real pixels)
+MFNET_DIR = "/work/shared/data/mfnet"
+CH, CW = 40, 56  # crop size: small files, real texture
+
+
+@pytest.fixture(scope="module")
+def crops():
+    """{stem: (vis RGB HxWx3 uint8, ir HxW uint8, label HxW uint8)}: crops of real MFNet pairs."""
+    out = {}
+    for stem, name, (y, x) in (("a", "00102D", (200, 300)), ("b", "00723N", (180, 40))):
+        bgr = cv2.imread(f"{MFNET_DIR}/vis/{name}.png", cv2.IMREAD_COLOR)
+        ir = cv2.imread(f"{MFNET_DIR}/ir/{name}.png", cv2.IMREAD_GRAYSCALE)
+        lab = cv2.imread(f"{MFNET_DIR}/label/{name}.png", cv2.IMREAD_GRAYSCALE)
+        crop = (slice(y, y + CH), slice(x, x + CW))
+        out[stem] = (np.ascontiguousarray(bgr[crop][..., ::-1]), np.ascontiguousarray(ir[crop]),
+                     np.ascontiguousarray(lab[crop]))
+        assert out[stem][1].std() > 1  # textured, so a wrong or shifted read shows
+    return out
+
+
+def write_formats(root, crops, vis_ext, ir_ext, label_ext=None, dirs=("vis", "ir", "label")):
+    """Write every crop as ROOT/{vis,ir[,label]}/STEM.EXT; returns what was written (decoded back
+    by OpenCV directly for lossy formats, else the arrays themselves), as RGB / gray."""
+    written = {}
+    for stem, (vis, ir, lab) in crops.items():
+        vis_p = os.path.join(root, dirs[0], f"{stem}.{vis_ext}")
+        ir_p = os.path.join(root, dirs[1], f"{stem}.{ir_ext}")
+        write_rgb(vis_p, vis)
+        write(ir_p, ir)
+        if label_ext:
+            write(os.path.join(root, dirs[2], f"{stem}.{label_ext}"), lab)
+        lossy = {"jpg", "jpeg"}
+        vis_back = (cv2.imread(vis_p, cv2.IMREAD_UNCHANGED)[..., ::-1]
+                    if vis_ext.lower() in lossy else vis)
+        ir_back = cv2.imread(ir_p, cv2.IMREAD_UNCHANGED) if ir_ext.lower() in lossy else ir
+        written[stem] = (vis_back, ir_back, lab if label_ext else None)
+    return written
+
+
+@pytest.mark.parametrize("vis_ext,ir_ext,label_ext", [
+    ("jpg", "jpg", None),         # RoadScene as shipped
+    ("jpeg", "png", "png"),       # formats differ between folders: matched by stem
+    ("png", "jpg", "bmp"),
+    ("bmp", "bmp", "bmp"),        # TNO ships .bmp
+    ("tif", "tiff", "tif"),       # and .tif
+    ("JPG", "PNG", "TIFF"),       # extension case does not matter
+])
+def test_plain_formats_matched_by_stem(tmp_path, crops, vis_ext, ir_ext, label_ext):
+    root = tmp_path / "pairs"
+    written = write_formats(root, crops, vis_ext, ir_ext, label_ext)
+    (root / "vis" / "notes.txt").write_text("not an image")  # ignored
+    assert sorted(os.listdir(root / "vis")) == ["a." + vis_ext, "b." + vis_ext, "notes.txt"]
+    assert list_pairs(root) == ["a", "b"]
+    check_pairs(root, ["a", "b"], require_labels=label_ext is not None, full=True, num_classes=9)
+    for stem, (vis_w, ir_w, lab_w) in written.items():
+        vis, ir, lab = read_pair(root, stem)
+        assert vis.dtype == np.uint8 and vis.shape == (CH, CW, 3)
+        assert ir.dtype == np.uint8 and ir.shape == (CH, CW)
+        np.testing.assert_array_equal(vis, vis_w)
+        np.testing.assert_array_equal(ir, ir_w)
+        # lossy or not, the pixels are those of the crop (JPEG: within compression error)
+        assert np.abs(vis.astype(int) - crops[stem][0]).mean() < 4
+        assert np.abs(ir.astype(int) - crops[stem][1]).mean() < 4
+        if label_ext is None:
+            assert lab is None
+        else:
+            assert lab.dtype == np.uint8
+            np.testing.assert_array_equal(lab, lab_w)
+        paths = PLAIN.paths(str(root), stem)
+        assert os.path.basename(paths.vis) == f"{stem}.{vis_ext}"
+        assert os.path.basename(paths.ir) == f"{stem}.{ir_ext}"
+    item = PairDataset(root, ["b"], size=(20, 28))[0]
+    assert item["vis"].shape == (3, 20, 28) and item["ir"].shape == (1, 20, 28)
+
+
+@pytest.mark.parametrize("ext", ["tif", "tiff", "TIF", "png"])
+def test_16bit_thermal_read_as_uint16_unchanged(tmp_path, crops, ext):
+    root = tmp_path / "pairs"
+    write_formats(root, crops, "jpg", "png")
+    ir16 = {stem: ir.astype(np.uint16) * 257 for stem, (_, ir, _) in crops.items()}
+    for stem, img in ir16.items():
+        (root / "ir" / f"{stem}.png").unlink()
+        write(root / "ir" / f"{stem}.{ext}", img)
+    assert Image.open(root / "ir" / f"a.{ext}").mode.startswith("I;16")  # really 16 bit on disk
+    assert list_pairs(root) == ["a", "b"]
+    check_pairs(root, ["a", "b"], require_labels=False)
+    for stem, img in ir16.items():
+        ir = read_pair(root, stem)[1]
+        assert ir.dtype == np.uint16 and ir.shape == (CH, CW)
+        np.testing.assert_array_equal(ir, img)
+        assert ir.max() > 255
+    # fixed 0-65535 scaling of v * 257 is v / 255: the 8-bit values come back
+    item = PairDataset(root, ["a"], thermal_mode="fixed", thermal_min=0, thermal_max=65535)[0]
+    np.testing.assert_allclose(item["ir"][0].numpy(), crops["a"][1] / 255, atol=1e-6)
+
+
+def test_16bit_visible_tif_refused_from_header(tmp_path, crops):
+    """Pillow opens 16-bit RGB TIFF as mode RGB: the bit depth must come from the TIFF tags."""
+    root = tmp_path / "pairs"
+    write_formats(root, crops, "png", "png")
+    (root / "vis" / "a.png").unlink()
+    write(root / "vis" / "a.tif", crops["a"][0].astype(np.uint16) * 257)
+    with pytest.raises(DatasetError, match="a.tif: visible must be 8 bit, got 16 bit"):
+        check_pairs(root, ["a", "b"], require_labels=False)
+
+
+def test_headers_only_for_jpeg_bmp_tiff(tmp_path, crops, monkeypatch):
+    """The default check reads headers (sizes, bit depths) without decoding the images."""
+    root = tmp_path / "pairs"
+    write_formats(root, crops, "jpg", "bmp", "tif")
+    write(root / "ir" / "c.bmp", crops["a"][1][:30])
+    write_rgb(root / "vis" / "c.jpg", crops["a"][0])
+    import segmif_core.data.layouts as layouts
+
+    def no_decode(path):
+        raise AssertionError(f"decoded {path}")
+
+    monkeypatch.setattr(layouts, "read_image", no_decode)
+    check_pairs(root, ["a", "b"], require_labels=True)
+    with pytest.raises(DatasetError, match=f"size mismatch c: vis {CW}x{CH}, ir {CW}x30"):
+        check_pairs(root, ["a", "b", "c"], require_labels=False)
+
+
+def test_mixed_formats_across_folders_and_split_file(tmp_path, crops):
+    root = tmp_path / "pairs"
+    write_formats(root, {"a": crops["a"]}, "jpg", "png", "png")
+    write_formats(root, {"b": crops["b"]}, "bmp", "tif", "tiff")
+    assert list_pairs(root) == ["a", "b"]
+    (root / "split.txt").write_text("b.BMP\na.jpg  # with the file extension\n")
+    assert list_pairs(root, "split.txt") == ["b", "a"]
+    np.testing.assert_array_equal(read_pair(root, "b")[0], crops["b"][0])
+    np.testing.assert_array_equal(read_pair(root, "a")[1], crops["a"][1])
+    # a missing thermal is reported with the formats looked for
+    (root / "ir" / "b.tif").unlink()
+    with pytest.raises(DatasetError) as e:
+        check_pairs(root, ["a", "b"], require_labels=True)
+    assert f"missing {root / 'ir' / 'b.png'} (also tried .jpg, .jpeg, .bmp, .tif, .tiff" \
+        in str(e.value)
+    with pytest.raises(DatasetError, match="missing"):
+        read_pair(root, "b")
+
+
+def test_duplicate_stem_is_an_error_naming_both(tmp_path, crops):
+    root = tmp_path / "pairs"
+    write_formats(root, crops, "png", "png", "png")
+    write_rgb(root / "vis" / "a.jpg", crops["a"][0])
+    with pytest.raises(ValueError) as e:  # DatasetError is a ValueError (the CLI reports those)
+        list_pairs(root)
+    assert isinstance(e.value, DatasetError)
+    for f in ("a.jpg", "a.png"):
+        assert str(root / "vis" / f) in str(e.value)
+    with pytest.raises(DatasetError, match="a.jpg"):
+        read_pair(root, "a")
+    (root / "vis" / "a.jpg").unlink()
+    assert list_pairs(root) == ["a", "b"]
+    # in the thermal folder, case only: b.png and b.PNG are two files
+    write(root / "ir" / "b.PNG", crops["b"][1])
+    if len(os.listdir(root / "ir")) == 3:  # case-sensitive file system
+        with pytest.raises(DatasetError) as e:
+            check_pairs(root, ["a", "b"], require_labels=True)
+        assert "1 problem" in str(e.value)
+        for f in ("b.PNG", "b.png"):
+            assert str(root / "ir" / f) in str(e.value)
+        with pytest.raises(DatasetError, match="share the stem 'b'"):
+            read_pair(root, "b")
+
+
+def test_jpeg_label_refused_with_reason(tmp_path, crops):
+    root = tmp_path / "pairs"
+    write_formats(root, crops, "jpg", "jpg", "png")
+    (root / "label" / "a.png").unlink()
+    write(root / "label" / "a.jpg", crops["a"][2])
+    with pytest.raises(DatasetError, match="a.jpg: labels must be stored losslessly.*JPEG") as e:
+        read_pair(root, "a")
+    assert "class ids" in str(e.value)
+    with pytest.raises(DatasetError, match="losslessly"):
+        check_pairs(root, ["a", "b"], require_labels=False)
+    np.testing.assert_array_equal(read_pair(root, "b")[2], crops["b"][2])  # png label fine
+
+
+def test_palette_bmp_label_gives_indices(tmp_path, crops):
+    root = tmp_path / "pairs"
+    write_formats(root, crops, "jpg", "jpg")
+    pal = Image.fromarray(crops["a"][2], mode="P")
+    pal.putpalette([v for i in range(256) for v in ((i * 37) % 256, (i * 91) % 256, i)])
+    os.makedirs(root / "label")
+    pal.save(root / "label" / "a.bmp")
+    assert Image.open(root / "label" / "a.bmp").mode == "P"
+    np.testing.assert_array_equal(read_pair(root, "a")[2], crops["a"][2])
+
+
+def test_every_layout_reads_other_formats(tmp_path, crops):
+    a, b = crops["a"], crops["b"]
+    # FMB: jpg visible, bmp thermal, tif labels; bare stems and SUBSET/STEM
+    fmb = tmp_path / "FMB"
+    write_formats(fmb / "train", {"00001": a}, "jpg", "bmp", "tif",
+                  ("Visible", "Infrared", "Label"))
+    write_formats(fmb / "test", {"00002": b}, "png", "JPEG", "png",
+                  ("Visible", "Infrared", "Label"))
+    assert detect_layout(fmb) is FMB
+    assert list_pairs(fmb) == ["train/00001", "test/00002"]
+    check_pairs(fmb, list_pairs(fmb), require_labels=True, full=True, num_classes=15)
+    vis, ir, lab = read_pair(fmb, "00001")
+    np.testing.assert_array_equal(ir, a[1])
+    np.testing.assert_array_equal(lab, a[2])
+    assert np.abs(vis.astype(int) - a[0]).mean() < 4
+    np.testing.assert_array_equal(read_pair(fmb, "test/00002")[0], b[0])
+    # MSRS: jpg visible and thermal, bmp labels
+    msrs = tmp_path / "MSRS"
+    write_formats(msrs / "test", {"00001D": a, "00002N": b}, "jpg", "jpg", "bmp",
+                  ("vi", "ir", "Segmentation_labels"))
+    assert detect_layout(msrs) is MSRS
+    assert list_pairs(msrs, "test") == ["test/00001D", "test/00002N"]
+    np.testing.assert_array_equal(read_pair(msrs, "test/00002N")[2], b[2])
+    # MFNet: the 4-channel image as TIFF (B, G, R, thermal for OpenCV), label as bmp
+    mf = tmp_path / "MF"
+    write(mf / "images" / "00001D.tif", np.dstack([a[0][..., ::-1], a[1]]))
+    write(mf / "labels" / "00001D.bmp", a[2])
+    (mf / "train.txt").write_text("00001D.tif\n")
+    assert detect_layout(mf) is MFNET and list_pairs(mf, "train") == ["00001D"]
+    check_pairs(mf, ["00001D"], require_labels=True, full=True)
+    vis, ir, lab = read_pair(mf, "00001D")
+    np.testing.assert_array_equal(vis, a[0])
+    np.testing.assert_array_equal(ir, a[1])
+    np.testing.assert_array_equal(lab, a[2])
+    write(mf / "images" / "00002N.jpg", b[0][..., ::-1])  # JPEG has no 4th channel
+    with pytest.raises(DatasetError, match="00002N.jpg: MFNet image must be 8 bit with 4"):
+        check_pairs(mf, ["00002N"], require_labels=False)
+
+
+def test_listing_sees_files_added_or_removed_after_it(tmp_path, crops):
+    """Folder listings are reused while the folder is unchanged, never while it changes."""
+    root = tmp_path / "pairs"
+    write_formats(root, {"a": crops["a"]}, "jpg", "jpg")
+    assert list_pairs(root) == ["a"]
+    write_formats(root, {"b": crops["b"]}, "jpg", "jpg")  # right after: same timestamp tick
+    assert list_pairs(root) == ["a", "b"]
+    old = os.stat(root / "vis").st_mtime - 3600
+    for d in ("vis", "ir"):
+        os.utime(root / d, (old, old))  # a quiet folder: its listing is kept
+    assert list_pairs(root) == ["a", "b"]
+    check_pairs(root, ["a", "b"], require_labels=False)
+    write_rgb(root / "vis" / "a.png", crops["a"][0])  # the folder changes: listed again
+    with pytest.raises(DatasetError, match="a.png"):
+        list_pairs(root)
+    (root / "vis" / "a.png").unlink()
+    (root / "ir" / "b.jpg").unlink()
+    with pytest.raises(DatasetError, match="missing"):
+        check_pairs(root, ["a", "b"], require_labels=False)

@@ -2,12 +2,19 @@
 training/evaluation dataset.
 
 Every function takes an optional ``layout`` (a name or a :class:`~.layouts.Layout`): ``plain``
-(``root/vis/NAME.png``, ``root/ir/NAME.png``, optional ``root/label/NAME.png``), ``fmb``,
+(``root/vis/NAME.EXT``, ``root/ir/NAME.EXT``, optional ``root/label/NAME.EXT``), ``fmb``,
 ``msrs``, ``mfnet`` (the published layouts, see :mod:`segmif_core.data.layouts`, which also
 documents the ``data.layout`` / ``data.classes`` config keys) or ``auto`` (default:
 :func:`~.layouts.detect_layout`, which picks ``plain`` for every folder with ``root/vis`` and
 falls back to ``plain``, so plain folders behave exactly as without the argument). Thermal is
 8 or 16 bit (1 channel or 3 equal channels); same width and height within a pair.
+
+Every layout reads PNG, JPEG (``.jpg``/``.jpeg``), BMP and TIFF (``.tif``/``.tiff``), extensions in
+any case, and matches the files of a pair by stem, so ``vis/NAME.jpg`` pairs with ``ir/NAME.png``
+(RoadScene and LLVIP ship ``.jpg``, TNO ``.bmp`` and ``.tif``). 16-bit TIFF or PNG
+thermal is read as uint16, unchanged. Two files of one stem in one folder are an error naming both;
+labels must be lossless (PNG, BMP, TIFF): a JPEG label is refused, with the reason. See
+:mod:`segmif_core.data.layouts` (``IMAGE_EXTENSIONS``, ``LABEL_EXTENSIONS``).
 """
 from __future__ import annotations
 
@@ -20,7 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .layouts import DatasetError, Layout, get_layout, image_info, read_label
+from .layouts import (DatasetError, Layout, get_layout, image_info, missing_message,
+                      read_label)
 from .thermal import normalize_thermal
 
 MODALITIES = ("vis", "ir", "label")  # roles of the plain layout's folders
@@ -31,15 +39,18 @@ def list_pairs(root: str, split: str | None = None, *, layout: str | Layout = "a
 
     Args:
         root: dataset folder (plain layout: with ``vis/``, ``ir/`` and optionally ``label/``).
-        split: ``None``: every pair (plain: every ``*.png`` in ``root/vis``, sorted). A text file
-            with one name per line (blank lines and ``#`` comments skipped, a ``.png`` suffix is
-            dropped); a relative path not found as given is looked up in ``root``, then as
-            ``root/SPLIT.txt``. ``fmb``/``msrs``: also ``"train"`` or ``"test"``, the subfolder.
+        split: ``None``: every pair (plain: the stems of the images in ``root/vis``, any accepted
+            format, sorted). A text file with one name per line (blank lines and ``#`` comments
+            skipped, an image suffix such as ``.png`` or ``.jpg`` is dropped); a relative path
+            not found as given is looked up in ``root``, then as ``root/SPLIT.txt``.
+            ``fmb``/``msrs``: also ``"train"`` or ``"test"``, the subfolder.
         layout: layout name, :class:`~.layouts.Layout`, or ``"auto"``.
     Returns:
         list of names (plain/mfnet: file stems; fmb/msrs: ``SUBSET/STEM``).
     Raises:
-        DatasetError: the visible folder or the split file is missing, or no name is found.
+        DatasetError: the visible folder or the split file is missing, no name is found, or
+            (``split=None``) a stem is shared by several files of the visible folder (e.g.
+            ``a.png`` and ``a.jpg``; the message names them).
         ValueError: unknown layout name.
     """
     return get_layout(layout, root).list_names(root, split)
@@ -50,7 +61,8 @@ def check_pairs(root: str, names: Sequence[str], require_labels: bool, *,
                 ignore_index: int = 255) -> None:
     """Check that every pair is complete and consistent before a long run starts.
 
-    By default only file headers are read: every file must exist (the label only with
+    By default only file headers are read (PNG, JPEG, BMP, TIFF; other encodings are decoded):
+    every file must exist in one accepted format (the label only with
     ``require_labels``), have the right bit depth (visible and label 8 bit, thermal 8 or 16 bit;
     ``mfnet`` images 8-bit with 4 channels), and the files of a pair the same width and height
     (labels are checked whenever they exist). ``full=True`` also decodes every pair as training
@@ -68,7 +80,7 @@ def check_pairs(root: str, names: Sequence[str], require_labels: bool, *,
     Raises:
         DatasetError: listing every problem (at most 30 shown): missing files and size mismatches
             with the pair name and the WxH sizes, bad bit depths or channels, unreadable files,
-            label ids out of range.
+            several files of one stem in a folder, JPEG labels, label ids out of range.
         ValueError: unknown layout name.
     """
     lay = get_layout(layout, root)
@@ -85,7 +97,7 @@ def check_pairs(root: str, names: Sequence[str], require_labels: bool, *,
         for role, path in files.items():
             if not os.path.isfile(path):
                 if role != "label" or require_labels:
-                    problems.append(f"missing {path}")
+                    problems.append(missing_message(path, role))
                     complete = False
                 continue
             try:
@@ -139,10 +151,12 @@ def read_pair(root: str, name: str, *, layout: str | Layout = "auto"
         ``(vis, ir, label)``: vis HxWx3 uint8 RGB (gray visible replicated to 3 channels, alpha
         dropped; ``mfnet``: channels 0-2 of the 4-channel image); ir HxW uint8 or uint16 raw
         thermal (3 equal channels reduced to one; ``mfnet``: the 4th channel); label HxW uint8
-        class ids, or ``None`` when the pair has no label file.
+        class ids, or ``None`` when the pair has no label file. Files in any accepted format
+        (module docstring); a 16-bit thermal PNG/TIFF gives its values unchanged.
     Raises:
-        DatasetError: missing/unreadable file, visible not 8 bit, thermal not 8/16 bit or with
-        different colour channels, label not 8 bit single channel, or sizes differ.
+        DatasetError: missing/unreadable file, several files of one stem in a folder, a JPEG
+        label, visible not 8 bit, thermal not 8/16 bit or with different colour channels, label
+        not 8 bit single channel, or sizes differ.
         ValueError: unknown layout name.
     """
     return get_layout(layout, root).read(root, name)
@@ -233,7 +247,7 @@ class PairDataset(Dataset):
             the resolved :class:`~.layouts.Layout` is kept as ``self.layout``.
         cache: keep every decoded pair in memory after its first read (the files as stored:
             8-bit visible, 8/16-bit thermal, 8-bit label; about 2 MB per 640x480 pair; read-only
-            arrays), so that later epochs skip PNG decoding. The process that reads holds the
+            arrays), so that later epochs skip image decoding. The process that reads holds the
             cache: the main process, and each ``DataLoader`` worker its own copy. Use it with
             few workers and a dataset that fits in memory.
     Raises:
