@@ -27,7 +27,8 @@ def tiny_checkpoint(tmp_path_factory):
 
     torch.manual_seed(0)
     model = build_model("segmif", {"num_classes": MFNET_CLASSES.num_classes, "fusion_width": 8,
-                                   "drdb_growth": 4, "hia_heads": 2, "decoder_hidden_size": 32})
+                                   "drdb_growth": 4, "hia_heads": 2, "decoder_hidden_size": 32,
+                                   "pretrained": None})
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(path, model, MFNET_CLASSES, input_size=(64, 64), meta={"note": "random"})
     return path

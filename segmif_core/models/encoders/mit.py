@@ -132,7 +132,11 @@ class MiTEncoder(Encoder):
             self.load_pretrained(pretrained)
 
     def load_pretrained(self, source: str) -> None:
-        """Load weights from a HF id / directory or an authors' state-dict file (strict keys)."""
+        """Load weights from a HF id / directory or an authors' state-dict file (strict keys).
+        'imagenet' stands for the ImageNet weights of the SegFormer authors on the Hugging Face
+        hub, ``nvidia/mit-bN`` (needs network access or the local cache)."""
+        if source == "imagenet":
+            source = "nvidia/" + self.name
         path = Path(source)
         if path.is_file():
             state, unknown = map_authors_keys(_read_state_file(path))
