@@ -1,0 +1,94 @@
+"""The trainer's checkpoints: ``last.pt`` (full resumable state, RNG included), its resume
+(which keeps the score of a ``best.pt`` of the same run), and initialisation from the weights of
+a release checkpoint (``train.init``)."""
+from __future__ import annotations
+
+import math
+import random
+import uuid
+
+import numpy as np
+import torch
+
+from ..checkpoint import atomic_torch_save, load_checkpoint
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():  # the current device's generator only (resume may see fewer)
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    cuda = state.get("cuda")
+    if torch.is_tensor(cuda) and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda)
+
+
+class CheckpointMixin:
+    """``Trainer``'s checkpoint methods. They use the attributes ``Trainer.__init__`` sets:
+    ``cfg``, ``out``, ``rank``, ``log``, ``model``, ``opt_seg``, ``opt_fusion``, ``weighting``,
+    ``state`` and ``_resumed``."""
+
+    def _init_from(self, init: dict) -> None:
+        """Start from the weights of a release checkpoint (``best.pt``, the shipped model):
+        ``init = {checkpoint: PATH, parts: [fusion, segmenter]}`` copies the named sub-networks
+        (e.g. fine-tuning the shipped model on a new rig, or training Psi on a frozen trained
+        Phi). Overridden by ``last.pt`` on resume.
+        Raises:
+            ValueError: unknown parts, another model family, or shapes that do not match (a
+                different class count or model config).
+        """
+        parts = list(init.get("parts", ["fusion", "segmenter"]))
+        known = [n for n in ("fusion", "segmenter") if hasattr(self.model, n)]
+        if not parts or set(parts) - set(known):
+            raise ValueError(f"train.init.parts must be a non-empty subset of {known}, "
+                             f"got {parts}")
+        src, _, _ = load_checkpoint(init["checkpoint"])
+        if src.name != self.model.name:
+            raise ValueError(f"train.init.checkpoint holds a {src.name!r} model, this run "
+                             f"trains {self.model.name!r}")
+        for part in parts:
+            new = {k: v.float() for k, v in getattr(src, part).state_dict().items()}
+            try:  # strict: missing, unexpected or differently shaped tensors are refused
+                getattr(self.model, part).load_state_dict(new)
+            except RuntimeError as e:
+                raise ValueError(f"train.init: the {part} of {init['checkpoint']} does not fit "
+                                 f"this model: {e}") from e
+        self.log(f"initialised {', '.join(parts)} from {init['checkpoint']}")
+
+    def _load_last(self) -> None:
+        ck = torch.load(self.out / "last.pt", map_location="cpu", weights_only=False)
+        self.model.load_state_dict(ck["model"])
+        self.opt_seg.load_state_dict(ck["opt_seg"])
+        if self.opt_fusion is not None:
+            self.opt_fusion.load_state_dict(ck["opt_fusion"])
+        self.weighting.load_state_dict(ck["weighting"])
+        self.state = ck["state"]
+        # a process killed during a validation (after the stop signal's save) may have written
+        # a best.pt of this run that last.pt does not know of: keep its score as the bar to beat
+        best = self.out / "best.pt"
+        if best.is_file() and self.state.get("run_id"):
+            meta = torch.load(best, map_location="cpu", weights_only=True).get("meta", {})
+            val = meta.get("val")
+            if (meta.get("run_id") == self.state["run_id"] and isinstance(val, dict)
+                    and val.get("mIoU", -math.inf) > self.state["best"]["mIoU"]):
+                self.state["best"] = val
+        self.state.setdefault("run_id", uuid.uuid4().hex)  # a last.pt of an older version
+        _set_rng_state(ck["rng"])
+        self._resumed = True
+        self.log(f"resumed from {self.out / 'last.pt'} at step {self.state['step']}")
+
+    def save_last(self) -> None:
+        if self.rank != 0:
+            return
+        atomic_torch_save({
+            "model": self.model.state_dict(), "opt_seg": self.opt_seg.state_dict(),
+            "opt_fusion": self.opt_fusion.state_dict() if self.opt_fusion else None,
+            "weighting": self.weighting.state_dict(), "state": self.state, "rng": _rng_state(),
+            "config": self.cfg}, self.out / "last.pt")

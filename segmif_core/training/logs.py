@@ -1,0 +1,76 @@
+"""The trainer's log: progress messages, ``log.csv`` (truncated to the last checkpoint on resume)
+and the plots made from it."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def _print_flushed(msg: str) -> None:
+    """Default progress log: stdout, flushed at once, so that ``segmif train > run.log`` can be
+    followed with ``tail -f`` (a redirected stdout is otherwise block-buffered)."""
+    print(msg, flush=True)
+
+
+def write_plots(log_csv: Path, plot_dir: Path) -> None:
+    """PNG plots of losses, lambdas, val mIoU and val fusion quality from the CSV log (atomic
+    writes)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log_csv) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    step = np.array([int(r["step"]) for r in rows])
+
+    def series(key):
+        v = np.array([float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows])
+        return v
+
+    panels = {"losses": ["seg", "fusion", "fusion_ssim", "fusion_mse", "fusion_grad"],
+              "lambdas": ["lambda_fusion", "lambda_seg"], "val_miou": ["val_mIoU"],
+              "val_qabf": ["val_Qabf"], "val_sf": ["val_SF"]}
+    for name, keys in panels.items():
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in keys:
+            if key in rows[0]:
+                v = series(key)
+                ok = ~np.isnan(v)
+                if ok.any():
+                    ax.plot(step[ok], v[ok], "o-" if name.startswith("val_") else "-", label=key,
+                            lw=1)
+        ax.set_xlabel("step")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+        fig.tight_layout()
+        tmp = plot_dir / f".{name}.tmp.png"
+        fig.savefig(tmp, dpi=90)
+        plt.close(fig)
+        os.replace(tmp, plot_dir / f"{name}.png")
+
+
+def _truncate_log(log_csv: Path, last_step: int) -> list[str] | None:
+    """Drop the rows after ``last_step`` (logged after the last checkpoint by a run that was
+    killed before it could save), so that a resumed run does not log those steps twice.
+    Returns the log's columns (None for a file without a header)."""
+    with open(log_csv, newline="") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames
+        rows = [r for r in reader if r.get("step", "").isdigit() and int(r["step"]) <= last_step]
+    if not fields:
+        return None
+    tmp = log_csv.with_name(f".{log_csv.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, log_csv)
+    return fields
