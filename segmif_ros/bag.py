@@ -32,6 +32,8 @@ from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Se
 
 import numpy as np
 
+from segmif_core.data.layouts import IMAGE_EXTENSIONS, find_image
+
 __all__ = [
     "BagMessage",
     "RawBagMessage",
@@ -232,15 +234,16 @@ def _read_names_file(path: Path) -> List[str]:
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
-            names.append(line[:-4] if line.lower().endswith(".png") else line)
+            names.append(_strip_image_suffix(line))
     return names
 
 
 def _resolve_names(data_dir: Path, names: Any) -> Tuple[List[str], bool]:
     """Return ``(names, explicit)``; explicit names must all exist."""
     if names is None:
-        vis = {p.stem for p in (data_dir / "vis").glob("*.png")}
-        ir = {p.stem for p in (data_dir / "ir").glob("*.png")}
+        vis = {p.stem for p in (data_dir / "vis").iterdir()
+               if p.suffix.lower() in IMAGE_EXTENSIONS} if (data_dir / "vis").is_dir() else set()
+        ir = {n for n in vis if find_image(str(data_dir / "ir"), n, "ir")}
         return sorted(vis & ir), False
     if isinstance(names, (str, os.PathLike)):
         split = Path(names)
@@ -250,7 +253,19 @@ def _resolve_names(data_dir: Path, names: Any) -> Tuple[List[str], bool]:
             raise FileNotFoundError(f"split file {str(names)!r} not found (also looked in {str(data_dir)!r})")
         return _read_names_file(split), True
     listed = [str(n) for n in names]
-    return [n[:-4] if n.lower().endswith(".png") else n for n in listed], True
+    return [_strip_image_suffix(n) for n in listed], True
+
+
+def _strip_image_suffix(name: str) -> str:
+    stem, ext = os.path.splitext(name)
+    return stem if ext.lower() in IMAGE_EXTENSIONS else name
+
+
+def _pair_file(data_dir: Path, sub: str, name: str) -> Optional[Path]:
+    """``data_dir/sub/NAME.EXT`` for any accepted image extension (segmif_core.data.layouts),
+    None if absent; DatasetError (a ValueError) for two files of that stem or a JPEG label."""
+    found = find_image(str(data_dir / sub), name, "label" if sub == "label" else sub)
+    return Path(found) if found else None
 
 
 def _imread(path: Path) -> np.ndarray:
@@ -413,13 +428,14 @@ def make_bag(
 
     pair_names, explicit = _resolve_names(data_dir, names)
     if not pair_names:
-        raise ValueError(f"no visible/thermal pairs found in {str(data_dir)!r} (vis/*.png with matching ir/*.png)")
+        raise ValueError(f"no visible/thermal pairs found in {str(data_dir)!r} (vis/NAME.EXT with a matching ir/NAME.EXT; png, jpg, bmp, tif)")
     if explicit:
         for name in pair_names:
             for sub in ("vis", "ir"):
-                path = data_dir / sub / f"{name}.png"
-                if not path.is_file():
-                    raise FileNotFoundError(f"pair {name!r}: missing file {str(path)!r}")
+                if _pair_file(data_dir, sub, name) is None:
+                    raise FileNotFoundError(f"pair {name!r}: missing file "
+                                            f"{str(data_dir / sub / (name + '.png'))!r} "
+                                            "(or .jpg, .jpeg, .bmp, .tif, .tiff)")
     label_dir = data_dir / "label"
 
     n = len(pair_names)
@@ -459,8 +475,8 @@ def make_bag(
                     counts[topic] += 1
 
             for i, name in enumerate(pair_names):
-                vis_path = data_dir / "vis" / f"{name}.png"
-                ir_path = data_dir / "ir" / f"{name}.png"
+                vis_path = _pair_file(data_dir, "vis", name)
+                ir_path = _pair_file(data_dir, "ir", name)
                 vis = _load_visible(vis_path)
                 ir, ir_encoding = _load_thermal(ir_path)
                 if vis.shape[:2] != ir.shape[:2]:
@@ -472,8 +488,8 @@ def make_bag(
                     size = (int(vis.shape[1]), int(vis.shape[0]))
                 heapq.heappush(heap, (vis_stamps[i], next(seq), visible_topic,
                                       _image_msg(store, vis, "rgb8", vis_stamps[i], visible_frame)))
-                label_path = label_dir / f"{name}.png"
-                if label_topic in conns and label_path.is_file():
+                label_path = _pair_file(data_dir, "label", name) if label_topic in conns else None
+                if label_path is not None:
                     label = _load_label(label_path)
                     if label.shape != vis.shape[:2]:
                         raise ValueError(

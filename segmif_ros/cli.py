@@ -36,23 +36,30 @@ def cmd_fuse(args) -> int:
 
     from segmif_core.data.pairs import read_pair
 
+    from segmif_core.data.pairs import check_pairs, list_pairs
+
     vis_dir, ir_dir, out = Path(args.vis), Path(args.ir), Path(args.out)
-    names = sorted(p.stem for p in vis_dir.glob("*.png"))
-    missing = [n for n in names if not (ir_dir / f"{n}.png").is_file()]
-    if not names or missing:
-        print(f"error: {len(names)} visible images in {vis_dir}; no thermal image for "
-              f"{missing[:10]}", file=sys.stderr)
-        return 2
-    pred = _predictor(args)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.labels:
-        (out / "labels").mkdir(exist_ok=True)
-        (out / "color").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory() as root:  # read_pair reads root/{vis,ir}/NAME.png
+    with tempfile.TemporaryDirectory() as root:  # the plain layout: root/{vis,ir}/NAME.EXT
         (Path(root) / "vis").symlink_to(vis_dir.resolve())
         (Path(root) / "ir").symlink_to(ir_dir.resolve())
+        try:  # png, jpg/jpeg, bmp, tif(f), matched by stem (segmif_core.data.layouts)
+            names = list_pairs(root, layout="plain")
+            if names:
+                check_pairs(root, names, require_labels=False, layout="plain")
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if not names:
+            print(f"error: no pairs found: no image in {vis_dir} has a thermal image of the same "
+                  f"name in {ir_dir} (png, jpg, jpeg, bmp, tif, tiff)", file=sys.stderr)
+            return 2
+        pred = _predictor(args)
+        out.mkdir(parents=True, exist_ok=True)
+        if args.labels:
+            (out / "labels").mkdir(exist_ok=True)
+            (out / "color").mkdir(exist_ok=True)
         for i, name in enumerate(names):
-            vis, ir, _ = read_pair(root, name)
+            vis, ir, _ = read_pair(root, name, layout="plain")
             p = pred.predict(vis, ir)
             cv2.imwrite(str(out / f"{name}.png"), cv2.cvtColor(p.fused, cv2.COLOR_RGB2BGR))
             if args.labels:

@@ -20,7 +20,7 @@ from segmif_core.training.weighting import DynamicWeights, StaticWeights
 PAPER = Path(__file__).resolve().parents[1] / "config" / "train" / "paper.yaml"
 TINY = {"encoder": "mit-b0", "decoder_hidden_size": 32, "fusion_width": 8, "drdb_growth": 4,
         "drdb_layers": 5, "drdbs_per_group": 1, "hia_heads": 2, "interaction": "full",
-        "hia_stride": 1}
+        "hia_stride": 1, "pretrained": None}
 
 
 def test_joint_steps_lower_the_loss():
