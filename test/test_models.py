@@ -120,7 +120,7 @@ def test_aggregations_by_hand():
 def test_fusion_phase_runs_phi_only_with_gradients_to_phi_only():
     torch.manual_seed(0)
     model = build_model("segmif", dict(TINY, num_classes=3))
-    vis, ir = torch.rand(1, 3, 32, 32), torch.rand(1, 1, 32, 32)
+    vis, ir = torch.rand(1, 3, 64, 64), torch.rand(1, 1, 64, 64)
     out = model(vis, ir, phase="fusion")
     assert set(out) == {"fused", "fused_rgb"}
     with torch.no_grad():
@@ -134,7 +134,7 @@ def test_fusion_phase_runs_phi_only_with_gradients_to_phi_only():
 def test_joint_phase_without_guidance_graph_keeps_psi_out_of_the_fused_image_gradient():
     torch.manual_seed(0)
     model = build_model("segmif", dict(TINY, num_classes=3))
-    vis, ir = torch.rand(1, 3, 32, 32), torch.rand(1, 1, 32, 32)
+    vis, ir = torch.rand(1, 3, 64, 64), torch.rand(1, 1, 64, 64)  # batch norm: > 1 value
     encoder = list(model.segmenter.encoder.parameters())
     for guidance_grad, reaches_psi in ((True, True), (False, False)):
         model.zero_grad(set_to_none=True)
