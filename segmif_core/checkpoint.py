@@ -24,7 +24,7 @@ from .models import FusionSegModel, build_model
 FORMAT = "segmif-checkpoint/2"
 LEGACY_FORMATS = ("segmif-checkpoint/1",)
 #: The default checkpoint shipped with the package (trained on the MFNet subset, see README).
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "segmif_b0_mfnet.pt"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "segmif_lite0_mfnet.pt"
 
 
 class CheckpointError(ValueError):

@@ -42,7 +42,7 @@ class GuidedUpsampler(nn.Module):
     Raises ValueError for mismatched shapes.
     """
 
-    def __init__(self, radius: int = 2, eps: float = 1e-3):
+    def __init__(self, radius: int = 4, eps: float = 1e-5):
         super().__init__()
         if radius < 1 or not eps > 0:
             raise ValueError(f"radius must be >= 1 and eps > 0, got {radius}, {eps}")

@@ -56,8 +56,9 @@ class SegMiFConfig:
     hia_heads: int = 2                  # paper code: 8 heads of 8 dims for C = 64
     interaction: str = "full"           # full | soam | moam | concat | sum | average | none
     hia_stride: int = 1                 # 1 = full-resolution HIA (paper); 2 = 4x cheaper (CPU)
-    guided_radius: int = 2              # full-resolution fused image: window radius (net pixels)
-    guided_eps: float = 1e-3            # and regularisation of the guided upsampler
+    guided_radius: int = 4              # full-resolution fused image: window radius (net pixels)
+    guided_eps: float = 1e-5            # and regularisation of the guided upsampler (chosen on
+                                        # MFNet val, see docs/model_card.md)
 
     def __post_init__(self):
         if self.interaction not in HIA_MODES + AGGREGATIONS:
