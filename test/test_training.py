@@ -490,3 +490,18 @@ def test_init_copies_the_named_parts_of_a_release_checkpoint(tmp_path):
     wide["model"]["config"] = dict(TINY, fusion_width=16)
     with pytest.raises(ValueError, match="does not fit"):
         Trainer(wide, log=lambda *_: None)
+
+
+def test_learning_rate_warmup_linear_or_constant_then_poly():
+    from segmif_core.training.schedule import _lr
+    oc = {"lr": 1e-3, "lr_min": 0.0, "warmup_iters": 10, "warmup_lr": 1e-5, "poly_power": 1.0}
+    # linear (default): 1e-5 at step 0, half way at step 5, then poly from lr at step 10
+    assert _lr(oc, 0, 110, 0.0) == pytest.approx(1e-5)
+    assert _lr(oc, 5, 110, 0.0) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5))
+    assert _lr(oc, 10, 110, 0.0) == pytest.approx(1e-3)
+    assert _lr(oc, 60, 110, 0.0) == pytest.approx(0.5e-3)        # (1 - 50/100)^1
+    assert _lr(oc, 60, 110, 0.75) == pytest.approx(0.25e-3)      # the time budget is ahead
+    constant = dict(oc, warmup="constant")
+    assert _lr(constant, 9, 110, 0.0) == pytest.approx(1e-5)
+    with pytest.raises(ValueError, match="warmup"):
+        _lr(dict(oc, warmup="cosine"), 3, 110, 0.0)

@@ -28,7 +28,7 @@ Baselines (no fusion network) only run segmentation steps (``rounds * (seg_iters
 of them, so that a baseline gets the same number of steps).
 
 Every number comes from the config (see ``config/train/paper.yaml``; other files extend it with
-``base: FILE``). Learning rates: linear warm-up from ``warmup_lr`` for ``warmup_iters`` steps, then
+``base: FILE``). Learning rates: warm-up (linear from ``warmup_lr``, or constant) for ``warmup_iters`` steps, then
 poly decay ``lr_min + (lr - lr_min) * (1 - progress)^power`` over the optimiser's own steps (or over
 the ``max_minutes`` budget if that ends sooner). The best checkpoint is selected on the
 validation split, never on a test split.
