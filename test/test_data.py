@@ -368,3 +368,26 @@ def test_read_pair_real_tno_as_bmp_and_16bit_tif(tmp_path):
         np.testing.assert_array_equal(vis[..., c], raw_vis[..., 0])
     assert ir.dtype == np.uint16 and ir.shape == raw_ir.shape
     np.testing.assert_array_equal(ir, raw_ir.astype(np.uint16) * 257)
+
+
+def test_fuse_cli_on_roadscene_jpg_folder_writes_full_size_fused_images(tmp_path,
+                                                                          tiny_checkpoint):
+    """`segmif fuse --vis DIR/vis --ir DIR/ir` on jpg pairs fuses every pair at its own size."""
+    import cv2
+    from segmif_ros import cli
+
+    names = ["00102D", "00723N"]
+    data = tmp_path / "roadscene"
+    decoded = roadscene_folder(data, names)
+    out = tmp_path / "fused"
+    assert cli.main(["fuse", "--vis", str(data / "vis"), "--ir", str(data / "ir"),
+                     "--out", str(out), "--checkpoint", str(tiny_checkpoint), "--labels"]) == 0
+    for name in names:
+        fused = cv2.imread(str(out / f"{name}.png"))
+        assert fused is not None and fused.shape[:2] == decoded[name][0].shape[:2]
+        assert cv2.imread(str(out / "labels" / f"{name}.png"), cv2.IMREAD_UNCHANGED).shape == \
+            decoded[name][0].shape[:2]
+    (data / "ir" / f"{names[0]}.jpg").unlink()
+    (data / "ir" / f"{names[1]}.jpg").unlink()
+    assert cli.main(["fuse", "--vis", str(data / "vis"), "--ir", str(data / "ir"),
+                     "--out", str(out), "--checkpoint", str(tiny_checkpoint)]) == 2
