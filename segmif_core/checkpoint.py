@@ -80,12 +80,10 @@ def load_checkpoint(path=None, device: str | torch.device = "cpu"
         raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") not in (FORMAT,) + LEGACY_FORMATS:
         raise CheckpointError(f"{path} is not a {FORMAT} file")
-    state = ckpt["state_dict"]
+    state, config = ckpt["state_dict"], dict(ckpt["config"])
     if ckpt["format"] in LEGACY_FORMATS:
         state = {("segmenter.encoder.model." + k[len("segmenter.encoder."):]
                   if k.startswith("segmenter.encoder.") else k): v for k, v in state.items()}
-    config = dict(ckpt["config"])
-    if ckpt["format"] in LEGACY_FORMATS:
         config.setdefault("pretrained", None)  # trained from scratch (MiT built from config)
     try:
         model = build_model(ckpt["model"], config, load_pretrained=False)

@@ -32,7 +32,7 @@ from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Se
 
 import numpy as np
 
-from segmif_core.data.layouts import IMAGE_EXTENSIONS, find_image
+from segmif_core.data.layouts import IMAGE_EXTENSIONS, find_image, strip_image_extension
 
 __all__ = [
     "BagMessage",
@@ -234,7 +234,7 @@ def _read_names_file(path: Path) -> List[str]:
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
-            names.append(_strip_image_suffix(line))
+            names.append(strip_image_extension(line))
     return names
 
 
@@ -253,12 +253,7 @@ def _resolve_names(data_dir: Path, names: Any) -> Tuple[List[str], bool]:
             raise FileNotFoundError(f"split file {str(names)!r} not found (also looked in {str(data_dir)!r})")
         return _read_names_file(split), True
     listed = [str(n) for n in names]
-    return [_strip_image_suffix(n) for n in listed], True
-
-
-def _strip_image_suffix(name: str) -> str:
-    stem, ext = os.path.splitext(name)
-    return stem if ext.lower() in IMAGE_EXTENSIONS else name
+    return [strip_image_extension(n) for n in listed], True
 
 
 def _pair_file(data_dir: Path, sub: str, name: str) -> Optional[Path]:

@@ -261,7 +261,7 @@ def _check_sizes(name: str, arrays: dict) -> None:
             f"{k} {h}x{w}" for k, (h, w) in shapes.items()))
 
 
-def _strip_extension(name: str) -> str:
+def strip_image_extension(name: str) -> str:
     """``name`` without a trailing accepted image extension (any case): ``a.JPG`` -> ``a``."""
     stem, ext = os.path.splitext(name)
     return stem if ext.lower() in IMAGE_EXTENSIONS else name
@@ -270,7 +270,7 @@ def _strip_extension(name: str) -> str:
 def _read_names(path: str) -> list[str]:
     with open(path, encoding="utf-8") as f:
         lines = (ln.split("#", 1)[0].strip() for ln in f)
-        return [_strip_extension(ln) for ln in lines if ln]
+        return [strip_image_extension(ln) for ln in lines if ln]
 
 
 # Folder listings {stem: (file names)} kept while the folder is unchanged: one listing serves every

@@ -61,9 +61,14 @@ class Baseline(FusionSegModel):
         x = {"visible": lambda: normalize_rgb(vis, n),
              "thermal": lambda: normalize_mono(ir, n),
              "early": lambda: torch.cat([normalize_rgb(vis, n), normalize_mono(ir, n)], dim=1)}
-        shown = ir.expand(-1, 3, -1, -1) if self.config.inputs == "thermal" else vis
-        return {"logits": self.segmenter(x[self.config.inputs]()), "fused": None, "fused_rgb": shown}
+        return {"logits": self.segmenter(x[self.config.inputs]()), "fused": None,
+                "fused_rgb": self._shown(vis, ir)}
+
+    def _shown(self, vis: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+        """The image shown as 'fused': the visible image ('thermal': the thermal image as gray
+        RGB)."""
+        return ir.expand(-1, 3, -1, -1) if self.config.inputs == "thermal" else vis
 
     def full_resolution_fused(self, out, vis, ir, vis_hi, ir_hi):
-        """The full-resolution visible image ('thermal': the thermal image as gray RGB)."""
-        return ir_hi.expand(-1, 3, -1, -1) if self.config.inputs == "thermal" else vis_hi
+        """The shown image at full resolution (see ``_shown``)."""
+        return self._shown(vis_hi, ir_hi)

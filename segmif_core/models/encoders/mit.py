@@ -16,7 +16,7 @@ import torch
 from transformers import SegformerConfig, SegformerModel
 
 from .base import IMAGENET_NORMALIZATION, Encoder, adapt_stem_weight
-from .errors import PretrainedWeightsError, key_mismatch_message
+from .weights import PretrainedWeightsError, load_state_strict, read_state_file
 
 #: MiT variants: hidden sizes per stage, blocks per stage, the all-MLP decoder width that goes
 #: with them (SegFormer Table 6).
@@ -89,19 +89,6 @@ def map_authors_keys(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Te
     return out, unknown
 
 
-def _read_state_file(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling problem is a bad file
-        raise PretrainedWeightsError(f"cannot read pretrained weights {path}: {err}") from err
-    for wrapper in ("state_dict", "model"):  # mmseg / timm style wrappers
-        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-            obj = obj[wrapper]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise PretrainedWeightsError(f"{path} holds no state dict of tensors")
-    return obj
-
-
 def _from_hugging_face(source: str) -> dict[str, torch.Tensor]:
     local = Path(source).is_dir()
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
@@ -139,24 +126,15 @@ class MiTEncoder(Encoder):
             source = "nvidia/" + self.name
         path = Path(source)
         if path.is_file():
-            state, unknown = map_authors_keys(_read_state_file(path))
+            raw = read_state_file(path)
+            state, unknown = map_authors_keys(raw)
             if unknown and not state:  # maybe a state dict of this project's own layout
-                state, unknown = _read_state_file(path), []
+                state, unknown = raw, []
         else:
             state, unknown = _from_hugging_face(source), []
         if STEM_KEY in state and self.in_channels != 3:
             state[STEM_KEY] = adapt_stem_weight(state[STEM_KEY], self.in_channels)
-        own = self.model.state_dict()
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own] + unknown
-        if missing or unexpected:
-            raise PretrainedWeightsError(key_mismatch_message(source, missing, unexpected))
-        wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-                 if state[k].shape != v.shape]
-        if wrong:
-            raise PretrainedWeightsError(f"weights in {source} do not fit {self.name}: shapes "
-                                         f"differ: {', '.join(wrong[:6])}")
-        self.model.load_state_dict(state, strict=True)
+        load_state_strict(self.model, state, source, extra_unexpected=unknown)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         out = self.model(pixel_values=x, output_hidden_states=True, return_dict=True)
