@@ -21,6 +21,7 @@ from segmif_core.inference import SegMiFPredictor
 from segmif_core.metrics import ConfusionMatrix
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+RULES = ("average", "maximum")  # scored beside each fusion model
 FUSION_KEYS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM")
 
 
@@ -80,8 +81,6 @@ def main(argv=None) -> int:
                                                     for k in FUSION_KEYS) + " |")
     return 0
 
-
-RULES = ("average", "maximum")
 
 if __name__ == "__main__":
     raise SystemExit(main())
