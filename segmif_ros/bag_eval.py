@@ -124,7 +124,7 @@ def analyse_output_bag(output_bag, out_dir, topics: Mapping[str, str], *, classe
     from segmif_core.metrics import ConfusionMatrix
 
     from .bag import read_bag
-    from .encodings import image_to_numpy, to_rgb8, to_thermal
+    from .node.encodings import image_to_numpy, to_rgb8, to_thermal
 
     out_dir = Path(out_dir)
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Tests of segmif_ros.encodings (the small cv_bridge replacement)."""
+"""Tests of segmif_ros.node.encodings (the small cv_bridge replacement)."""
 
 import array
 import struct
@@ -10,7 +10,7 @@ import pytest
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from segmif_ros.encodings import (
+from segmif_ros.node.encodings import (
     ENCODINGS,
     THERMAL_ENCODINGS,
     VISIBLE_ENCODINGS,
@@ -53,7 +53,7 @@ def _random(encoding, h=5, w=7, seed=0):
 
 
 def test_module_does_not_import_ros():
-    code = ("import sys, segmif_ros.encodings; "
+    code = ("import sys, segmif_ros.node.encodings; "
             "sys.exit(1 if {'rclpy', 'sensor_msgs'} & set(sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

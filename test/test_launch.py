@@ -6,7 +6,7 @@ Two groups of tests:
   registry, so absent from the project venv): the launch file is read with ``ast`` (declared
   arguments, descriptions, choices, the node, its parameters and remappings), the RViz2 config and
   the parameter file with YAML, and the parameter file is compared with the parameters the node
-  declares (``segmif_ros.node.PARAMETERS``).
+  declares (``segmif_ros.node.node.PARAMETERS``).
 * Ones that run where ``launch`` and ``launch_ros`` are importable (a sourced ROS 2 install;
   skipped otherwise): generate_launch_description() is loaded and inspected, its substitutions
   are evaluated in a LaunchContext, and a LaunchService starts segmif_node from it and checks the
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO / 'launch' / 'segmif.launch.py'
 RVIZ_FILE = REPO / 'config' / 'segmif.rviz'
 PARAMS_FILE = REPO / 'config' / 'segmif.yaml'
-NODE_FILE = REPO / 'segmif_ros' / 'node.py'
+NODE_FILE = REPO / 'segmif_ros' / 'node' / 'node.py'
 PACKAGE = 'segmif_ros'
 
 BOOLEAN_ARGS = ('use_sim_time', 'rviz')
@@ -288,7 +288,7 @@ def test_rviz_config_shows_fused_and_colour_images():
 # Parameter file <-> node parameters
 # ------------------------------------------------------------------------------------------------
 def _node_topics(method):
-    """Topic names of self.<method>(Type, 'name', ...) calls in segmif_ros/node.py."""
+    """Topic names of self.<method>(Type, 'name', ...) calls in segmif_ros/node/node.py."""
     tree = ast.parse(NODE_FILE.read_text())
     topics = set()
     for call in ast.walk(tree):
@@ -299,7 +299,7 @@ def _node_topics(method):
 
 
 def _node_parameters():
-    node = pytest.importorskip('segmif_ros.node')
+    node = pytest.importorskip('segmif_ros.node.node')
     return node.PARAMETERS
 
 

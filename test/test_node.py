@@ -9,8 +9,8 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from segmif_ros.encodings import image_to_numpy, numpy_to_image  # noqa: E402
-from segmif_ros.node import ConfigurationError, SegMiFNode  # noqa: E402
+from segmif_ros.node.encodings import image_to_numpy, numpy_to_image  # noqa: E402
+from segmif_ros.node.node import ConfigurationError, SegMiFNode  # noqa: E402
 
 OUTPUTS = {"fused/image": "bgr8", "segmentation/labels": "mono8", "segmentation/color": "bgr8"}
 

@@ -1,4 +1,4 @@
-"""Tests of segmif_ros.sync with mock stamped messages (no ROS graph, no rclpy)."""
+"""Tests of segmif_ros.node.sync with mock stamped messages (no ROS graph, no rclpy)."""
 
 import random
 import sys
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from segmif_ros.sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer, stamp_to_ns
+from segmif_ros.node.sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer, stamp_to_ns
 
 MS = 1_000_000  # ns
 S = 1_000_000_000  # ns
@@ -55,10 +55,10 @@ def test_module_does_not_import_rclpy():
     import importlib
     import subprocess
 
-    code = ("import sys, segmif_ros.sync; "
+    code = ("import sys, segmif_ros.node.sync; "
             "sys.exit(1 if 'rclpy' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
-    importlib.import_module("segmif_ros.sync")
+    importlib.import_module("segmif_ros.node.sync")
 
 
 def test_stamp_to_ns_is_exact_integer():

@@ -1,0 +1,16 @@
+"""The segmif_node: the ROS node and its own modules.
+
+    node.py        the SegMiFNode class and ``main`` (``segmif_node``, ``ros2 run``)
+    sync.py        approximate/exact-time synchroniser (no rclpy)
+    encodings.py   sensor_msgs/Image <-> numpy (no rclpy)
+
+Importing this package does not import rclpy (:mod:`.sync` and :mod:`.encodings` are used
+without ROS); :func:`main` imports the node when called. ``python -m segmif_ros.node`` runs it.
+"""
+
+
+def main(args=None) -> int:
+    """Entry point of ``segmif_node`` (``ros2 run segmif_ros segmif_node``)."""
+    from .node import main as node_main
+
+    return node_main(args)
