@@ -6,7 +6,7 @@ Two groups of tests:
   registry, so absent from the project venv): the launch file is read with ``ast`` (declared
   arguments, descriptions, choices, the node, its parameters and remappings), the RViz2 config and
   the parameter file with YAML, and the parameter file is compared with the parameters the node
-  declares (``segmif_ros.node.node.PARAMETERS``).
+  declares (``segmif_ros.node.parameters.PARAMETERS``).
 * Ones that run where ``launch`` and ``launch_ros`` are importable (a sourced ROS 2 install;
   skipped otherwise): generate_launch_description() is loaded and inspected, its substitutions
   are evaluated in a LaunchContext, and a LaunchService starts segmif_node from it and checks the
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO / 'launch' / 'segmif.launch.py'
 RVIZ_FILE = REPO / 'config' / 'segmif.rviz'
 PARAMS_FILE = REPO / 'config' / 'segmif.yaml'
-NODE_FILE = REPO / 'segmif_ros' / 'node' / 'node.py'
+NODE_DIR = REPO / 'segmif_ros' / 'node'
 PACKAGE = 'segmif_ros'
 
 BOOLEAN_ARGS = ('use_sim_time', 'rviz')
@@ -288,10 +288,10 @@ def test_rviz_config_shows_fused_and_colour_images():
 # Parameter file <-> node parameters
 # ------------------------------------------------------------------------------------------------
 def _node_topics(method):
-    """Topic names of self.<method>(Type, 'name', ...) calls in segmif_ros/node/node.py."""
-    tree = ast.parse(NODE_FILE.read_text())
+    """Topic names of <node>.<method>(Type, 'name', ...) calls in segmif_ros/node/*.py."""
+    trees = [ast.parse(path.read_text()) for path in sorted(NODE_DIR.glob('*.py'))]
     topics = set()
-    for call in ast.walk(tree):
+    for call in (c for tree in trees for c in ast.walk(tree)):
         if isinstance(call, ast.Call) and _call_name(call) == method and len(call.args) >= 2 and \
                 isinstance(call.args[1], ast.Constant) and isinstance(call.args[1].value, str):
             topics.add(call.args[1].value)
@@ -299,7 +299,7 @@ def _node_topics(method):
 
 
 def _node_parameters():
-    node = pytest.importorskip('segmif_ros.node.node')
+    node = pytest.importorskip('segmif_ros.node.parameters')
     return node.PARAMETERS
 
 

@@ -1,6 +1,8 @@
 """The segmif_node: the ROS node and its own modules.
 
     node.py        the SegMiFNode class and ``main`` (``segmif_node``, ``ros2 run``)
+    parameters.py  parameter declarations (defaults, descriptors, checks), QoS profiles
+    publishers.py  the output messages and their publishers
     sync.py        approximate/exact-time synchroniser (no rclpy)
     encodings.py   sensor_msgs/Image <-> numpy (no rclpy)
 

@@ -18,104 +18,29 @@ Publications (QoS from ``output_qos``, reliable by default), all with the visibl
 Bad messages (unknown encoding, malformed data, size problems) are refused with a throttled
 warning and counted; the node never dies on a message. Bad parameters (homography not 3x3 or
 singular, missing checkpoint, unknown device) stop the node at construction with a clear message.
+
+The parameters are declared in :mod:`.parameters`, the output messages built in :mod:`.publishers`.
 """
 from __future__ import annotations
 
 import threading
 import time
 
-import numpy as np
 import rclpy
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                ParameterType, SetParametersResult)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
-from std_msgs.msg import ColorRGBA
 
 from segmif_core.checkpoint import CheckpointError
 from segmif_core.inference import SegMiFPredictor
 from segmif_core.registration import Registration, RegistrationError
 
-from .encodings import THERMAL_ENCODINGS, VISIBLE_ENCODINGS, numpy_to_image, to_rgb8, to_thermal
-from .sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer, stamp_to_ns
-
-QOS_CHOICES = ("sensor_data", "reliable", "default")
-
-
-class ConfigurationError(ValueError):
-    """A parameter value the node cannot run with."""
-
-
-def qos_profile(name: str, depth: int) -> QoSProfile:
-    """'sensor_data' (best effort, volatile), 'reliable' / 'default' (reliable, volatile)."""
-    if name == "sensor_data":
-        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                          reliability=ReliabilityPolicy.BEST_EFFORT,
-                          durability=DurabilityPolicy.VOLATILE)
-    if name in ("reliable", "default"):
-        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                          reliability=ReliabilityPolicy.RELIABLE,
-                          durability=DurabilityPolicy.VOLATILE)
-    raise ConfigurationError(f"unknown QoS profile {name!r}; choose one of {QOS_CHOICES}")
-
-
-def _describe(qos: QoSProfile) -> str:
-    return (f"{qos.reliability.name.lower()}, {qos.durability.name.lower()}, "
-            f"{qos.history.name.lower()} depth {qos.depth}")
-
-
-def overlay(fused_rgb: np.ndarray, colors_rgb: np.ndarray, alpha: float) -> np.ndarray:
-    """alpha * colours + (1 - alpha) * fused, HxWx3 uint8 (alpha = 1: the plain colour mask)."""
-    out = alpha * colors_rgb.astype(np.float32) + (1.0 - alpha) * fused_rgb.astype(np.float32)
-    return (out + 0.5).astype(np.uint8)
-
-
-# name: (default, description, extra descriptor fields)
-PARAMETERS = {
-    "checkpoint": ("", "Checkpoint file (.pt); empty = the default checkpoint shipped with "
-                   "segmif_core.", {}),
-    "device": ("cpu", "Torch device: cpu, cuda or cuda:N.", {}),
-    "input_height": (0, "Network input height in pixels (images are resized to it and the "
-                     "outputs back); 0 = the size stored in the checkpoint.",
-                     {"integer_range": [IntegerRange(from_value=0, to_value=4096, step=0)]}),
-    "input_width": (0, "Network input width in pixels; 0 = the checkpoint's.",
-                    {"integer_range": [IntegerRange(from_value=0, to_value=4096, step=0)]}),
-    "thermal_norm": ("percentile", "16-bit thermal scaling: fixed (thermal_min..thermal_max -> "
-                     "0..1) or percentile (per-frame percentiles -> 0..1). 8-bit thermal is /255.",
-                     {"additional_constraints": "one of: fixed, percentile"}),
-    "thermal_min": (0.0, "fixed: raw 16-bit value mapped to 0.", {}),
-    "thermal_max": (65535.0, "fixed: raw 16-bit value mapped to 1.", {}),
-    "thermal_percentile_low": (1.0, "percentile: lower percentile mapped to 0.",
-                               {"floating_point_range": [FloatingPointRange(
-                                   from_value=0.0, to_value=100.0, step=0.0)]}),
-    "thermal_percentile_high": (99.0, "percentile: upper percentile mapped to 1.",
-                                {"floating_point_range": [FloatingPointRange(
-                                    from_value=0.0, to_value=100.0, step=0.0)]}),
-    "homography": ([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-                   "Row-major 3x3 homography mapping thermal pixels to visible pixels.", {}),
-    "crop": ([0, 0, 0, 0], "x, y, width, height crop applied to both images after warping "
-             "(all 0 = no crop).", {}),
-    "approximate_sync": (True, "Pair by approximate time (true) or exact stamps (false).", {}),
-    "slop": (0.02, "Maximum stamp difference inside a pair (s), approximate sync only.",
-             {"floating_point_range": [FloatingPointRange(from_value=1e-6, to_value=10.0,
-                                                          step=0.0)]}),
-    "queue_size": (5, "Messages kept per input while waiting for a partner.",
-                   {"integer_range": [IntegerRange(from_value=1, to_value=1000, step=0)]}),
-    "input_qos": ("sensor_data", "Subscription QoS: sensor_data (best effort) or reliable.",
-                  {"additional_constraints": "one of: sensor_data, reliable"}),
-    "output_qos": ("default", "Publisher QoS: default (reliable) or sensor_data (best effort).",
-                   {"additional_constraints": "one of: default, reliable, sensor_data"}),
-    "overlay_alpha": (0.5, "segmentation/color: weight of the class colours over the fused image.",
-                      {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=1.0,
-                                                                   step=0.0)]}),
-    "no_pair_warn_s": (5.0, "Warn (throttled) when no pair has matched for this long (s).",
-                       {"floating_point_range": [FloatingPointRange(from_value=0.1,
-                                                                    to_value=3600.0, step=0.0)]}),
-}
-#: Parameters that may change while the node runs; the others are read only.
-DYNAMIC = ("overlay_alpha", "no_pair_warn_s")
+from .encodings import THERMAL_ENCODINGS, VISIBLE_ENCODINGS, to_rgb8, to_thermal
+from .parameters import (ConfigurationError, declare_parameters, describe_qos,
+                         dynamic_parameter_error, qos_profile)
+from .publishers import Outputs
+from .sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer
 
 
 class SegMiFNode(Node):
@@ -124,10 +49,7 @@ class SegMiFNode(Node):
 
     def __init__(self, name: str = "segmif_node", **kwargs):
         super().__init__(name, **kwargs)
-        for pname, (default, text, extra) in PARAMETERS.items():
-            self.declare_parameter(pname, default, ParameterDescriptor(
-                description=text, read_only=pname not in DYNAMIC, **extra))
-        p = {k: self.get_parameter(k).value for k in PARAMETERS}
+        p = declare_parameters(self)
         self._alpha = float(p["overlay_alpha"])
         self._no_pair_warn_s = float(p["no_pair_warn_s"])
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -145,11 +67,6 @@ class SegMiFNode(Node):
             raise ConfigurationError(f"segmif_node: invalid parameters: {err}") from err
         if p["input_qos"] == "sensor_data":
             in_qos = qos_profile_sensor_data
-        classes = self.predictor.classes
-        self.class_names = list(classes.names)
-        self._lut_rgb = np.array(classes.colors, np.uint8)
-        self._colors_msg = [ColorRGBA(r=c[0] / 255.0, g=c[1] / 255.0, b=c[2] / 255.0, a=1.0)
-                            for c in classes.colors]
 
         if p["approximate_sync"]:
             self.sync = ApproximateTimeSynchronizer(2, int(p["queue_size"]), float(p["slop"]))
@@ -157,20 +74,8 @@ class SegMiFNode(Node):
             self.sync = ExactTimeSynchronizer(2, int(p["queue_size"]))
         self.sync.register_callback(self._on_pair)
 
-        from segmif_ros.msg import LabelInfo, SegmentationInfo, VisionClass
-        self._info_cls = SegmentationInfo
-        self.pub_fused = self.create_publisher(Image, "fused/image", out_qos)
-        self.pub_labels = self.create_publisher(Image, "segmentation/labels", out_qos)
-        self.pub_color = self.create_publisher(Image, "segmentation/color", out_qos)
-        self.pub_info = self.create_publisher(SegmentationInfo, "segmentation/info", out_qos)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.pub_label_info = self.create_publisher(LabelInfo, "segmentation/label_info", latched)
-        label_info = LabelInfo(class_map=[VisionClass(class_id=i, class_name=n)
-                                          for i, n in enumerate(self.class_names)],
-                               class_colors=self._colors_msg, threshold=0.0)
-        label_info.header.stamp = self.get_clock().now().to_msg()
-        self.pub_label_info.publish(label_info)
+        self.outputs = Outputs(self, self.predictor.classes, out_qos)
+        self.class_names = self.outputs.class_names
 
         self.sub_vis = self.create_subscription(Image, "visible/image",
                                                 lambda m: self._on_image(0, m), in_qos)
@@ -196,7 +101,7 @@ class SegMiFNode(Node):
                  f"{self.predictor.input_size[0]}, {len(self.class_names)} classes, checkpoint "
                  f"{p['checkpoint'] or 'default'}")
         log.info(f"inputs {self.sub_vis.topic_name}, {self.sub_ir.topic_name}: QoS "
-                 f"{_describe(in_qos)}; outputs QoS {_describe(out_qos)}; sync "
+                 f"{describe_qos(in_qos)}; outputs QoS {describe_qos(out_qos)}; sync "
                  f"{'approximate, slop %.3f s' % p['slop'] if p['approximate_sync'] else 'exact'}"
                  f", queue {p['queue_size']}; homography "
                  f"{'identity' if self.registration.is_identity else 'set'}")
@@ -204,10 +109,10 @@ class SegMiFNode(Node):
     # ---------------------------------------------------------------- parameters
     def _on_set_parameters(self, params) -> SetParametersResult:
         for prm in params:
+            reason = dynamic_parameter_error(prm)
+            if reason is not None:
+                return SetParametersResult(successful=False, reason=reason)
             if prm.name == "overlay_alpha":
-                if prm.type_ != ParameterType.PARAMETER_DOUBLE or not 0 <= prm.value <= 1:
-                    return SetParametersResult(successful=False,
-                                               reason="overlay_alpha must be a double in [0, 1]")
                 self._alpha = float(prm.value)
             elif prm.name == "no_pair_warn_s":
                 self._no_pair_warn_s = float(prm.value)
@@ -285,27 +190,11 @@ class SegMiFNode(Node):
             return
         pred = self.predictor.predict(vis, ir)
         header = vis_msg.header
-        color = overlay(pred.fused, self._lut_rgb[pred.labels], self._alpha)
-        self.pub_fused.publish(numpy_to_image(pred.fused[:, :, ::-1], "bgr8", header))
-        self.pub_labels.publish(numpy_to_image(pred.labels, "mono8", header))
-        self.pub_color.publish(numpy_to_image(color[:, :, ::-1], "bgr8", header))
-        counts = np.bincount(pred.labels.ravel(), minlength=len(self.class_names))
+        self.outputs.publish_images(header, pred, self._alpha)
         self.counters["pairs_processed"] += 1
         stats = self.sync.stats()
-        info = self._info_cls(
-            header=header, thermal_stamp=ir_msg.header.stamp, class_names=self.class_names,
-            class_colors=self._colors_msg,
-            class_fractions=(counts[:len(self.class_names)] / max(1, pred.labels.size)).tolist(),
-            mean_confidence=float(pred.confidence.mean()),
-            inference_time_ms=float(pred.inference_ms),
-            processing_time_ms=float((time.perf_counter() - t0) * 1e3),
-            latency_ms=float((self.get_clock().now().nanoseconds - stamp_to_ns(header.stamp))
-                             / 1e6),
-            pairs_processed=self.counters["pairs_processed"],
-            pairs_dropped=self.counters["pairs_dropped"],
-            messages_unmatched=int(stats["messages_unmatched"]),
-            messages_rejected=self.counters["messages_rejected"])
-        self.pub_info.publish(info)
+        self.outputs.publish_info(header, ir_msg.header.stamp, pred, t0, self.counters,
+                                  stats["messages_unmatched"])
 
     def destroy_node(self):
         worker = getattr(self, "_worker", None)  # absent when construction failed

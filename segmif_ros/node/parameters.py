@@ -1,0 +1,100 @@
+"""The parameters of segmif_node: declarations (default, description, descriptor), the ones
+that may change at run time and their checks, and the QoS profiles they name.
+
+Every parameter is declared read only except those in :data:`DYNAMIC`; ranges and choices are
+in the descriptors, so ``ros2 param describe`` shows them. ``config/segmif.yaml`` lists every
+parameter with its default (test/test_launch.py compares the two).
+"""
+from __future__ import annotations
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+QOS_CHOICES = ("sensor_data", "reliable", "default")
+
+
+class ConfigurationError(ValueError):
+    """A parameter value the node cannot run with."""
+
+
+def qos_profile(name: str, depth: int) -> QoSProfile:
+    """'sensor_data' (best effort, volatile), 'reliable' / 'default' (reliable, volatile)."""
+    if name == "sensor_data":
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                          reliability=ReliabilityPolicy.BEST_EFFORT,
+                          durability=DurabilityPolicy.VOLATILE)
+    if name in ("reliable", "default"):
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                          reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.VOLATILE)
+    raise ConfigurationError(f"unknown QoS profile {name!r}; choose one of {QOS_CHOICES}")
+
+
+def describe_qos(qos: QoSProfile) -> str:
+    """One line for the log: reliability, durability, history and depth."""
+    return (f"{qos.reliability.name.lower()}, {qos.durability.name.lower()}, "
+            f"{qos.history.name.lower()} depth {qos.depth}")
+
+
+# name: (default, description, extra descriptor fields)
+PARAMETERS = {
+    "checkpoint": ("", "Checkpoint file (.pt); empty = the default checkpoint shipped with "
+                   "segmif_core.", {}),
+    "device": ("cpu", "Torch device: cpu, cuda or cuda:N.", {}),
+    "input_height": (0, "Network input height in pixels (images are resized to it and the "
+                     "outputs back); 0 = the size stored in the checkpoint.",
+                     {"integer_range": [IntegerRange(from_value=0, to_value=4096, step=0)]}),
+    "input_width": (0, "Network input width in pixels; 0 = the checkpoint's.",
+                    {"integer_range": [IntegerRange(from_value=0, to_value=4096, step=0)]}),
+    "thermal_norm": ("percentile", "16-bit thermal scaling: fixed (thermal_min..thermal_max -> "
+                     "0..1) or percentile (per-frame percentiles -> 0..1). 8-bit thermal is /255.",
+                     {"additional_constraints": "one of: fixed, percentile"}),
+    "thermal_min": (0.0, "fixed: raw 16-bit value mapped to 0.", {}),
+    "thermal_max": (65535.0, "fixed: raw 16-bit value mapped to 1.", {}),
+    "thermal_percentile_low": (1.0, "percentile: lower percentile mapped to 0.",
+                               {"floating_point_range": [FloatingPointRange(
+                                   from_value=0.0, to_value=100.0, step=0.0)]}),
+    "thermal_percentile_high": (99.0, "percentile: upper percentile mapped to 1.",
+                                {"floating_point_range": [FloatingPointRange(
+                                    from_value=0.0, to_value=100.0, step=0.0)]}),
+    "homography": ([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                   "Row-major 3x3 homography mapping thermal pixels to visible pixels.", {}),
+    "crop": ([0, 0, 0, 0], "x, y, width, height crop applied to both images after warping "
+             "(all 0 = no crop).", {}),
+    "approximate_sync": (True, "Pair by approximate time (true) or exact stamps (false).", {}),
+    "slop": (0.02, "Maximum stamp difference inside a pair (s), approximate sync only.",
+             {"floating_point_range": [FloatingPointRange(from_value=1e-6, to_value=10.0,
+                                                          step=0.0)]}),
+    "queue_size": (5, "Messages kept per input while waiting for a partner.",
+                   {"integer_range": [IntegerRange(from_value=1, to_value=1000, step=0)]}),
+    "input_qos": ("sensor_data", "Subscription QoS: sensor_data (best effort) or reliable.",
+                  {"additional_constraints": "one of: sensor_data, reliable"}),
+    "output_qos": ("default", "Publisher QoS: default (reliable) or sensor_data (best effort).",
+                   {"additional_constraints": "one of: default, reliable, sensor_data"}),
+    "overlay_alpha": (0.5, "segmentation/color: weight of the class colours over the fused image.",
+                      {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=1.0,
+                                                                   step=0.0)]}),
+    "no_pair_warn_s": (5.0, "Warn (throttled) when no pair has matched for this long (s).",
+                       {"floating_point_range": [FloatingPointRange(from_value=0.1,
+                                                                    to_value=3600.0, step=0.0)]}),
+}
+#: Parameters that may change while the node runs; the others are read only.
+DYNAMIC = ("overlay_alpha", "no_pair_warn_s")
+
+
+def declare_parameters(node) -> dict:
+    """Declare every parameter of :data:`PARAMETERS` on ``node`` (read only unless in
+    :data:`DYNAMIC`) and return their values, ``{name: value}``."""
+    for pname, (default, text, extra) in PARAMETERS.items():
+        node.declare_parameter(pname, default, ParameterDescriptor(
+            description=text, read_only=pname not in DYNAMIC, **extra))
+    return {k: node.get_parameter(k).value for k in PARAMETERS}
+
+
+def dynamic_parameter_error(prm) -> str | None:
+    """Why a new value of a :data:`DYNAMIC` parameter is refused, or None when it is accepted
+    (no_pair_warn_s is checked by its descriptor's range)."""
+    if prm.name == "overlay_alpha":
+        if prm.type_ != ParameterType.PARAMETER_DOUBLE or not 0 <= prm.value <= 1:
+            return "overlay_alpha must be a double in [0, 1]"
+    return None

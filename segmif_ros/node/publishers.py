@@ -1,0 +1,84 @@
+"""The outputs of segmif_node: its five publishers and the messages it builds for them.
+
+Every output carries the visible image's header (acquisition stamp and frame_id, never now()):
+
+    fused/image              sensor_msgs/Image bgr8, the fused image
+    segmentation/labels      sensor_msgs/Image mono8, class id per pixel
+    segmentation/color       sensor_msgs/Image bgr8, class colours over the fused image
+    segmentation/info        segmif_ros/SegmentationInfo, per frame: classes, timings, counters
+    segmentation/label_info  segmif_ros/LabelInfo, the class map, published once at start,
+                             reliable and transient local (late subscribers get it)
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import ColorRGBA
+
+from .encodings import numpy_to_image
+from .sync import stamp_to_ns
+
+
+def overlay(fused_rgb: np.ndarray, colors_rgb: np.ndarray, alpha: float) -> np.ndarray:
+    """alpha * colours + (1 - alpha) * fused, HxWx3 uint8 (alpha = 1: the plain colour mask)."""
+    out = alpha * colors_rgb.astype(np.float32) + (1.0 - alpha) * fused_rgb.astype(np.float32)
+    return (out + 0.5).astype(np.uint8)
+
+
+class Outputs:
+    """The publishers of ``node`` for the class set ``classes`` (a segmif_core ClassSet), with
+    QoS ``qos`` (LabelInfo: reliable, transient local). Publishes the LabelInfo at once."""
+
+    def __init__(self, node, classes, qos: QoSProfile):
+        from segmif_ros.msg import LabelInfo, SegmentationInfo, VisionClass
+
+        self._node = node
+        self.class_names = list(classes.names)
+        self._lut_rgb = np.array(classes.colors, np.uint8)
+        self._colors_msg = [ColorRGBA(r=c[0] / 255.0, g=c[1] / 255.0, b=c[2] / 255.0, a=1.0)
+                            for c in classes.colors]
+        self._info_cls = SegmentationInfo
+        self.pub_fused = node.create_publisher(Image, "fused/image", qos)
+        self.pub_labels = node.create_publisher(Image, "segmentation/labels", qos)
+        self.pub_color = node.create_publisher(Image, "segmentation/color", qos)
+        self.pub_info = node.create_publisher(SegmentationInfo, "segmentation/info", qos)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.pub_label_info = node.create_publisher(LabelInfo, "segmentation/label_info", latched)
+        label_info = LabelInfo(class_map=[VisionClass(class_id=i, class_name=n)
+                                          for i, n in enumerate(self.class_names)],
+                               class_colors=self._colors_msg, threshold=0.0)
+        label_info.header.stamp = node.get_clock().now().to_msg()
+        self.pub_label_info.publish(label_info)
+
+    def publish_images(self, header, pred, alpha: float) -> None:
+        """fused/image, segmentation/labels and segmentation/color of one prediction
+        (segmif_core Prediction: RGB ``fused``, ``labels``), colours weighted by ``alpha``."""
+        color = overlay(pred.fused, self._lut_rgb[pred.labels], alpha)
+        self.pub_fused.publish(numpy_to_image(pred.fused[:, :, ::-1], "bgr8", header))
+        self.pub_labels.publish(numpy_to_image(pred.labels, "mono8", header))
+        self.pub_color.publish(numpy_to_image(color[:, :, ::-1], "bgr8", header))
+
+    def publish_info(self, header, thermal_stamp, pred, t0: float, counters: dict,
+                     messages_unmatched: int) -> None:
+        """segmentation/info of one prediction: class fractions, confidence, timings
+        (processing from ``t0``, a ``time.perf_counter()`` value; latency from the header
+        stamp to the node clock's now) and the node's ``counters``."""
+        counts = np.bincount(pred.labels.ravel(), minlength=len(self.class_names))
+        info = self._info_cls(
+            header=header, thermal_stamp=thermal_stamp, class_names=self.class_names,
+            class_colors=self._colors_msg,
+            class_fractions=(counts[:len(self.class_names)] / max(1, pred.labels.size)).tolist(),
+            mean_confidence=float(pred.confidence.mean()),
+            inference_time_ms=float(pred.inference_ms),
+            processing_time_ms=float((time.perf_counter() - t0) * 1e3),
+            latency_ms=float((self._node.get_clock().now().nanoseconds
+                              - stamp_to_ns(header.stamp)) / 1e6),
+            pairs_processed=counters["pairs_processed"],
+            pairs_dropped=counters["pairs_dropped"],
+            messages_unmatched=int(messages_unmatched),
+            messages_rejected=counters["messages_rejected"])
+        self.pub_info.publish(info)
