@@ -85,10 +85,10 @@ setup(
     },
     entry_points={
         'console_scripts': [
-            'segmif = segmif_ros.cli:main',
+            'segmif = segmif_ros.tools.cli:main',
             'segmif_node = segmif_ros.node:main',
-            'segmif_replay = segmif_ros.replay:main',
-            'segmif_recorder = segmif_ros.recorder:main',
+            'segmif_replay = segmif_ros.tools.replay:main',
+            'segmif_recorder = segmif_ros.tools.recorder:main',
         ],
     },
     # keep setuptools' build tree apart from build/cmake (the ament_cmake build)

@@ -1,4 +1,5 @@
-"""Tests of segmif_ros.bag (make/read rosbag2), segmif_ros.replay and segmif_ros.recorder.
+"""Tests of segmif_ros.tools.bag (make/read rosbag2), segmif_ros.tools.replay and
+segmif_ros.tools.recorder.
 
 Expectations are computed independently: pixels are read from the PNGs with cv2, stamps from
 the documented formula (start + round(i * 1e9 / rate)), message bytes are decoded with numpy
@@ -25,8 +26,8 @@ import cv2
 import numpy as np
 import pytest
 
-from segmif_ros import bag as bagmod
-from segmif_ros.bag import bag_info, get_typestore, make_bag, read_bag, read_bag_raw
+from segmif_ros.tools import bag as bagmod
+from segmif_ros.tools.bag import bag_info, get_typestore, make_bag, read_bag, read_bag_raw
 
 REPO = Path(__file__).resolve().parent.parent
 MFNET = Path("/work/shared/data/mfnet")
@@ -338,8 +339,8 @@ def test_replay_into_recorder_in_process(ros_env, small_bag, tmp_path):
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
 
-    from segmif_ros.recorder import BagRecorder
-    from segmif_ros.replay import replay_bag
+    from segmif_ros.tools.recorder import BagRecorder
+    from segmif_ros.tools.replay import replay_bag
 
     prefix = _prefix()
     ctx = Context()
@@ -383,11 +384,11 @@ def test_recorder_and_replay_cli(ros_env, small_bag, tmp_path, capsys):
     import rclpy
     from rclpy.context import Context
 
-    from segmif_ros import replay
+    from segmif_ros.tools import replay
 
     prefix = _prefix()
     out = tmp_path / "cli_bag"
-    cmd = [sys.executable, "-m", "segmif_ros.recorder", "--out", str(out), "--qos", "reliable", "--storage", "sqlite3"]
+    cmd = [sys.executable, "-m", "segmif_ros.tools.recorder", "--out", str(out), "--qos", "reliable", "--storage", "sqlite3"]
     for t in (VIS, IR, GT):
         cmd += ["--topic", f"{prefix}{t}:sensor_msgs/msg/Image"]
     proc = subprocess.Popen(cmd, env=ros_env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -429,7 +430,7 @@ def test_recorder_and_replay_cli(ros_env, small_bag, tmp_path, capsys):
 
 def test_recorder_cli_idle_timeout(ros_env, tmp_path):
     out = tmp_path / "idle"
-    cmd = [sys.executable, "-m", "segmif_ros.recorder", "--out", str(out), "--topic", _prefix() + "/nothing",
+    cmd = [sys.executable, "-m", "segmif_ros.tools.recorder", "--out", str(out), "--topic", _prefix() + "/nothing",
            "--idle-timeout", "0.5", "--duration", "30"]
     t0 = time.monotonic()
     res = subprocess.run(cmd, env=ros_env, cwd=str(REPO), capture_output=True, text=True, timeout=30)
@@ -455,8 +456,8 @@ def test_custom_message_record_and_restamp(ros_env, tmp_path):
     from rclpy.duration import Duration
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-    from segmif_ros.recorder import BagRecorder
-    from segmif_ros.replay import replay_bag
+    from segmif_ros.tools.recorder import BagRecorder
+    from segmif_ros.tools.replay import replay_bag
 
     prefix = _prefix()
     ctx = Context()

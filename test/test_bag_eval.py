@@ -20,8 +20,8 @@ import pytest
 pytest.importorskip("rclpy")
 
 from segmif_core.metrics.fusion import FUSION_METRIC_KEYS, fusion_metrics  # noqa: E402
-from segmif_ros import cli  # noqa: E402
-from segmif_ros.bag import make_bag  # noqa: E402
+from segmif_ros.tools import cli  # noqa: E402
+from segmif_ros.tools.bag import make_bag  # noqa: E402
 
 MFNET = Path(__file__).resolve().parents[2] / "shared" / "data" / "mfnet"
 H, W = 96, 128
@@ -147,9 +147,9 @@ def test_bag_eval_missing_topic_fails_before_starting_anything(tmp_path, small_p
 
 def test_demo_is_make_bag_plus_bag_eval(tmp_path, small_pairs, tiny_checkpoint, monkeypatch):
     """The demo builds the bag and hands it to run_bag_eval (no live run here)."""
-    import segmif_ros.bag_eval
-    from segmif_ros.bag import bag_info
-    from segmif_ros.demo import run_demo
+    import segmif_ros.tools.bag_eval
+    from segmif_ros.tools.bag import bag_info
+    from segmif_ros.tools.demo import run_demo
 
     root, names = small_pairs
     calls = []
@@ -158,7 +158,7 @@ def test_demo_is_make_bag_plus_bag_eval(tmp_path, small_pairs, tiny_checkpoint, 
         calls.append((Path(bag), Path(out), kw))
         return {"stub": True}
 
-    monkeypatch.setattr(segmif_ros.bag_eval, "run_bag_eval", fake_run_bag_eval)
+    monkeypatch.setattr(segmif_ros.tools.bag_eval, "run_bag_eval", fake_run_bag_eval)
     report = run_demo(root, None, tmp_path / "demo", tiny_checkpoint, "cpu", 0.5, 2,
                       log=lambda *_: None)
     assert report["stub"] is True and len(calls) == 1

@@ -298,7 +298,7 @@ def entropy_bits(img):
 def test_evaluate_cli_on_roadscene_jpg_folder(tmp_path):
     """`segmif evaluate --data DIR` on vis/NAME.jpg + ir/NAME.jpg finds and scores every pair
     (it used to stop with "no pairs found": only .png was listed)."""
-    from segmif_ros import cli
+    from segmif_ros.tools import cli
 
     names = ["00102D", "00545D", "00723N"]
     data = tmp_path / "roadscene"
@@ -317,7 +317,7 @@ def test_evaluate_cli_on_roadscene_jpg_folder(tmp_path):
 
 
 def test_evaluate_cli_model_on_jpg_pairs_with_bmp_labels(tmp_path, tiny_checkpoint):
-    from segmif_ros import cli
+    from segmif_ros.tools import cli
 
     names = ["00102D", "00723N"]
     data = tmp_path / "roadscene"
@@ -334,7 +334,7 @@ def test_evaluate_cli_model_on_jpg_pairs_with_bmp_labels(tmp_path, tiny_checkpoi
 
 
 def test_evaluate_cli_refuses_duplicate_stems_and_jpeg_labels(tmp_path, capsys):
-    from segmif_ros import cli
+    from segmif_ros.tools import cli
 
     data = tmp_path / "roadscene"
     roadscene_folder(data, ["00102D"])
@@ -374,7 +374,7 @@ def test_fuse_cli_on_roadscene_jpg_folder_writes_full_size_fused_images(tmp_path
                                                                           tiny_checkpoint):
     """`segmif fuse --vis DIR/vis --ir DIR/ir` on jpg pairs fuses every pair at its own size."""
     import cv2
-    from segmif_ros import cli
+    from segmif_ros.tools import cli
 
     names = ["00102D", "00723N"]
     data = tmp_path / "roadscene"

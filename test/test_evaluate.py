@@ -17,7 +17,7 @@ import pytest
 
 from segmif_core.data.classes import MFNET_CLASSES, ClassSet
 from segmif_core.metrics.fusion import FUSION_METRIC_KEYS, fusion_metrics
-from segmif_ros import cli
+from segmif_ros.tools import cli
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 RULES = ["visible", "thermal", "average", "maximum"]

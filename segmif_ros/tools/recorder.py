@@ -2,8 +2,8 @@
 
 Messages are received already serialised (``raw=True`` subscriptions, no deserialisation
 cost) and written with the ``rosbags`` writer, so any type with an importable rclpy class and a
-definition in :func:`segmif_ros.bag.get_typestore` (ROS 2 Kilted + ``segmif_ros/msg/*``) can be
-recorded. The bag timestamp of each message is its receive time on the node's clock (system
+definition in :func:`segmif_ros.tools.bag.get_typestore` (ROS 2 Kilted + ``segmif_ros/msg/*``) can
+be recorded. The bag timestamp of each message is its receive time on the node's clock (system
 time unless the node uses ``use_sim_time``); with restamped replays or live cameras,
 ``bag timestamp - header stamp`` is therefore the end-to-end latency. The system-clock receive
 time is additionally kept in :attr:`BagRecorder.receive_log`.
@@ -18,7 +18,7 @@ CLI::
                     [--duration S] [--idle-timeout S] [--qos best_effort|reliable|auto]
                     [--storage mcap|sqlite3] [--overwrite]
 
-(``python -m segmif_ros.recorder`` works as well.) Stops on SIGINT/SIGTERM, after
+(``python -m segmif_ros.tools.recorder`` works as well.) Stops on SIGINT/SIGTERM, after
 ``--duration`` seconds, or after ``--idle-timeout`` seconds without messages, and always
 finalises the bag; prints a JSON summary.
 """
@@ -113,8 +113,8 @@ class BagRecorder:
     QoS: a *reliable* subscription does not match a best-effort publisher, while a
     *best-effort* subscription matches both but may lose messages (large images under load).
     ``qos="best_effort"`` (default) therefore records anything; use ``"reliable"`` for lossless
-    recording of reliable publishers (e.g. :func:`segmif_ros.replay.replay_bag`), or ``"auto"``
-    to pick reliable only when every publisher already visible to the node is reliable
+    recording of reliable publishers (e.g. :func:`segmif_ros.tools.replay.replay_bag`), or
+    ``"auto"`` to pick reliable only when every publisher already visible to the node is reliable
     (decided once, at construction).
 
     :param node: rclpy node the subscriptions are created on.

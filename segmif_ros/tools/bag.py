@@ -50,7 +50,7 @@ __all__ = [
 
 #: Default time of the first visible frame written by :func:`make_bag`: 2023-11-14T22:13:20Z (ns).
 DEFAULT_START_NS: int = 1_700_000_000 * 1_000_000_000
-#: Storage plugins understood by :func:`make_bag` and :class:`segmif_ros.recorder.BagRecorder`.
+#: Storage plugins understood by :func:`make_bag` and :class:`segmif_ros.tools.recorder.BagRecorder`.
 STORAGES: Tuple[str, ...] = ("mcap", "sqlite3")
 #: rosbag2 metadata format version written by this module.
 BAG_VERSION = 9
@@ -90,7 +90,7 @@ def custom_msg_dirs() -> List[Path]:
     importable and the package is installed). Duplicates are removed.
     """
     found: List[Path] = []
-    source = Path(__file__).resolve().parent.parent / "msg"
+    source = Path(__file__).resolve().parents[2] / "msg"
     if source.is_dir():
         found.append(source)
     try:

@@ -1,7 +1,7 @@
 """Replay a rosbag2 into the live ROS 2 graph (a small ``ros2 bag play`` for segmif).
 
 ``ros2 bag`` (rosbag2) is not installable here, so this module reads bags with ``rosbags``
-(:mod:`segmif_ros.bag`) and publishes with rclpy. Compared with ``ros2 bag play`` it can
+(:mod:`segmif_ros.tools.bag`) and publishes with rclpy. Compared with ``ros2 bag play`` it can
 *restamp*: every ``builtin_interfaces/Time`` in a message (headers included, zero stamps
 excepted) is shifted by one constant offset ``now - first bag timestamp``, so a bag made from
 a data set looks like a live camera rig while the relative timing (visible/thermal jitter,
@@ -12,7 +12,7 @@ CLI::
     segmif_replay BAG [--rate R] [--no-restamp] [--clock] [--topics T ...]
                       [--remap /a:=/b ...] [--start-delay S] [--wait-subscribers S]
 
-(``python -m segmif_ros.replay`` works as well.)
+(``python -m segmif_ros.tools.replay`` works as well.)
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 1. Build a rosbag2 from a folder of labelled pairs (default: the MFNet val split in
    ../shared/data/mfnet): visible at 30 Hz, thermal with a few ms of stamp jitter, ground truth on
-   its own topic (:func:`segmif_ros.bag.make_bag`).
-2. Evaluate segmif_node on it (:func:`segmif_ros.bag_eval.run_bag_eval`): start the node as its
-   own process, replay the bag into the live graph, record the node's outputs (plus the replayed
+   its own topic (:func:`segmif_ros.tools.bag.make_bag`).
+2. Evaluate segmif_node on it (:func:`segmif_ros.tools.bag_eval.run_bag_eval`): start the node as
+   its own process, replay the bag into the live graph, record the node's outputs (plus the replayed
    inputs and ground truth), match outputs to ground truth by stamp and write ``report.json``
    (the keys of ``segmif evaluate``: segmentation and fusion metrics with the baseline fusion
    rules, protocol, plus ``stream``, ``frames`` and ``timing``), ``report.md``, the plots and
@@ -24,7 +24,7 @@ def default_data() -> Path:
     """The MFNet pairs beside the checkout: ``../shared/data/mfnet`` from the repository root
     (found from the current folder, as ``make demo`` runs there, or from this source file)."""
     candidates = [Path.cwd().resolve().parent / "shared" / "data" / "mfnet",
-                  Path(__file__).resolve().parents[2] / "shared" / "data" / "mfnet"]
+                  Path(__file__).resolve().parents[3] / "shared" / "data" / "mfnet"]
     for c in candidates:
         if (c / "vis").is_dir():
             return c

@@ -23,7 +23,7 @@ Fusion metrics assume registered input (identity homography, no crop): a frame w
 and fused sizes differ from the visible one is listed in ``fusion_skipped``. 16-bit thermal is
 scaled with the node's default rule (per-frame percentiles 1/99) unless ``node_params`` say
 otherwise. Every ROS 2 process runs with Fast DDS over shared memory only, discovery on this host
-and a domain id of its own (:func:`segmif_ros.demo.local_ros_env`).
+and a domain id of its own (:func:`segmif_ros.tools.demo.local_ros_env`).
 """
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def analyse_output_bag(output_bag, out_dir, topics: Mapping[str, str], *, classe
     from segmif_core.metrics import ConfusionMatrix
 
     from .bag import read_bag
-    from .node.encodings import image_to_numpy, to_rgb8, to_thermal
+    from ..node.encodings import image_to_numpy, to_rgb8, to_thermal
 
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
@@ -356,7 +356,7 @@ def run_bag_eval(bag, out="runs/bag_eval", *, visible_topic: str = "/visible/ima
         for k, v in params.items():
             cmd += ["-p", f"{k}:={v}"]
         env = os.environ.copy()
-        src = str(Path(__file__).resolve().parents[1])  # the child runs this very code
+        src = str(Path(__file__).resolve().parents[2])  # the child runs this very code
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
                                    else "")
         node_log = open(out / "node.log", "w")

@@ -1,0 +1,12 @@
+"""The segmif tools around the node: bags, replay, recording, evaluation, the demo, the CLI.
+
+    cli.py       the ``segmif`` command (fuse, evaluate, train, bag make|info|eval, demo)
+    bag.py       rosbag2 bags: make from image pairs, read, summarise (no rclpy)
+    replay.py    ``segmif_replay``: a bag into the live graph, restamped
+    recorder.py  ``segmif_recorder``: live topics into a bag
+    bag_eval.py  ``segmif bag eval``: a bag through a live segmif_node, report
+    demo.py      ``segmif demo`` = ``segmif bag make`` + ``segmif bag eval``
+
+The tools use the node's modules (:mod:`segmif_ros.node`), never the other way round. Importing
+this package imports nothing else; the modules that need rclpy import it themselves.
+"""
