@@ -1,5 +1,5 @@
-"""Tests of segmif_ros.tools.bag (make/read rosbag2), segmif_ros.tools.replay and
-segmif_ros.tools.recorder.
+"""Tests of segmif_ros.tools.bag_make and segmif_ros.tools.bag (make/read rosbag2),
+segmif_ros.tools.replay and segmif_ros.tools.recorder.
 
 Expectations are computed independently: pixels are read from the PNGs with cv2, stamps from
 the documented formula (start + round(i * 1e9 / rate)), message bytes are decoded with numpy
@@ -27,11 +27,12 @@ import numpy as np
 import pytest
 
 from segmif_ros.tools import bag as bagmod
-from segmif_ros.tools.bag import bag_info, get_typestore, make_bag, read_bag, read_bag_raw
+from segmif_ros.tools.bag import bag_info, get_typestore, read_bag, read_bag_raw
+from segmif_ros.tools.bag_make import DEFAULT_START_NS, make_bag
 
 REPO = Path(__file__).resolve().parent.parent
 MFNET = Path("/work/shared/data/mfnet")
-START = bagmod.DEFAULT_START_NS
+START = DEFAULT_START_NS
 NS = 1_000_000_000
 VIS, IR, GT = "/visible/image", "/thermal/image", "/ground_truth/labels"
 

@@ -21,7 +21,7 @@ pytest.importorskip("rclpy")
 
 from segmif_core.metrics.fusion import FUSION_METRIC_KEYS, fusion_metrics  # noqa: E402
 from segmif_ros.tools import cli  # noqa: E402
-from segmif_ros.tools.bag import make_bag  # noqa: E402
+from segmif_ros.tools.bag_make import make_bag  # noqa: E402
 
 MFNET = Path(__file__).resolve().parents[2] / "shared" / "data" / "mfnet"
 H, W = 96, 128

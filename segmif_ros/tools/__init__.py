@@ -1,7 +1,8 @@
 """The segmif tools around the node: bags, replay, recording, evaluation, the demo, the CLI.
 
     cli.py       the ``segmif`` command (fuse, evaluate, train, bag make|info|eval, demo)
-    bag.py       rosbag2 bags: make from image pairs, read, summarise (no rclpy)
+    bag.py       rosbag2 type store, reading, summaries, atomic output (no rclpy)
+    bag_make.py  ``segmif bag make``: a bag from a folder of image pairs (no rclpy)
     replay.py    ``segmif_replay``: a bag into the live graph, restamped
     recorder.py  ``segmif_recorder``: live topics into a bag
     bag_eval.py  ``segmif bag eval``: a bag through a live segmif_node, report

@@ -126,7 +126,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_bag(args) -> int:
-    from .bag import bag_info, make_bag
+    from .bag import bag_info
+    from .bag_make import make_bag
 
     if args.bag_cmd == "eval":
         return _cmd_bag_eval(args)

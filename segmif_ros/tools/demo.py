@@ -2,7 +2,7 @@
 
 1. Build a rosbag2 from a folder of labelled pairs (default: the MFNet val split in
    ../shared/data/mfnet): visible at 30 Hz, thermal with a few ms of stamp jitter, ground truth on
-   its own topic (:func:`segmif_ros.tools.bag.make_bag`).
+   its own topic (:func:`segmif_ros.tools.bag_make.make_bag`).
 2. Evaluate segmif_node on it (:func:`segmif_ros.tools.bag_eval.run_bag_eval`): start the node as
    its own process, replay the bag into the live graph, record the node's outputs (plus the replayed
    inputs and ground truth), match outputs to ground truth by stamp and write ``report.json``
@@ -58,7 +58,7 @@ def run_demo(data=None, split="val.txt", out="runs/demo", checkpoint=None, devic
     """
     from segmif_core.checkpoint import load_checkpoint
 
-    from .bag import make_bag
+    from .bag_make import make_bag
     from .bag_eval import run_bag_eval
 
     local_ros_env()
