@@ -11,14 +11,13 @@
    mosaics (visible | thermal | fused | colour labels | ground truth) under the output folder.
 
 Every ROS 2 process runs with Fast DDS over shared memory only, discovery limited to this host and
-a domain id of its own (see :func:`local_ros_env`).
+a domain id of its own (see :func:`segmif_ros.tools.bag_eval.local_ros_env`).
 """
 from __future__ import annotations
 
-import os
-import random
 import time
 from pathlib import Path
+
 
 def default_data() -> Path:
     """The MFNet pairs beside the checkout: ``../shared/data/mfnet`` from the repository root
@@ -30,20 +29,6 @@ def default_data() -> Path:
             return c
     raise FileNotFoundError("demo data not found (looked in "
                             f"{', '.join(str(c) for c in candidates)}); pass --data DIR")
-
-
-def local_ros_env(domain_id: int | None = None) -> dict:
-    """Set (in os.environ, so that child processes inherit them) and return the variables that
-    keep ROS 2 traffic on this host: Fast DDS shared-memory transport only, discovery on
-    localhost only, and a ROS_DOMAIN_ID of this run's own (random 1-200 unless given or already
-    set). On a robot network do not use this: see the README."""
-    os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "SHM"
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    if domain_id is not None:
-        os.environ["ROS_DOMAIN_ID"] = str(domain_id)
-    os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 200)))
-    return {k: os.environ[k] for k in ("FASTDDS_BUILTIN_TRANSPORTS",
-                                       "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID")}
 
 
 def run_demo(data=None, split="val.txt", out="runs/demo", checkpoint=None, device="cpu",
@@ -58,8 +43,8 @@ def run_demo(data=None, split="val.txt", out="runs/demo", checkpoint=None, devic
     """
     from segmif_core.checkpoint import load_checkpoint
 
+    from .bag_eval import local_ros_env, run_bag_eval
     from .bag_make import make_bag
-    from .bag_eval import run_bag_eval
 
     local_ros_env()
     data = Path(data) if data else default_data()

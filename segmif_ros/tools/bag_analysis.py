@@ -1,0 +1,225 @@
+"""The analysis of ``segmif bag eval`` (step 3 of :mod:`segmif_ros.tools.bag_eval`): a recorded
+output bag -> the evaluation report.
+
+Match outputs to inputs and ground truth by header stamp (outputs carry the visible stamp) and
+build the evaluation report of :mod:`segmif_core.report`: segmentation metrics (labelled frames),
+fusion metrics of the recorded fused image and of the baseline fusion rules on the recorded
+visible/thermal pair (thermal found by ``SegmentationInfo.thermal_stamp``), plus the node's frame
+statistics: ``stream`` (frames in/out, pairs dropped by the node, pairs never answered, ...),
+``frames`` (per-frame latency and timing lists) and ``timing`` summaries, and mosaics (visible |
+thermal | fused | colour labels | ground truth).
+
+Fusion metrics assume registered input (identity homography, no crop): a frame whose thermal
+and fused sizes differ from the visible one is listed in ``fusion_skipped``. 16-bit thermal is
+scaled with the node's default rule (per-frame percentiles 1/99) unless the node's parameters
+say otherwise (:func:`thermal_rule_from_params`). The bag is read with ``rosbags``
+(:mod:`segmif_ros.tools.bag`); no rclpy.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import cv2
+import numpy as np
+
+
+def _stamp_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def _tile(img_rgb: np.ndarray, title: str, size=(320, 240)) -> np.ndarray:
+    if img_rgb.ndim == 2:
+        img_rgb = cv2.cvtColor(img_rgb, cv2.COLOR_GRAY2RGB)
+    tile = cv2.resize(img_rgb, size, interpolation=cv2.INTER_AREA)
+    cv2.putText(tile, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(tile, title, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
+                cv2.LINE_AA)
+    return tile
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot write {path}")
+    os.replace(tmp, path)
+
+
+def thermal_rule_from_params(params: Mapping | None) -> dict:
+    """The 16-bit thermal rule of a node started with ``params`` (node defaults otherwise)."""
+    from segmif_core.evaluation import DEFAULT_THERMAL_RULE
+
+    p = params or {}
+    rule = dict(DEFAULT_THERMAL_RULE)
+    for src, dst in (("thermal_norm", "mode"), ("thermal_percentile_low", "low"),
+                     ("thermal_percentile_high", "high"), ("thermal_min", "vmin"),
+                     ("thermal_max", "vmax")):
+        if src in p:
+            rule[dst] = p[src] if dst == "mode" else float(p[src])
+    return rule
+
+
+# ---------------------------------------------------------------------------------- analysis
+def analyse_output_bag(output_bag, out_dir, topics: Mapping[str, str], *, classes=None,
+                       method: str = "SegMiF", include_background: bool = True,
+                       absent: str = "skip", rules: Iterable[str] | None = None,
+                       thermal_rule: Mapping | None = None, n_mosaics: int = 4,
+                       counters_since_node_start: bool = True) -> dict:
+    """Evaluate a recorded output bag (see the module docstring); returns the report dict.
+
+    Args:
+        output_bag: bag recorded by :func:`segmif_ros.tools.bag_eval.run_bag_eval` (inputs and
+            outputs).
+        out_dir: folder for the mosaics.
+        topics: live topic names (:func:`segmif_ros.tools.bag_eval.live_topics`).
+        classes: ``ClassSet`` used when the bag has no ``segmentation/info`` (names and colours
+            normally come from the node's ``SegmentationInfo``).
+        method: row name of the node's fusion in the fusion table.
+        rules: fusion rules scored on the same inputs (None = all).
+        counters_since_node_start: the node was started for this run, so its cumulative
+            counters (pairs dropped, ...) are this run's; otherwise the difference between the
+            last and the first answered frame is reported.
+    """
+    from segmif_core.data.classes import ClassSet
+    from segmif_core.evaluation import (RULE_NAMES, FusionTable, assemble_report, luma8,
+                                        thermal8, timing_summary)
+    from segmif_core.metrics import ConfusionMatrix
+
+    from .bag import read_bag
+    from ..node.encodings import image_to_numpy, to_rgb8, to_thermal
+
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    by_topic: dict[str, dict[int, tuple[int, object]]] = {}
+    for topic, ts, msg in read_bag(output_bag):
+        by_topic.setdefault(topic, {})[_stamp_ns(msg.header.stamp)] = (ts, msg)
+    get = lambda key: by_topic.get(topics[key], {})  # noqa: E731
+    vis_by, ir_by, gt = get("visible"), get("thermal"), get("ground_truth")
+    labels, infos = get("segmentation/labels"), get("segmentation/info")
+    fused_by, color_by = get("fused/image"), get("segmentation/color")
+
+    if infos:
+        first = infos[min(infos)][1]
+        names = list(first.class_names)
+        colors = tuple(tuple(int(round(255 * v)) for v in (c.r, c.g, c.b))
+                       for c in first.class_colors)
+        if len(colors) != len(names):
+            colors = tuple((0, 0, 0) for _ in names)
+        classes = ClassSet("node", tuple(names), colors)
+    elif classes is None:
+        from segmif_core.data.classes import MFNET_CLASSES
+        classes = MFNET_CLASSES
+    cm = ConfusionMatrix(classes.num_classes, class_names=list(classes.names))
+    rules = list(RULE_NAMES if rules is None else rules)
+    table = FusionTable([method], rules)
+    ir_stamps = np.array(sorted(ir_by), np.int64)
+
+    answered = sorted(labels)
+    frames = {"stamp_ns": [], "latency_ms": [], "input_to_output_ms": [], "node_latency_ms": [],
+              "inference_ms": [], "processing_ms": [], "ground_truth": []}
+    n_labelled = 0
+    for s in answered:
+        ts, label_msg = labels[s]
+        info = infos.get(s, (None, None))[1]
+        frames["stamp_ns"].append(s)
+        frames["latency_ms"].append((ts - s) / 1e6)
+        # receive time of the visible input -> receive time of the output (same recorder clock):
+        # the latency seen by a subscriber, whatever the replay rate did to the stamps
+        frames["input_to_output_ms"].append((ts - vis_by[s][0]) / 1e6 if s in vis_by else None)
+        frames["node_latency_ms"].append(float(info.latency_ms) if info else None)
+        frames["inference_ms"].append(float(info.inference_time_ms) if info else None)
+        frames["processing_ms"].append(float(info.processing_time_ms) if info else None)
+        frames["ground_truth"].append(s in gt)
+        if s in gt:
+            cm.update(image_to_numpy(label_msg), image_to_numpy(gt[s][1]))
+            n_labelled += 1
+        # the thermal image of this pair: by the stamp the node reports, else the nearest one
+        ir_msg = None
+        if info is not None and _stamp_ns(info.thermal_stamp) in ir_by:
+            ir_msg = ir_by[_stamp_ns(info.thermal_stamp)][1]
+        elif ir_stamps.size:
+            k = int(np.argmin(np.abs(ir_stamps - s)))
+            if abs(int(ir_stamps[k]) - s) < 100_000_000:
+                ir_msg = ir_by[int(ir_stamps[k])][1]
+        vis_y = luma8(to_rgb8(vis_by[s][1])) if s in vis_by else None
+        ir8 = thermal8(to_thermal(ir_msg), thermal_rule) if ir_msg is not None else None
+        fused = {method: luma8(to_rgb8(fused_by[s][1])) if s in fused_by else None}
+        reason = None
+        if vis_y is None:
+            reason = "visible input not recorded"
+        elif ir8 is None:
+            reason = "thermal input not recorded"
+        table.add(str(s), vis_y, ir8, fused, reason=reason)
+
+    answered_set = set(answered)
+    unanswered = sorted(s for s in vis_by if s not in answered_set)
+    last = infos[max(infos)][1] if infos else None
+    first = infos[min(infos)][1] if infos else None
+
+    def counter(name):
+        if last is None:
+            return None
+        value = int(getattr(last, name))
+        return value if counters_since_node_start else value - int(getattr(first, name))
+
+    stream = {
+        "frames_in_visible": len(vis_by),
+        "frames_in_thermal": len(ir_by),
+        "frames_in_ground_truth": len(gt),
+        "frames_out": len(answered),
+        "frames_with_ground_truth": n_labelled,
+        "outputs_without_ground_truth": len(answered) - n_labelled,
+        "pairs_never_answered": len(unanswered),
+        "pairs_dropped_by_node": counter("pairs_dropped"),
+        "messages_unmatched": counter("messages_unmatched"),
+        "messages_rejected": counter("messages_rejected"),
+        "node_counters": "since node start (node started for this run)"
+                         if counters_since_node_start else
+                         "between the first and the last answered frame (running node)",
+        "unanswered_stamps_ns": unanswered,
+    }
+    infos_v = [i for _, i in infos.values()]
+    report = assemble_report(
+        cm if n_labelled else None, table, include_background=include_background,
+        absent=absent, thermal_rule=thermal_rule, segmentation_method=method,
+        n_pairs=len(answered), n_labelled=n_labelled, kind="bag_eval",
+        stream=stream, frames=frames,
+        timing={
+            "stamp_to_receive_ms": timing_summary(frames["latency_ms"]),
+            "input_to_output_ms": timing_summary(v for v in frames["input_to_output_ms"]
+                                                 if v is not None),
+            "node_latency_ms": timing_summary(i.latency_ms for i in infos_v),
+            "inference_ms": timing_summary(i.inference_time_ms for i in infos_v),
+            "processing_ms": timing_summary(i.processing_time_ms for i in infos_v),
+        },
+        mosaics=[], warnings=[])
+    if not answered:
+        report["warnings"].append("the node answered no frame")
+    if table.skipped:
+        report["warnings"].append(f"{len(table.skipped)} fusion entries skipped "
+                                  "(see fusion_skipped)")
+
+    chosen = [s for s in answered if s in vis_by and s in fused_by and s in color_by]
+    if chosen and n_mosaics > 0:
+        picks = [chosen[i] for i in np.linspace(0, len(chosen) - 1, n_mosaics).round().astype(int)]
+        for k, s in enumerate(dict.fromkeys(picks)):
+            info = infos.get(s, (None, None))[1]
+            ir_stamp = _stamp_ns(info.thermal_stamp) if info is not None else None
+            ir = to_thermal(ir_by[ir_stamp][1]) if ir_stamp in ir_by else None
+            if ir is not None and ir.dtype == np.uint16:
+                ir = thermal8(ir, thermal_rule)
+            gt_rgb = classes.colorize(image_to_numpy(gt[s][1])) if s in gt else \
+                np.zeros((240, 320, 3), np.uint8)
+            row = [_tile(to_rgb8(vis_by[s][1]), "visible"),
+                   _tile(ir if ir is not None else np.zeros((240, 320), np.uint8), "thermal"),
+                   _tile(to_rgb8(fused_by[s][1]), f"fused - {method}"),
+                   _tile(to_rgb8(color_by[s][1]), "labels - colour"),
+                   _tile(gt_rgb, "ground truth" if s in gt else "no ground truth")]
+            name = f"mosaic_{k:02d}.png"
+            _write_png(out_dir / name, np.concatenate(row, axis=1))
+            report["mosaics"].append(name)
+    report["timing"]["analysis_s"] = round(time.perf_counter() - t0, 3)
+    report["timing"]["fusion_metrics_s"] = round(table.seconds, 3)
+    return report
