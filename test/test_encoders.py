@@ -16,7 +16,7 @@ from segmif_core.models.encoders import (PretrainedWeightsError, adapt_stem_weig
                                          encoder_names, imagenet_classifier)
 from segmif_core.models.encoders.efficientnet_lite import imagenet_weights_path
 from segmif_core.models.encoders.mit import mit_config
-from segmif_core.models.modules import GuidedUpsampler
+from segmif_core.models.modules import GuidedUpsampler, box_mean
 
 from pathlib import Path
 
@@ -56,6 +56,26 @@ def test_every_encoder_runs_at_64x64_with_its_stages(name, in_channels):
         assert f.shape[:2] == (2, c)
         assert all(abs(d - 64 / s) <= 1 for d in f.shape[-2:]), (s, f.shape)
     assert enc.normalization["mean"] == [0.485, 0.456, 0.406]
+
+
+@pytest.mark.parametrize("name", ["mit-b0", "efficientnet-lite0"])
+def test_fewer_stages_stop_early_with_the_same_features(name):
+    torch.manual_seed(0)
+    enc = build_encoder(name).eval()
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        full = enc.features(x)
+        first = enc.features(x, stages=2)
+        if name.startswith("mit"):  # the reference: transformers' own forward over all stages
+            ref = enc.model(pixel_values=x, output_hidden_states=True).hidden_states
+            for a, b in zip(full, ref):
+                assert torch.equal(a, b)
+    assert len(first) == 2
+    for a, b in zip(first, full[:2]):
+        assert torch.equal(a, b)
+    for bad in (0, 5, 2.0):
+        with pytest.raises(ValueError, match="stages"):
+            enc.features(x, stages=bad)
 
 
 def test_unknown_encoder_and_bad_channels():
@@ -259,6 +279,19 @@ def test_guided_upsampler_reproduces_a_local_linear_mix_at_full_resolution():
     # detail at full resolution: far closer than a bilinear upsampling of u_lo
     bilinear = F.interpolate(u_lo, size=(96, 128), mode="bilinear", align_corners=False)
     assert (u_hi - expected).abs().mean() < 0.1 * (bilinear - expected).abs().mean()
+
+
+@pytest.mark.parametrize("radius", [1, 4])
+def test_box_mean_is_the_mean_of_each_clipped_window(radius):
+    x = torch.rand(2, 3, 11, 13, dtype=torch.float64)
+    got = box_mean(x, radius)
+    expected = torch.empty_like(x)
+    for i in range(11):
+        for j in range(13):
+            win = x[..., max(i - radius, 0):i + radius + 1, max(j - radius, 0):j + radius + 1]
+            expected[..., i, j] = win.mean(dim=(-2, -1))
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
+    assert box_mean(x, 0) is x
 
 
 def test_guided_upsampler_rejects_bad_arguments():

@@ -17,7 +17,7 @@ class Segmenter(nn.Module):
         encoder: registry name (``models.encoders.encoder_names()``); num_classes >= 1;
         in_channels: 1, 3 or 4; width: head embedding; pretrained: the encoder's weight source
             (see ``models.encoders``), None = random.
-    ``features(x)`` -> the encoder's 4 stages; ``decode(feats, size)`` -> logits at ``size``;
+    ``features(x, stages=4)`` -> the encoder's first ``stages`` stages; ``decode(feats, size)`` -> logits at ``size``;
     ``forward(x)``: x (B, in_channels, H, W) float32, normalised (``models.preprocessing``),
     -> logits (B, num_classes, H, W), bilinearly upsampled from stride 4.
     Attributes ``encoder`` and ``head`` (the trainer gives ``head.*`` its own learning rate).
@@ -33,8 +33,8 @@ class Segmenter(nn.Module):
     def channels(self) -> tuple[int, ...]:
         return self.encoder.channels
 
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.encoder.features(x)
+    def features(self, x: torch.Tensor, stages: int = 4) -> list[torch.Tensor]:
+        return self.encoder.features(x, stages)
 
     def decode(self, feats: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         return F.interpolate(self.head(feats), size=size, mode="bilinear", align_corners=False)

@@ -20,9 +20,11 @@ class Encoder(nn.Module):
             ``models.preprocessing``);
         in_channels: input channels (3 RGB, 1 thermal, 4 RGB + thermal).
 
-    ``features(x)``: x (B, in_channels, H, W) float32, already normalised, H and W >= 32 ->
-    list of 4 tensors (B, channels[i], ~H / strides[i], ~W / strides[i]) (sizes rounded up or
-    down by the padding of each encoder; decoders interpolate to the stride-4 size).
+    ``features(x, stages=4)``: x (B, in_channels, H, W) float32, already normalised, H and
+    W >= 32 -> list of the first ``stages`` (1-4) feature maps (B, channels[i], ~H / strides[i],
+    ~W / strides[i]) (sizes rounded up or down by the padding of each encoder; decoders
+    interpolate to the stride-4 size). Fewer stages stop the encoder early (SegMiF's guidance
+    pass needs only strides 4 and 8) and give the same tensors as the first ones of all four.
     """
 
     channels: tuple[int, int, int, int]
@@ -30,7 +32,8 @@ class Encoder(nn.Module):
     normalization: dict = IMAGENET_NORMALIZATION
     in_channels: int = 3
 
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover - abstract
+    def features(self, x: torch.Tensor, stages: int = 4
+                 ) -> list[torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -64,3 +67,10 @@ def adapt_stem_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
         raise ValueError(f"in_channels must be 1 or >= 3, got {in_channels}")
     extra = weight.mean(dim=1, keepdim=True).expand(-1, in_channels - 3, -1, -1)
     return torch.cat([weight, extra], dim=1).contiguous()
+
+
+def check_stages(stages: int) -> int:
+    """``stages`` of ``Encoder.features``: an int in 1..4, else ValueError."""
+    if not isinstance(stages, int) or not 1 <= stages <= 4:
+        raise ValueError(f"stages must be an int in 1..4, got {stages!r}")
+    return stages

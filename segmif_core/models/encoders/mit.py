@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import SegformerConfig, SegformerModel
 
-from .base import IMAGENET_NORMALIZATION, Encoder, adapt_stem_weight
+from .base import IMAGENET_NORMALIZATION, Encoder, adapt_stem_weight, check_stages
 from .weights import PretrainedWeightsError, load_state_strict, read_state_file
 
 #: MiT variants: hidden sizes per stage, blocks per stage, the all-MLP decoder width that goes
@@ -136,6 +136,11 @@ class MiTEncoder(Encoder):
             state[STEM_KEY] = adapt_stem_weight(state[STEM_KEY], self.in_channels)
         load_state_strict(self.model, state, source, extra_unexpected=unknown)
 
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        out = self.model(pixel_values=x, output_hidden_states=True, return_dict=True)
-        return list(out.hidden_states)
+    def features(self, x: torch.Tensor, stages: int = 4) -> list[torch.Tensor]:
+        # the stages of transformers' SegformerModel one by one (its forward runs all four);
+        # each returns (B, C, H, W) (reshape_last_stage is True in every config built here)
+        out = []
+        for stage in self.model.stages[:check_stages(stages)]:
+            x = stage(x)
+            out.append(x)
+        return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..base import FusionSegModel
 from ..modules.guided_filter import GuidedUpsampler
@@ -41,7 +42,10 @@ class SegMiFConfig:
     built for training; a checkpoint's weights replace it on loading (nothing is read then).
     ``normalization``: the input statistics of the encoder (None = the encoder's own, filled in
     at construction and saved with the weights). ``guided_radius`` / ``guided_eps``: the
-    full-resolution fused image (``modules.guided_filter``).
+    full-resolution fused image (``modules.guided_filter``). ``fusion_scale`` s < 1 (a speed
+    option, not the paper's): Phi and its guidance pass run on the pair resized by s (area), and
+    the guided upsampler carries Phi's local mix back to the network input size before Psi; it
+    can be changed on a trained model (``SegMiFPredictor(fusion_scale=...)``).
     """
 
     num_classes: int = 9
@@ -59,6 +63,8 @@ class SegMiFConfig:
     guided_radius: int = 4              # full-resolution fused image: window radius (net pixels)
     guided_eps: float = 1e-5            # and regularisation of the guided upsampler (chosen on
                                         # MFNet val, see docs/model_card.md)
+    fusion_scale: float = 1.0           # Phi's resolution / the network input's (1 = paper;
+                                        # 0.5 = 4x cheaper Phi, carried back by the upsampler)
 
     def __post_init__(self):
         if self.interaction not in HIA_MODES + AGGREGATIONS:
@@ -68,6 +74,8 @@ class SegMiFConfig:
             raise ValueError(f"fusion_width must be an even number >= 2, got {self.fusion_width}")
         if self.normalization is not None:
             self.normalization = check_normalization(self.normalization)
+        if not 0.0 < float(self.fusion_scale) <= 1.0:
+            raise ValueError(f"fusion_scale must be in (0, 1], got {self.fusion_scale}")
         if self.fusion_width % self.hia_heads:
             raise ValueError(f"fusion_width ({self.fusion_width}) must be divisible by "
                              f"hia_heads ({self.hia_heads})")
@@ -105,19 +113,34 @@ class SegMiF(FusionSegModel):
         guidance: (B, 3, H, W) RGB in [0, 1] for the semantic features; default the visible image.
         guidance_grad: False runs Psi's guidance pass without a graph even where Psi's
             parameters require gradients (fusion warm-up under DistributedDataParallel).
+        With ``config.fusion_scale`` < 1, Phi runs at the reduced size and the guided upsampler
+        gives the result at H x W.
         """
         y, cbcr = split_luminance(vis)
-        cfg_norm = self.config.normalization
+        h, w = vis.shape[-2:]
+        scale = float(self.config.fusion_scale)
+        size = (max(int(round(h * scale)), self.min_size), max(int(round(w * scale)), self.min_size))
+        if scale < 1.0 and size != (h, w):
+            area = lambda x: F.interpolate(x, size=size, mode="area")  # noqa: E731
+            y_lo, ir_lo = area(y), area(ir)
+            guide = area(vis if guidance is None else guidance)
+            u_lo = self._phi(y_lo, ir_lo, guide, guidance_grad)
+            u = self.upsampler(u_lo, y_lo, ir_lo, y, ir)
+        else:
+            u = self._phi(y, ir, vis if guidance is None else guidance, guidance_grad)
+        return u, merge_luminance(u, cbcr)
+
+    def _phi(self, y, ir, guide, guidance_grad):
+        """Phi on luminance y and thermal ir (B, 1, h, w) guided by the RGB image ``guide``."""
         sem = None
         if self.fusion.uses_semantics:
-            guide = vis if guidance is None else guidance
             # no graph through the guidance pass when Psi is frozen (fusion phase of training)
             track = guidance_grad and torch.is_grad_enabled() and any(
                 p.requires_grad for p in self.segmenter.parameters())
             with torch.set_grad_enabled(track):
-                sem = self.segmenter.features(normalize_rgb(guide, cfg_norm))[:2]
-        u = self.fusion(y, ir, sem)
-        return u, merge_luminance(u, cbcr)
+                sem = self.segmenter.features(normalize_rgb(guide, self.config.normalization),
+                                              stages=2)
+        return self.fusion(y, ir, sem)
 
     def segment(self, rgb: torch.Tensor) -> torch.Tensor:
         """Run Psi on an RGB image (B, 3, H, W) in [0, 1] -> logits (B, num_classes, H, W)."""

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 import torch
 
-from .checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from .data.thermal import normalize_thermal
+from ..checkpoint import DEFAULT_CHECKPOINT
+from ..data.thermal import normalize_thermal
+from .backends import make_backend
 
 
 @dataclass
@@ -18,7 +19,9 @@ class Prediction:
 
     fused: HxWx3 uint8 RGB fused image; labels: HxW uint8 class ids; confidence: HxW float32
     softmax probability of the chosen class in [0, 1]; inference_ms: network time (ms);
-    total_ms: preprocessing + network + postprocessing (ms).
+    total_ms: preprocessing + network + postprocessing (ms); stages_ms: the time of each stage
+    (ms): 'thermal' (16-bit scaling), 'resize' (to the network size, and the upload on CUDA),
+    'network', 'download', 'postprocess' (labels and confidence back to H x W).
     """
 
     fused: np.ndarray
@@ -26,6 +29,7 @@ class Prediction:
     confidence: np.ndarray
     inference_ms: float
     total_ms: float
+    stages_ms: dict = field(default_factory=dict)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -48,7 +52,8 @@ class SegMiFPredictor:
     """Run a segmif checkpoint on numpy images.
 
     Args:
-        checkpoint: path of a checkpoint file; None = the default shipped checkpoint.
+        checkpoint: path of a checkpoint file (.pt; an .onnx file from ``segmif export --onnx``
+            with backend 'onnxruntime'); None = the default shipped checkpoint.
         device: 'cpu', 'cuda' or 'cuda:N'.
         input_size: (H, W) network input; None = the size stored in the checkpoint. Images are
             resized to it (area / bilinear); labels and confidence are resized back (nearest /
@@ -56,26 +61,51 @@ class SegMiFPredictor:
             full-resolution sources (``FusionSegModel.predict(full=...)``), never upscaled.
         thermal_norm, thermal_range, thermal_percentiles: rule for 16-bit thermal, see
             ``segmif_core.data.thermal.normalize_thermal`` (8-bit thermal is divided by 255).
+        backend: 'torch' or 'onnxruntime' (``inference.backends``).
+        precision: 'fp32', 'bf16' or (CUDA) 'fp16' autocast (torch backend).
+        compile: torch.compile the model (torch backend).
+        threads: ONNX Runtime intra-op threads (0 = torch's thread count).
+        fusion_scale: override SegMiF's ``fusion_scale`` (torch backend; see ``SegMiFConfig``).
 
     Raises:
-        CheckpointError: bad checkpoint; ValueError: bad device or sizes.
+        CheckpointError: bad checkpoint; BackendError: bad backend, ONNX file or option;
+        ValueError: bad device or sizes (a fixed-size ONNX file accepts only its own size).
     """
 
     def __init__(self, checkpoint=None, device: str = "cpu", input_size=None,
                  thermal_norm: str = "percentile", thermal_range=(0.0, 65535.0),
-                 thermal_percentiles=(1.0, 99.0)):
+                 thermal_percentiles=(1.0, 99.0), backend: str = "torch",
+                 precision: str = "fp32", compile: bool = False, threads: int = 0,
+                 fusion_scale: float | None = None):
         self.device = resolve_device(device)
-        self.checkpoint_path = checkpoint or DEFAULT_CHECKPOINT
-        self.model, self.classes, self.info = load_checkpoint(checkpoint, self.device)
-        size = input_size or self.info.get("input_size") or (240, 320)
-        if len(size) != 2 or min(size) < self.model.min_size:
-            raise ValueError(f"input_size must be (H, W) >= {self.model.min_size}, got {size}")
-        self.input_size = (int(size[0]), int(size[1]))
         if thermal_norm not in ("fixed", "percentile"):
             raise ValueError(f"thermal_norm must be 'fixed' or 'percentile', got {thermal_norm!r}")
+        self.checkpoint_path = checkpoint or DEFAULT_CHECKPOINT
+        self.backend = make_backend(backend, checkpoint, self.device, precision=precision,
+                                    compile=compile, threads=threads or torch.get_num_threads(),
+                                    fusion_scale=fusion_scale)
+        self.classes, self.info = self.backend.classes, self.backend.info
+        fixed = self.backend.fixed_size
+        size = input_size or fixed or self.info.get("input_size") or (240, 320)
+        if len(size) != 2 or min(size) < self.backend.min_size:
+            raise ValueError(f"input_size must be (H, W) >= {self.backend.min_size}, got {size}")
+        self.input_size = (int(size[0]), int(size[1]))
+        if fixed and self.input_size != tuple(fixed):
+            raise ValueError(f"the ONNX file {checkpoint} was exported for network input "
+                             f"{fixed[0]}x{fixed[1]}, input_size {self.input_size[0]}x"
+                             f"{self.input_size[1]} requested: export again with --size or "
+                             "--dynamic")
         self.thermal_norm = thermal_norm
         self.thermal_range = tuple(thermal_range)
         self.thermal_percentiles = tuple(thermal_percentiles)
+
+    @property
+    def model(self):
+        """The torch model (torch backend only; AttributeError otherwise)."""
+        try:
+            return self.backend.model
+        except AttributeError:
+            raise AttributeError(f"backend {self.backend.name!r} has no torch model") from None
 
     @staticmethod
     def check_images(vis: np.ndarray, ir: np.ndarray) -> None:
@@ -97,28 +127,17 @@ class SegMiFPredictor:
         t0 = time.perf_counter()
         self.check_images(vis, ir)
         h, w = ir.shape
-        ih, iw = self.input_size
         ir01 = normalize_thermal(ir, self.thermal_norm, *self.thermal_percentiles,
                                  *self.thermal_range)
-        vis_in = cv2.resize(vis, (iw, ih), interpolation=cv2.INTER_AREA if ih < h else cv2.INTER_LINEAR)
-        ir_in = cv2.resize(ir01, (iw, ih), interpolation=cv2.INTER_AREA if ih < h else cv2.INTER_LINEAR)
-        vis_t = torch.from_numpy(vis_in).to(self.device).permute(2, 0, 1)[None].float() / 255.0
-        ir_t = torch.from_numpy(np.ascontiguousarray(ir_in, np.float32)).to(self.device)[None, None]
-        full = None
-        if (ih, iw) != (h, w):
-            full = (torch.from_numpy(vis).to(self.device).permute(2, 0, 1)[None].float() / 255.0,
-                    torch.from_numpy(np.ascontiguousarray(ir01, np.float32)
-                                     ).to(self.device)[None, None])
         t1 = time.perf_counter()
-        out = self.model.predict(vis_t, ir_t, full=full)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        out = self.backend.run(vis, ir01, self.input_size)
         t2 = time.perf_counter()
-        prob = out["confidence"][0].cpu().numpy()
-        labels = out["labels"][0].to(torch.uint8).cpu().numpy()
-        fused = (out["fused_rgb"][0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-        if (ih, iw) != (h, w):
+        labels, prob = out.labels, out.confidence
+        if labels.shape != (h, w):
             labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
             prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
         t3 = time.perf_counter()
-        return Prediction(fused, labels, prob.astype(np.float32), (t2 - t1) * 1e3, (t3 - t0) * 1e3)
+        stages = {"thermal": (t1 - t0) * 1e3, **out.stages_ms, "postprocess": (t3 - t2) * 1e3}
+        return Prediction(out.fused, labels, prob.astype(np.float32, copy=False),
+                          out.stages_ms["network"], (t3 - t0) * 1e3,
+                          {k: round(v, 3) for k, v in stages.items()})

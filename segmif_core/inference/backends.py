@@ -1,0 +1,282 @@
+"""Execution backends of ``SegMiFPredictor``: torch (eager, optionally compiled) and ONNX Runtime.
+
+A backend takes one camera-sized pair, visible ``vis`` (H, W, 3) uint8 RGB and registered thermal
+``ir01`` (H, W) float32 in [0, 1], resizes it to the network input size h x w, runs the whole
+model and returns ``Outputs``: fused (H, W, 3) uint8 RGB at the camera's size, labels (h, w)
+uint8, confidence (h, w) float32, and the time of each stage in ms.
+
+- ``TorchBackend``: a checkpoint (.pt) on cpu or cuda. On the host (cpu), resizing is OpenCV's
+  (area when shrinking). On a CUDA device the pair is copied once into pinned host buffers
+  (reused across frames of one size), uploaded without blocking, resized (bilinear with
+  antialiasing) and normalised there; the model runs in channels_last, optionally under autocast
+  (fp16 / bf16) and ``torch.compile``; the only synchronisation is the download of the outputs,
+  and the network's time comes from CUDA events.
+- ``OnnxRuntimeBackend``: a file written by ``segmif export --onnx`` (``inference.onnx_export``)
+  with the CPU, CUDA or TensorRT execution provider; resizing as for the torch CPU path.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import CheckpointError, load_checkpoint
+from ..data.classes import ClassSet
+from .onnx_export import INPUT_NAMES, METADATA_KEY, ONNX_FORMAT, set_fusion_scale
+
+BACKENDS = ("torch", "onnxruntime")
+PRECISIONS = ("fp32", "fp16", "bf16")
+_AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class BackendError(ValueError):
+    """A backend cannot be built: package missing, wrong file, unsupported option."""
+
+
+@dataclass
+class Outputs:
+    fused: np.ndarray        # (H, W, 3) uint8
+    labels: np.ndarray       # (h, w) uint8
+    confidence: np.ndarray   # (h, w) float32
+    stages_ms: dict = field(default_factory=dict)  # resize, network, download (ms)
+
+
+def resize_host(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """OpenCV resize to ``size`` (h, w): area when shrinking, bilinear otherwise."""
+    h, w = img.shape[:2]
+    if (h, w) == tuple(size):
+        return img
+    inter = cv2.INTER_AREA if size[0] < h else cv2.INTER_LINEAR
+    return cv2.resize(img, (size[1], size[0]), interpolation=inter)
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1e3
+
+
+class TorchBackend:
+    """The checkpoint in PyTorch. Args: checkpoint (path or None = shipped), device
+    (torch.device), precision ('fp32' | 'fp16' | 'bf16'; fp16 only on CUDA), compile
+    (torch.compile the model), fusion_scale (override, see ``SegMiFConfig``).
+    Raises CheckpointError / BackendError."""
+
+    name = "torch"
+
+    def __init__(self, checkpoint, device: torch.device, precision: str = "fp32",
+                 compile: bool = False, fusion_scale: float | None = None):
+        if precision not in PRECISIONS:
+            raise BackendError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision == "fp16" and device.type != "cuda":
+            raise BackendError("precision fp16 needs a CUDA device (use bf16 or fp32 on cpu)")
+        self.device, self.precision = device, precision
+        self.model, self.classes, self.info = load_checkpoint(checkpoint, device)
+        if fusion_scale is not None:
+            set_fusion_scale(self.model, fusion_scale)
+        self.min_size = self.model.min_size
+        self.fixed_size = None            # any network input size works
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._forward = self.model.predict
+        if compile:
+            self._forward = torch.compile(self.model.predict, dynamic=False,
+                                          mode="reduce-overhead" if self.cuda else None)
+        self._pinned: dict = {}
+
+    # -- the host path (cpu) --------------------------------------------------------------
+    def _host_inputs(self, vis, ir01, size):
+        t0 = time.perf_counter()
+        vis_in, ir_in = resize_host(vis, size), resize_host(ir01, size)
+        vis_t = torch.from_numpy(np.ascontiguousarray(vis_in)).permute(2, 0, 1)[None].float()
+        vis_t = vis_t.mul_(1.0 / 255.0)
+        ir_t = torch.from_numpy(np.ascontiguousarray(ir_in, np.float32))[None, None]
+        full = None
+        if vis.shape[:2] != tuple(size):
+            full = (torch.from_numpy(vis).permute(2, 0, 1)[None].float().mul_(1.0 / 255.0),
+                    torch.from_numpy(np.ascontiguousarray(ir01, np.float32))[None, None])
+        return vis_t, ir_t, full, _ms(t0)
+
+    # -- the device path (cuda) -----------------------------------------------------------
+    def _upload(self, key, arr: np.ndarray) -> torch.Tensor:
+        buf = self._pinned.get(key)
+        if buf is None or tuple(buf.shape) != arr.shape or buf.numpy().dtype != arr.dtype:
+            buf = torch.from_numpy(np.empty_like(arr)).pin_memory()
+            self._pinned[key] = buf
+        np.copyto(buf.numpy(), arr)
+        return buf.to(self.device, non_blocking=True)
+
+    def _device_inputs(self, vis, ir01, size):
+        t0 = time.perf_counter()
+        vis_hi = self._upload("vis", vis).permute(2, 0, 1)[None].float().div_(255.0)
+        ir_hi = self._upload("ir", np.ascontiguousarray(ir01, np.float32))[None, None]
+        if vis.shape[:2] != tuple(size):
+            resize = lambda x: F.interpolate(x, size=size, mode="bilinear",  # noqa: E731
+                                             align_corners=False, antialias=True)
+            vis_t, ir_t, full = resize(vis_hi), resize(ir_hi), (vis_hi, ir_hi)
+        else:
+            vis_t, ir_t, full = vis_hi, ir_hi, None
+        cl = torch.channels_last
+        vis_t, ir_t = vis_t.contiguous(memory_format=cl), ir_t.contiguous(memory_format=cl)
+        return vis_t, ir_t, full, _ms(t0)
+
+    def run(self, vis: np.ndarray, ir01: np.ndarray, size: tuple[int, int]) -> Outputs:
+        vis_t, ir_t, full, resize_ms = (self._device_inputs if self.cuda else self._host_inputs)(
+            vis, ir01, size)
+        t0 = time.perf_counter()
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+        autocast = (torch.autocast(self.device.type, _AUTOCAST[self.precision])
+                    if self.precision in _AUTOCAST else contextlib.nullcontext())
+        with torch.inference_mode(), autocast:
+            out = self._forward(vis_t, ir_t, full=full)
+            fused = out["fused_rgb"][0].mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8)
+            fused = fused.permute(1, 2, 0)
+            labels = out["labels"][0].to(torch.uint8)
+            conf = out["confidence"][0].float()
+        if self.cuda:
+            end.record()
+        t1 = time.perf_counter()
+        fused, labels, conf = fused.cpu().numpy(), labels.cpu().numpy(), conf.cpu().numpy()
+        if self.cuda:  # the download synchronised the stream
+            network = start.elapsed_time(end)
+            download = _ms(t0) - network
+        else:
+            network, download = (t1 - t0) * 1e3, _ms(t1)
+        return Outputs(np.ascontiguousarray(fused), labels, conf,
+                       {"resize": resize_ms, "network": network, "download": download})
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise BackendError("backend 'onnxruntime' needs the onnxruntime package "
+                           "(pip install onnxruntime, or onnxruntime-gpu for CUDA/TensorRT)"
+                           ) from err
+    return onnxruntime
+
+
+def read_onnx_metadata(path) -> dict:
+    """The ``segmif`` metadata of an exported file (BackendError if missing or not ours)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BackendError(f"ONNX file not found: {path}")
+    ort = _import_onnxruntime()
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - any ORT load failure is a bad file
+        raise BackendError(f"cannot read ONNX file {path}: {str(err).splitlines()[0]}") from err
+    return _metadata(sess, path)
+
+
+def _metadata(sess, path) -> dict:
+    raw = sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    try:
+        meta = json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != ONNX_FORMAT:
+        raise BackendError(f"{path} was not written by `segmif export --onnx` "
+                           f"(no {ONNX_FORMAT} metadata)")
+    return meta
+
+
+class OnnxRuntimeBackend:
+    """An exported ONNX file in ONNX Runtime. Args: path (.onnx), device (cpu -> CPU provider;
+    cuda -> TensorRT and CUDA providers where installed, then CPU), threads (intra-op threads,
+    0 = ORT's default). Raises BackendError (package missing, file missing or not ours)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path, device: torch.device, threads: int = 0):
+        ort = _import_onnxruntime()
+        path = Path(path)
+        if path.suffix.lower() != ".onnx":
+            raise BackendError(f"backend 'onnxruntime' needs an .onnx file written by "
+                               f"`segmif export --onnx`, got {path}")
+        if not path.is_file():
+            raise BackendError(f"ONNX file not found: {path}")
+        available = ort.get_available_providers()
+        wanted = ["CPUExecutionProvider"]
+        if device.type == "cuda":
+            wanted = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+                      if p in available] + wanted
+            if len(wanted) == 1:
+                raise BackendError("device cuda with backend onnxruntime needs onnxruntime-gpu "
+                                   f"(available providers: {available})")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=wanted)
+        except Exception as err:  # noqa: BLE001
+            raise BackendError(f"cannot load ONNX file {path}: {str(err).splitlines()[0]}"
+                               ) from err
+        meta = _metadata(self.session, path)
+        names = [i.name for i in self.session.get_inputs()]
+        if names != list(INPUT_NAMES):
+            raise BackendError(f"{path}: inputs {names}, expected {list(INPUT_NAMES)}")
+        c = meta["classes"]
+        self.classes = ClassSet(c["name"], tuple(c["names"]), tuple(tuple(x) for x in c["colors"]))
+        self.info = {"format": meta["format"], "model": meta["model"], "config": meta["config"],
+                     "input_size": meta["input_size"] or meta.get("trained_input_size"),
+                     "meta": meta.get("checkpoint_meta", {}), "onnx": meta}
+        self.device = device
+        self.min_size = 32
+        self.fixed_size = tuple(meta["input_size"]) if meta["input_size"] else None
+        self.fixed_camera = tuple(meta["camera_size"]) if meta["camera_size"] else None
+        self.providers = self.session.get_providers()
+
+    def run(self, vis: np.ndarray, ir01: np.ndarray, size: tuple[int, int]) -> Outputs:
+        if self.fixed_camera and vis.shape[:2] != self.fixed_camera:
+            raise ValueError(f"the ONNX file was exported for a {self.fixed_camera[1]}x"
+                             f"{self.fixed_camera[0]} camera, got {vis.shape[1]}x{vis.shape[0]}: "
+                             "export again with --camera or --dynamic")
+        t0 = time.perf_counter()
+        chw = lambda a: np.ascontiguousarray(  # noqa: E731
+            a.transpose(2, 0, 1)[None], np.float32) * np.float32(1.0 / 255.0)
+        feed = {"visible": chw(resize_host(vis, size)),
+                "thermal": np.ascontiguousarray(resize_host(ir01, size), np.float32)[None, None],
+                "visible_full": chw(vis),
+                "thermal_full": np.ascontiguousarray(ir01, np.float32)[None, None]}
+        resize_ms = _ms(t0)
+        t1 = time.perf_counter()
+        labels, conf, fused = self.session.run(["labels", "confidence", "fused"], feed)
+        network = _ms(t1)
+        t2 = time.perf_counter()
+        fused = (fused[0].transpose(1, 2, 0) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+        return Outputs(fused, labels[0], conf[0],
+                       {"resize": resize_ms, "network": network, "download": _ms(t2)})
+
+
+def make_backend(backend: str, checkpoint, device: torch.device, *, precision: str = "fp32",
+                 compile: bool = False, threads: int = 0, fusion_scale: float | None = None):
+    """Build the backend ``backend`` ('torch' | 'onnxruntime'); see the classes. Raises
+    BackendError for an unknown backend or an option the backend does not take."""
+    if backend == "torch":
+        if checkpoint is not None and str(checkpoint).lower().endswith(".onnx"):
+            raise BackendError(f"{checkpoint} is an ONNX file: use backend 'onnxruntime'")
+        return TorchBackend(checkpoint, device, precision, compile, fusion_scale)
+    if backend == "onnxruntime":
+        if checkpoint is None:
+            raise BackendError("backend 'onnxruntime' needs the .onnx file as checkpoint "
+                               "(segmif export --onnx OUT.onnx)")
+        if precision != "fp32" or compile or fusion_scale is not None:
+            raise BackendError("precision, compile and fusion_scale are fixed at export for "
+                               "backend 'onnxruntime' (segmif export --onnx)")
+        return OnnxRuntimeBackend(checkpoint, device, threads)
+    raise BackendError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+
+
+__all__ = ["BACKENDS", "PRECISIONS", "BackendError", "Outputs", "TorchBackend",
+           "OnnxRuntimeBackend", "make_backend", "read_onnx_metadata", "resize_host",
+           "CheckpointError"]
