@@ -64,13 +64,16 @@ def _ms(t0: float) -> float:
 class TorchBackend:
     """The checkpoint in PyTorch. Args: checkpoint (path or None = shipped), device
     (torch.device), precision ('fp32' | 'fp16' | 'bf16'; fp16 only on CUDA), compile
-    (torch.compile the model), fusion_scale (override, see ``SegMiFConfig``).
+    (torch.compile the model), fusion_scale (override, see ``SegMiFConfig``),
+    device_preprocess (resize and normalise with torch on the device; default: on CUDA only;
+    on the CPU it runs the CUDA path's code without pinning, which the tests use).
     Raises CheckpointError / BackendError."""
 
     name = "torch"
 
     def __init__(self, checkpoint, device: torch.device, precision: str = "fp32",
-                 compile: bool = False, fusion_scale: float | None = None):
+                 compile: bool = False, fusion_scale: float | None = None,
+                 device_preprocess: bool | None = None):
         if precision not in PRECISIONS:
             raise BackendError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if precision == "fp16" and device.type != "cuda":
@@ -82,7 +85,8 @@ class TorchBackend:
         self.min_size = self.model.min_size
         self.fixed_size = None            # any network input size works
         self.cuda = device.type == "cuda"
-        if self.cuda:
+        self.device_preprocess = self.cuda if device_preprocess is None else bool(device_preprocess)
+        if self.device_preprocess:
             self.model = self.model.to(memory_format=torch.channels_last)
         self._forward = self.model.predict
         if compile:
@@ -105,6 +109,8 @@ class TorchBackend:
 
     # -- the device path (cuda) -----------------------------------------------------------
     def _upload(self, key, arr: np.ndarray) -> torch.Tensor:
+        if not self.cuda:
+            return torch.from_numpy(arr)
         buf = self._pinned.get(key)
         if buf is None or tuple(buf.shape) != arr.shape or buf.numpy().dtype != arr.dtype:
             buf = torch.from_numpy(np.empty_like(arr)).pin_memory()
@@ -127,8 +133,8 @@ class TorchBackend:
         return vis_t, ir_t, full, _ms(t0)
 
     def run(self, vis: np.ndarray, ir01: np.ndarray, size: tuple[int, int]) -> Outputs:
-        vis_t, ir_t, full, resize_ms = (self._device_inputs if self.cuda else self._host_inputs)(
-            vis, ir01, size)
+        prepare = self._device_inputs if self.device_preprocess else self._host_inputs
+        vis_t, ir_t, full, resize_ms = prepare(vis, ir01, size)
         t0 = time.perf_counter()
         if self.cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -259,18 +265,20 @@ class OnnxRuntimeBackend:
 
 
 def make_backend(backend: str, checkpoint, device: torch.device, *, precision: str = "fp32",
-                 compile: bool = False, threads: int = 0, fusion_scale: float | None = None):
+                 compile: bool = False, threads: int = 0, fusion_scale: float | None = None,
+                 device_preprocess: bool | None = None):
     """Build the backend ``backend`` ('torch' | 'onnxruntime'); see the classes. Raises
     BackendError for an unknown backend or an option the backend does not take."""
     if backend == "torch":
         if checkpoint is not None and str(checkpoint).lower().endswith(".onnx"):
             raise BackendError(f"{checkpoint} is an ONNX file: use backend 'onnxruntime'")
-        return TorchBackend(checkpoint, device, precision, compile, fusion_scale)
+        return TorchBackend(checkpoint, device, precision, compile, fusion_scale,
+                            device_preprocess)
     if backend == "onnxruntime":
         if checkpoint is None:
             raise BackendError("backend 'onnxruntime' needs the .onnx file as checkpoint "
                                "(segmif export --onnx OUT.onnx)")
-        if precision != "fp32" or compile or fusion_scale is not None:
+        if precision != "fp32" or compile or fusion_scale is not None or device_preprocess:
             raise BackendError("precision, compile and fusion_scale are fixed at export for "
                                "backend 'onnxruntime' (segmif export --onnx)")
         return OnnxRuntimeBackend(checkpoint, device, threads)

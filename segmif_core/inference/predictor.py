@@ -66,6 +66,7 @@ class SegMiFPredictor:
         compile: torch.compile the model (torch backend).
         threads: ONNX Runtime intra-op threads (0 = torch's thread count).
         fusion_scale: override SegMiF's ``fusion_scale`` (torch backend; see ``SegMiFConfig``).
+        device_preprocess: resize on the device with torch (default: on CUDA; torch backend).
 
     Raises:
         CheckpointError: bad checkpoint; BackendError: bad backend, ONNX file or option;
@@ -76,14 +77,15 @@ class SegMiFPredictor:
                  thermal_norm: str = "percentile", thermal_range=(0.0, 65535.0),
                  thermal_percentiles=(1.0, 99.0), backend: str = "torch",
                  precision: str = "fp32", compile: bool = False, threads: int = 0,
-                 fusion_scale: float | None = None):
+                 fusion_scale: float | None = None, device_preprocess: bool | None = None):
         self.device = resolve_device(device)
         if thermal_norm not in ("fixed", "percentile"):
             raise ValueError(f"thermal_norm must be 'fixed' or 'percentile', got {thermal_norm!r}")
         self.checkpoint_path = checkpoint or DEFAULT_CHECKPOINT
         self.backend = make_backend(backend, checkpoint, self.device, precision=precision,
                                     compile=compile, threads=threads or torch.get_num_threads(),
-                                    fusion_scale=fusion_scale)
+                                    fusion_scale=fusion_scale,
+                                    device_preprocess=device_preprocess)
         self.classes, self.info = self.backend.classes, self.backend.info
         fixed = self.backend.fixed_size
         size = input_size or fixed or self.info.get("input_size") or (240, 320)

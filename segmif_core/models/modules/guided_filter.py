@@ -85,9 +85,12 @@ class GuidedUpsampler(nn.Module):
                              f"t {tuple(t_lo.shape)}, y_hi {tuple(y_hi.shape)}, "
                              f"t_hi {tuple(t_hi.shape)}")
         dtype = u_lo.dtype
-        coeffs = torch.cat(self.coefficients(u_lo.float(), y_lo.float(), t_lo.float()), dim=1)
-        if coeffs.shape[-2:] != y_hi.shape[-2:]:
-            coeffs = F.interpolate(coeffs, size=y_hi.shape[-2:], mode="bilinear",
-                                   align_corners=False)
-        a_y, a_t, b = coeffs.split(1, dim=1)
-        return (a_y * y_hi.float() + a_t * t_hi.float() + b).clamp(0.0, 1.0).to(dtype)
+        # float32 throughout, also under autocast: the local variances are differences of
+        # nearly equal means, which fp16 / bf16 cannot resolve
+        with torch.autocast(u_lo.device.type, enabled=False):
+            coeffs = torch.cat(self.coefficients(u_lo.float(), y_lo.float(), t_lo.float()), dim=1)
+            if coeffs.shape[-2:] != y_hi.shape[-2:]:
+                coeffs = F.interpolate(coeffs, size=y_hi.shape[-2:], mode="bilinear",
+                                       align_corners=False)
+            a_y, a_t, b = coeffs.split(1, dim=1)
+            return (a_y * y_hi.float() + a_t * t_hi.float() + b).clamp(0.0, 1.0).to(dtype)

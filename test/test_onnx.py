@@ -1,0 +1,169 @@
+"""ONNX export and the inference backends: parity of ONNX Runtime with torch on real pairs, the
+metadata carried in the file, backend selection and its errors, the device preprocessing path
+(the CUDA code run on the CPU), precision options and ``fusion_scale``."""
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from segmif_core.checkpoint import load_checkpoint
+from segmif_core.data.classes import MFNET_CLASSES
+from segmif_core.inference import (BackendError, SegMiFPredictor, export_onnx,
+                                   read_onnx_metadata)
+from segmif_core.inference.onnx_export import WholeModel
+
+from conftest import MFNET
+
+ort = pytest.importorskip("onnxruntime")
+CAMERA = (96, 128)  # camera size of the fixed-size export (network 64x64, the tiny checkpoint)
+
+
+def _real_pair(i=0, size=CAMERA):
+    """A real MFNet val pair (night or day), resized to ``size`` (h, w)."""
+    name = open(f"{MFNET}/val.txt").read().split()[i]
+    vis = cv2.cvtColor(cv2.imread(f"{MFNET}/vis/{name}.png"), cv2.COLOR_BGR2RGB)
+    ir = cv2.imread(f"{MFNET}/ir/{name}.png", cv2.IMREAD_UNCHANGED)
+    r = lambda x: cv2.resize(x, (size[1], size[0]), interpolation=cv2.INTER_AREA)  # noqa: E731
+    return r(vis), r(ir)
+
+
+@pytest.fixture(scope="module")
+def static_onnx(tiny_checkpoint, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    meta = export_onnx(path, tiny_checkpoint, camera=CAMERA)
+    return path, meta
+
+
+def _inputs(vis, ir, size):
+    """The graph's inputs from an 8-bit pair, built with numpy/OpenCV (not the backend code)."""
+    v = vis.astype(np.float32) / 255.0
+    t = ir.astype(np.float32) / 255.0
+    rs = lambda x: cv2.resize(x, (size[1], size[0]), interpolation=cv2.INTER_AREA)  # noqa: E731
+    chw = lambda x: np.ascontiguousarray(x.transpose(2, 0, 1)[None])  # noqa: E731
+    return chw(rs(v)), rs(t)[None, None], chw(v), t[None, None]
+
+
+@pytest.mark.parametrize("pair", [0, 5])
+def test_onnx_graph_matches_torch_on_real_pairs(static_onnx, tiny_checkpoint, pair):
+    path, _ = static_onnx
+    feeds = _inputs(*_real_pair(pair), (64, 64))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    logits, labels, conf, fused = sess.run(None, dict(zip(
+        ["visible", "thermal", "visible_full", "thermal_full"], feeds)))
+    model, _, _ = load_checkpoint(tiny_checkpoint)
+    with torch.no_grad():
+        ref = [t.numpy() for t in WholeModel(model)(*map(torch.from_numpy, feeds))]
+    # stated tolerance: float32 reordering of sums only
+    assert np.abs(logits - ref[0]).max() < 1e-3
+    assert np.abs(fused - ref[3]).max() < 1e-4
+    assert fused.shape == (1, 3) + CAMERA and labels.dtype == np.uint8
+    # labels agree wherever torch's best class is not a near tie
+    top2 = np.sort(ref[0][0], axis=0)[-2:]
+    clear = (top2[1] - top2[0]) > 1e-3
+    assert (labels[0][clear] == ref[1][0][clear]).all()
+    np.testing.assert_allclose(conf, ref[2], atol=1e-4)
+
+
+def test_onnx_predictor_matches_torch_predictor(static_onnx, tiny_checkpoint):
+    path, meta = static_onnx
+    vis, ir = _real_pair(3)
+    a = SegMiFPredictor(tiny_checkpoint).predict(vis, ir)
+    po = SegMiFPredictor(path, backend="onnxruntime")
+    b = po.predict(vis, ir)
+    assert b.fused.shape == vis.shape and b.labels.shape == ir.shape
+    assert np.abs(a.fused.astype(int) - b.fused).max() <= 1
+    assert (a.labels == b.labels).mean() > 0.999
+    assert set(b.stages_ms) >= {"resize", "network", "postprocess"}
+    # the file describes itself: classes, sizes, model
+    assert po.classes.names == MFNET_CLASSES.names and po.input_size == (64, 64)
+    assert meta["camera_size"] == list(CAMERA) and read_onnx_metadata(path)["model"] == "segmif"
+
+
+def test_fixed_size_file_refuses_other_sizes(static_onnx):
+    path, _ = static_onnx
+    with pytest.raises(ValueError, match="exported for network input 64x64"):
+        SegMiFPredictor(path, backend="onnxruntime", input_size=(96, 96))
+    pred = SegMiFPredictor(path, backend="onnxruntime")
+    vis, ir = _real_pair(0, (120, 160))
+    with pytest.raises(ValueError, match="exported for a 128x96 camera"):
+        pred.predict(vis, ir)
+
+
+def test_dynamic_export_takes_any_size(tiny_checkpoint, tmp_path):
+    path = tmp_path / "dyn.onnx"
+    export_onnx(path, tiny_checkpoint, dynamic=True)
+    pt = SegMiFPredictor(tiny_checkpoint, input_size=(64, 96))
+    po = SegMiFPredictor(path, backend="onnxruntime", input_size=(64, 96))
+    for size in ((120, 160), (90, 200)):
+        vis, ir = _real_pair(1, size)
+        a, b = pt.predict(vis, ir), po.predict(vis, ir)
+        assert b.fused.shape == (*size, 3)
+        assert np.abs(a.fused.astype(int) - b.fused).max() <= 1
+        assert (a.labels == b.labels).mean() > 0.999
+
+
+def test_backend_errors(static_onnx, tiny_checkpoint, tmp_path, monkeypatch):
+    path, _ = static_onnx
+    with pytest.raises(BackendError, match="unknown backend"):
+        SegMiFPredictor(tiny_checkpoint, backend="tensorflow")
+    with pytest.raises(BackendError, match="needs an .onnx file"):
+        SegMiFPredictor(tiny_checkpoint, backend="onnxruntime")
+    with pytest.raises(BackendError, match="is an ONNX file"):
+        SegMiFPredictor(path, backend="torch")
+    with pytest.raises(BackendError, match="not found"):
+        SegMiFPredictor(tmp_path / "missing.onnx", backend="onnxruntime")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(np.random.default_rng(0).bytes(2000))
+    with pytest.raises(BackendError, match="cannot load ONNX file"):
+        SegMiFPredictor(junk, backend="onnxruntime")
+    with pytest.raises(BackendError, match="fixed at export"):
+        SegMiFPredictor(path, backend="onnxruntime", precision="bf16")
+    with pytest.raises(BackendError, match="fp16 needs a CUDA device"):
+        SegMiFPredictor(tiny_checkpoint, precision="fp16")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    with pytest.raises(BackendError, match="needs the onnxruntime package"):
+        SegMiFPredictor(path, backend="onnxruntime")
+
+
+def test_onnx_file_without_our_metadata_is_refused(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    node = helper.make_node("Identity", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                          [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    path = tmp_path / "other.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    with pytest.raises(BackendError, match="not written by `segmif export --onnx`"):
+        SegMiFPredictor(path, backend="onnxruntime")
+
+
+def test_device_preprocessing_path_agrees_with_the_host_path(tiny_checkpoint):
+    vis, ir = _real_pair(2, (128, 160))
+    host = SegMiFPredictor(tiny_checkpoint).predict(vis, ir)
+    dev = SegMiFPredictor(tiny_checkpoint, device_preprocess=True).predict(vis, ir)
+    # torch's antialiased bilinear vs OpenCV's area resize: close, not equal
+    assert dev.fused.shape == host.fused.shape and dev.labels.shape == host.labels.shape
+    assert np.abs(dev.fused.astype(int) - host.fused).mean() < 2.0
+    assert (dev.labels == host.labels).mean() > 0.9
+
+
+def test_bf16_autocast_on_cpu_stays_close(tiny_checkpoint):
+    vis, ir = _real_pair(4)
+    a = SegMiFPredictor(tiny_checkpoint).predict(vis, ir)
+    b = SegMiFPredictor(tiny_checkpoint, precision="bf16").predict(vis, ir)
+    assert np.abs(a.fused.astype(int) - b.fused).mean() < 3.0
+    assert np.abs(a.confidence - b.confidence).mean() < 0.05
+
+
+def test_fusion_scale_runs_phi_at_the_reduced_size(tiny_checkpoint):
+    pred = SegMiFPredictor(tiny_checkpoint, input_size=(64, 96), fusion_scale=0.5)
+    seen = []
+    pred.model.fusion.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[-2:]))
+    vis, ir = _real_pair(0, (128, 192))
+    p = pred.predict(vis, ir)
+    assert seen == [(32, 48)] and p.fused.shape == (128, 192, 3)
+    with pytest.raises(ValueError, match="fusion_scale"):
+        SegMiFPredictor(tiny_checkpoint, fusion_scale=1.5)
