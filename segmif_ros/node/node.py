@@ -28,19 +28,22 @@ import time
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.logging import LoggingSeverity
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from segmif_core.checkpoint import CheckpointError
-from segmif_core.inference import SegMiFPredictor
+import torch
+
+from segmif_core.inference import BackendError, SegMiFPredictor
 from segmif_core.registration import Registration, RegistrationError
 
 from .encodings import THERMAL_ENCODINGS, VISIBLE_ENCODINGS, to_rgb8, to_thermal
 from .parameters import (ConfigurationError, declare_parameters, describe_qos,
                          dynamic_parameter_error, qos_profile)
 from .publishers import Outputs
-from .sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer
+from .sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer, stamp_to_ns
 
 
 class SegMiFNode(Node):
@@ -50,20 +53,25 @@ class SegMiFNode(Node):
     def __init__(self, name: str = "segmif_node", **kwargs):
         super().__init__(name, **kwargs)
         p = declare_parameters(self)
+        self._debug = self.get_logger().get_effective_level() <= LoggingSeverity.DEBUG
         self._alpha = float(p["overlay_alpha"])
         self._no_pair_warn_s = float(p["no_pair_warn_s"])
         self.add_on_set_parameters_callback(self._on_set_parameters)
         try:
             self.registration = Registration(p["homography"], crop=p["crop"])
             size = (p["input_height"], p["input_width"])
+            if p["threads"] and p["backend"] == "torch":
+                torch.set_num_threads(int(p["threads"]))
             self.predictor = SegMiFPredictor(
                 p["checkpoint"] or None, p["device"], size if all(size) else None,
                 thermal_norm=p["thermal_norm"],
                 thermal_range=(p["thermal_min"], p["thermal_max"]),
-                thermal_percentiles=(p["thermal_percentile_low"], p["thermal_percentile_high"]))
+                thermal_percentiles=(p["thermal_percentile_low"], p["thermal_percentile_high"]),
+                backend=p["backend"], precision=p["precision"], threads=int(p["threads"]),
+                fusion_scale=p["fusion_scale"] or None)
             in_qos = qos_profile(p["input_qos"], int(p["queue_size"]))
             out_qos = qos_profile(p["output_qos"], 5)
-        except (RegistrationError, CheckpointError, ValueError) as err:
+        except (RegistrationError, CheckpointError, BackendError, ValueError) as err:
             raise ConfigurationError(f"segmif_node: invalid parameters: {err}") from err
         if p["input_qos"] == "sensor_data":
             in_qos = qos_profile_sensor_data
@@ -77,12 +85,15 @@ class SegMiFNode(Node):
         self.outputs = Outputs(self, self.predictor.classes, out_qos)
         self.class_names = self.outputs.class_names
 
+        # (msg, info) callbacks: rclpy passes the rmw message info, whose received_timestamp
+        # gives the time each message waited for the executor (callback_delay_ms)
         self.sub_vis = self.create_subscription(Image, "visible/image",
-                                                lambda m: self._on_image(0, m), in_qos)
+                                                lambda m, i: self._on_image(0, m, i), in_qos)
         self.sub_ir = self.create_subscription(Image, "thermal/image",
-                                               lambda m: self._on_image(1, m), in_qos)
+                                               lambda m, i: self._on_image(1, m, i), in_qos)
 
         self._lock = threading.Condition()
+        self._callback_delay = {}
         self._pending = None
         self._stop = False
         self.counters = {"received_visible": 0, "received_thermal": 0, "pairs_matched": 0,
@@ -97,7 +108,7 @@ class SegMiFNode(Node):
         log = self.get_logger()
         info = self.predictor.info
         log.info(f"model {info.get('model')} {info.get('config', {}).get('encoder', '')} on "
-                 f"{self.predictor.device}, input {self.predictor.input_size[1]}x"
+                 f"{self.predictor.device} ({self.predictor.backend.name}), input {self.predictor.input_size[1]}x"
                  f"{self.predictor.input_size[0]}, {len(self.class_names)} classes, checkpoint "
                  f"{p['checkpoint'] or 'default'}")
         log.info(f"inputs {self.sub_vis.topic_name}, {self.sub_ir.topic_name}: QoS "
@@ -124,8 +135,15 @@ class SegMiFNode(Node):
         self.get_logger().warning(f"{what} (rejected so far: {self.counters['messages_rejected']})",
                                   throttle_duration_sec=5.0)
 
-    def _on_image(self, index: int, msg: Image) -> None:
+    def _on_image(self, index: int, msg: Image, info=None) -> None:
         self._last_input_time = time.monotonic()
+        if index == 0 and info is not None and info.get("received_timestamp"):
+            # both clocks are the system clock (ns); keyed by the stamp, read when the pair is
+            # processed (bounded: old entries go with the queue)
+            delay = (time.time_ns() - int(info["received_timestamp"])) / 1e6
+            self._callback_delay[stamp_to_ns(msg.header.stamp)] = delay
+            while len(self._callback_delay) > 64:
+                self._callback_delay.pop(next(iter(self._callback_delay)))
         key = ("received_visible", "received_thermal")[index]
         self.counters[key] += 1
         allowed = (VISIBLE_ENCODINGS, THERMAL_ENCODINGS)[index]
@@ -183,18 +201,33 @@ class SegMiFNode(Node):
         try:
             vis = to_rgb8(vis_msg)
             ir = to_thermal(ir_msg)
+            t1 = time.perf_counter()
             vis, ir = self.registration.register(vis, ir)
             SegMiFPredictor.check_images(vis, ir)
         except ValueError as err:
             self._reject(f"pair refused: {err}")
             return
+        t2 = time.perf_counter()
         pred = self.predictor.predict(vis, ir)
+        t3 = time.perf_counter()
         header = vis_msg.header
         self.outputs.publish_images(header, pred, self._alpha)
+        t4 = time.perf_counter()
         self.counters["pairs_processed"] += 1
         stats = self.sync.stats()
+        st = pred.stages_ms
+        stages = {"convert": (t1 - t0) * 1e3, "registration": (t2 - t1) * 1e3,
+                  "preprocess": st.get("thermal", 0.0) + st.get("resize", 0.0),
+                  "postprocess": st.get("download", 0.0) + st.get("postprocess", 0.0),
+                  "publish": (t4 - t3) * 1e3,
+                  "callback_delay": self._callback_delay.get(stamp_to_ns(header.stamp), 0.0)}
         self.outputs.publish_info(header, ir_msg.header.stamp, pred, t0, self.counters,
-                                  stats["messages_unmatched"])
+                                  stats["messages_unmatched"], stages)
+        if self._debug:
+            self.get_logger().debug(
+                "frame %d.%09d: " % (header.stamp.sec, header.stamp.nanosec)
+                + ", ".join(f"{k} {v:.1f} ms" for k, v in {**stages, "network": pred.inference_ms,
+                                                            "total": (t4 - t0) * 1e3}.items()))
 
     def destroy_node(self):
         worker = getattr(self, "_worker", None)  # absent when construction failed

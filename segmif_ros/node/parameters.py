@@ -41,6 +41,18 @@ PARAMETERS = {
     "checkpoint": ("", "Checkpoint file (.pt); empty = the default checkpoint shipped with "
                    "segmif_core.", {}),
     "device": ("cpu", "Torch device: cpu, cuda or cuda:N.", {}),
+    "backend": ("torch", "Inference backend: torch (a .pt checkpoint) or onnxruntime (an .onnx "
+                "file from `segmif export --onnx` as checkpoint).",
+                {"additional_constraints": "one of: torch, onnxruntime"}),
+    "precision": ("fp32", "torch backend: fp32, bf16 or (CUDA) fp16 autocast.",
+                  {"additional_constraints": "one of: fp32, bf16, fp16"}),
+    "threads": (0, "CPU threads of the network (torch intra-op threads, ONNX Runtime intra-op "
+                "threads); 0 = the library's default.",
+                {"integer_range": [IntegerRange(from_value=0, to_value=256, step=0)]}),
+    "fusion_scale": (0.0, "torch backend, SegMiF: resolution of the fusion network relative to "
+                     "the network input, in (0, 1]; 0 = the checkpoint's (1 = the paper's).",
+                     {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=1.0,
+                                                                  step=0.0)]}),
     "input_height": (0, "Network input height in pixels (images are resized to it and the "
                      "outputs back); 0 = the size stored in the checkpoint.",
                      {"integer_range": [IntegerRange(from_value=0, to_value=4096, step=0)]}),

@@ -63,10 +63,12 @@ class Outputs:
         self.pub_color.publish(numpy_to_image(color[:, :, ::-1], "bgr8", header))
 
     def publish_info(self, header, thermal_stamp, pred, t0: float, counters: dict,
-                     messages_unmatched: int) -> None:
+                     messages_unmatched: int, stages: dict | None = None) -> None:
         """segmentation/info of one prediction: class fractions, confidence, timings
         (processing from ``t0``, a ``time.perf_counter()`` value; latency from the header
-        stamp to the node clock's now) and the node's ``counters``."""
+        stamp to the node clock's now), the node's ``counters`` and the ROS-side ``stages``
+        (ms: convert, registration, preprocess, postprocess, publish, callback_delay)."""
+        stages = stages or {}
         counts = np.bincount(pred.labels.ravel(), minlength=len(self.class_names))
         info = self._info_cls(
             header=header, thermal_stamp=thermal_stamp, class_names=self.class_names,
@@ -80,5 +82,11 @@ class Outputs:
             pairs_processed=counters["pairs_processed"],
             pairs_dropped=counters["pairs_dropped"],
             messages_unmatched=int(messages_unmatched),
-            messages_rejected=counters["messages_rejected"])
+            messages_rejected=counters["messages_rejected"],
+            convert_time_ms=float(stages.get("convert", 0.0)),
+            registration_time_ms=float(stages.get("registration", 0.0)),
+            preprocess_time_ms=float(stages.get("preprocess", 0.0)),
+            postprocess_time_ms=float(stages.get("postprocess", 0.0)),
+            publish_time_ms=float(stages.get("publish", 0.0)),
+            callback_delay_ms=float(stages.get("callback_delay", 0.0)))
         self.pub_info.publish(info)
