@@ -1,7 +1,8 @@
 """Model registry: build any segmif model from a name plus a config dict.
 
 Names: 'segmif' (SegMiF, see ``segmif.model``), 'baseline' (visible-only, thermal-only or early
-fusion segmentation network, see ``baselines.model``). Encoders: ``encoders`` (a registry of
+fusion segmentation network, see ``baselines.model``), 'tsjnet' (TSJNet with a detector, see
+``tsjnet.model``). Encoders: ``encoders`` (a registry of
 names; ``encoders.encoder_names()``).
 """
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 from .base import FusionSegModel
 from .baselines import Baseline, BaselineConfig
 from .segmif import SegMiF, SegMiFConfig
+from .tsjnet import TSJNet, TSJNetConfig
 
-MODELS = {"segmif": (SegMiF, SegMiFConfig), "baseline": (Baseline, BaselineConfig)}
+MODELS = {"segmif": (SegMiF, SegMiFConfig), "baseline": (Baseline, BaselineConfig),
+          "tsjnet": (TSJNet, TSJNetConfig)}
 
 
 def build_model(name: str, config: dict | None = None, load_pretrained: bool = True
@@ -35,4 +38,4 @@ def build_model(name: str, config: dict | None = None, load_pretrained: bool = T
 
 
 __all__ = ["FusionSegModel", "SegMiF", "SegMiFConfig", "Baseline", "BaselineConfig",
-           "MODELS", "build_model"]
+           "TSJNet", "TSJNetConfig", "MODELS", "build_model"]
