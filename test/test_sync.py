@@ -1,5 +1,6 @@
 """Tests of segmif_ros.node.sync with mock stamped messages (no ROS graph, no rclpy)."""
 
+import math
 import random
 import sys
 import threading
@@ -186,25 +187,28 @@ def test_queue_size_eviction_is_counted():
     sync, rec = _approx(slop=0.010, queue_size=2)
     for ms in (0, 100, 200):
         sync.add(VIS, Msg(1 * S + ms * MS))
+    # 200 ms overflows {0, 100, 200}: the oldest other message (0 ms) goes.
     assert sync.queue_lengths() == (2, 0)
     assert sync.stats()["messages_evicted"] == 1
     assert sync.messages_unmatched == 1
     # The evicted frame (0 ms) cannot be paired any more.
     sync.add(THERM, Msg(1 * S + 1 * MS))
     assert rec.calls == []
-    # A new message older than everything in a full queue evicts itself.
+    # A new message older than everything in a full queue is kept (it used to evict itself);
+    # the oldest of the others (100 ms) goes instead: visible {50, 200}.
     sync.add(VIS, Msg(1 * S + 50 * MS))
     assert sync.queue_lengths() == (2, 1)
     assert sync.messages_unmatched == 2
     sync.add(THERM, Msg(1 * S + 51 * MS))
-    assert rec.calls == []
-    # The frames still queued pair normally.
+    assert rec.stamps() == [(1 * S + 50 * MS, 1 * S + 51 * MS)]
+    # The thermal 1 ms frame is older than the used 51 ms: stale. Visible 200 ms waits.
+    assert sync.queue_lengths() == (1, 0)
+    assert sync.messages_unmatched == 3
     sync.add(THERM, Msg(1 * S + 201 * MS))
-    assert rec.stamps() == [(1 * S + 200 * MS, 1 * S + 201 * MS)]
-    # 100 ms visible + both older thermal frames are stale now.
+    assert rec.stamps()[-1] == (1 * S + 200 * MS, 1 * S + 201 * MS)
     assert sync.queue_lengths() == (0, 0)
-    assert sync.messages_unmatched == 2 + 3
     st = sync.stats()
+    assert st["messages_unmatched"] == 3
     assert st["messages_received"] == 7  # 4 visible + 3 thermal
     assert st["messages_received"] == 2 * st["pairs_matched"] + st["messages_unmatched"]
 
@@ -280,7 +284,10 @@ def test_thirty_hz_with_jittered_thermal_gives_one_pair_per_frame():
         "messages_evicted": 0,
         "messages_dropped_stale": 0,
         "messages_replaced": 0,
+        "messages_dropped_reset": 0,
         "messages_queued": 0,
+        "resets": 0,
+        "stamp_jumps": 0,
     }
 
 
@@ -472,3 +479,255 @@ def test_bad_add_arguments_raise():
     # Rejected calls change nothing.
     assert sync.stats()["messages_received"] == 0
     assert sync.queue_lengths() == (0, 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Future stamps, backward jumps, resets and the stuck diagnosis (issue 14, defects 1 and 9).
+# Expectations are worked out by hand from the rules in the docstrings, not from the code.
+
+B = 1000 * S  # a base stamp well away from 0
+PERIOD = 50 * MS  # 20 Hz
+
+
+def _named(slop=0.020, queue_size=5, **kwargs):
+    rec, lines = Recorder(), []
+    sync = ApproximateTimeSynchronizer(2, queue_size, slop, rec, names=("visible", "thermal"),
+                                       log=lines.append, **kwargs)
+    return sync, rec, lines
+
+
+def _send_pair(sync, k, vis_first=True, base=B, offset=3 * MS):
+    """Visible at base + k * 50 ms, thermal 3 ms later; returns the matches fired by the second."""
+    v, t = Msg(base + k * PERIOD, f"v{k}"), Msg(base + k * PERIOD + offset, f"t{k}")
+    first, second = ((VIS, v), (THERM, t)) if vis_first else ((THERM, t), (VIS, v))
+    assert sync.add(*first) == 0
+    return sync.add(*second)
+
+
+@pytest.mark.parametrize("vis_first", [True, False])
+@pytest.mark.parametrize("jump_threshold", [None, math.inf])
+def test_future_stamps_on_one_input_do_not_block_it(vis_first, jump_threshold):
+    # 5 well-formed thermal frames stamped 60 s in the future fill the thermal queue, then 49
+    # valid pairs arrive: every one is answered at once (before the fix: none, because each new
+    # thermal frame was older than everything queued and evicted itself).
+    sync, rec, lines = _named(jump_threshold=jump_threshold)
+    for k in range(5):
+        sync.add(THERM, Msg(B + 60 * S + k * PERIOD, f"future{k}"))
+    assert sync.queue_lengths() == (0, 5)
+    fired = [_send_pair(sync, k, vis_first) for k in range(49)]
+    assert fired == [1] * 49
+    assert [(v.label, t.label) for v, t in rec.calls] == [(f"v{k}", f"t{k}") for k in range(49)]
+    st = sync.stats()
+    assert st["pairs_matched"] == 49
+    if jump_threshold is None:
+        # The first valid thermal stamp (1000.003 s) is 60.197 s older than the last one
+        # (1060.200 s): a backward jump; the 5 future frames (> 1001.003 s) are dropped.
+        assert (st["resets"], st["stamp_jumps"], st["messages_dropped_reset"]) == (1, 1, 5)
+        assert st["messages_queued"] == 0
+        assert lines == ["thermal stamp jumped back 60.197 s (from 1060.200 s to 1000.003 s; "
+                         "clock jump, bag loop or wrong camera clock?): synchroniser reset, 5 "
+                         "queued messages stamped after 1001.003 s dropped (reset #1)"]
+    else:
+        # Detection off: the first valid thermal frame overflows the queue and evicts the
+        # furthest future frame (1060.200 s); the other 4 stay queued, the 5th slot serves.
+        assert (st["resets"], st["messages_evicted"]) == (0, 1)
+        assert sync.queue_lengths() == (0, 4)
+        assert lines == []
+    assert st["messages_received"] == 5 + 2 * 49
+    assert st["messages_received"] == (2 * st["pairs_matched"] + st["messages_unmatched"]
+                                       + st["messages_queued"])
+
+
+def test_queue_size_one_unmatched_newer_stamp_does_not_block():
+    # queue_size 1: a thermal frame 0.5 s ahead (its visible partner lost; below the 1 s jump
+    # threshold, so no reset) used to make every following thermal frame evict itself for 0.5 s.
+    sync, rec, lines = _named(queue_size=1)
+    sync.add(THERM, Msg(B + 500 * MS, "lonely"))
+    fired = [_send_pair(sync, k) for k in range(10)]  # stamps 1000.000 .. 1000.450 s
+    assert fired == [1] * 10
+    assert rec.stamps() == [(B + k * PERIOD, B + k * PERIOD + 3 * MS) for k in range(10)]
+    st = sync.stats()
+    assert (st["messages_evicted"], st["resets"], st["messages_queued"]) == (1, 0, 0)
+    assert st["messages_received"] == 21 == 2 * 10 + st["messages_unmatched"]
+    assert lines == []
+
+
+def test_clock_jump_back_60_s_pairs_resume_at_once():
+    # 20 Hz pairs at 1060 s, then 5 visible frames whose thermal partners are lost (a full
+    # visible queue), then the clock jumps back 60 s. Before the fix the node stayed silent
+    # for 60 s (each new visible frame was the oldest of a full queue and evicted itself).
+    sync, rec, lines = _named()
+    t0 = B + 60 * S
+    assert [_send_pair(sync, k, base=t0) for k in range(20)] == [1] * 20  # .. 1060.953 s
+    for k in range(20, 25):  # visible 1061.000 .. 1061.200 s, unmatched
+        sync.add(VIS, Msg(t0 + k * PERIOD))
+    assert sync.queue_lengths() == (5, 0)
+    fired = [_send_pair(sync, k, base=B + S) for k in range(20)]  # 1001.000 s ..
+    assert fired == [1] * 20
+    assert rec.stamps()[20:] == [(B + S + k * PERIOD, B + S + k * PERIOD + 3 * MS)
+                                 for k in range(20)]
+    st = sync.stats()
+    # One reset for the jump, although both inputs jumped: thermal's last stamp (1060.953 s) was
+    # beyond the window, so its first frame after the jump is not a second jump.
+    assert (st["resets"], st["stamp_jumps"], st["messages_dropped_reset"]) == (1, 1, 5)
+    assert lines == ["visible stamp jumped back 60.200 s (from 1061.200 s to 1001.000 s; clock "
+                     "jump, bag loop or wrong camera clock?): synchroniser reset, 5 queued "
+                     "messages stamped after 1002.000 s dropped (reset #1)"]
+    assert st["messages_received"] == 2 * st["pairs_matched"] + st["messages_unmatched"] == 85
+
+
+def test_small_backward_step_is_not_a_jump():
+    # An out-of-order frame 0.15 s older than the previous one (< the 1 s threshold) is no reset.
+    sync, rec, lines = _named()
+    sync.add(VIS, Msg(B + 200 * MS))
+    sync.add(VIS, Msg(B + 50 * MS))
+    sync.add(THERM, Msg(B + 51 * MS))
+    assert rec.stamps() == [(B + 50 * MS, B + 51 * MS)]
+    assert sync.stats()["resets"] == 0 and lines == []
+    assert sync.queue_lengths() == (1, 0)  # visible 200 ms is newer than the used one: kept
+
+
+def test_jump_threshold_follows_slop_and_can_be_set():
+    assert ApproximateTimeSynchronizer(2, 5, 0.02).jump_threshold == 1.0
+    assert ApproximateTimeSynchronizer(2, 5, 0.5).jump_threshold == 5.0  # 10 * slop
+    assert ApproximateTimeSynchronizer(2, 5, 0.02, jump_threshold=0.25).jump_threshold == 0.25
+    assert ApproximateTimeSynchronizer(2, 5, 0.02, jump_threshold=math.inf).jump_threshold \
+        == math.inf
+    assert ExactTimeSynchronizer(2, 5).jump_threshold == 1.0
+    sync, rec, lines = _named(jump_threshold=0.25)
+    sync.add(THERM, Msg(B + 300 * MS))
+    sync.add(THERM, Msg(B))  # 0.3 s back > 0.25 s
+    assert sync.stats()["stamp_jumps"] == 1 and len(lines) == 1
+    for bad in (0, -1.0, "x", True, float("nan")):
+        with pytest.raises(ValueError):
+            ApproximateTimeSynchronizer(2, 5, 0.02, jump_threshold=bad)
+    with pytest.raises(ValueError):
+        ApproximateTimeSynchronizer(2, 5, 0.02, names=("visible",))
+    with pytest.raises(TypeError):
+        ApproximateTimeSynchronizer(2, 5, 0.02, log="not callable")
+
+
+def test_reset_drops_queues_counts_logs_and_forgets_last_stamps():
+    sync, rec, lines = _named()
+    sync.add(VIS, Msg(61 * S))
+    sync.add(VIS, Msg(62 * S))
+    sync.add(THERM, Msg(65 * S))
+    assert sync.reset("ROS time jumped back 60.000 s") == 3
+    assert lines == ["synchroniser reset (ROS time jumped back 60.000 s): 3 queued messages "
+                     "dropped (reset #1)"]
+    st = sync.stats()
+    assert (st["resets"], st["stamp_jumps"], st["messages_dropped_reset"]) == (1, 0, 3)
+    assert st["messages_unmatched"] == 3 and st["messages_queued"] == 0
+    # The last stamps are forgotten: 60 s earlier is no stamp jump now, and pairs at once.
+    sync.add(VIS, Msg(1 * S))
+    assert sync.add(THERM, Msg(1 * S + 2 * MS)) == 1
+    assert sync.stats()["resets"] == 1 and len(lines) == 1
+    assert sync.reset("again") == 0
+    assert lines[-1] == "synchroniser reset (again): 0 queued messages dropped (reset #2)"
+    st = sync.stats()
+    assert st["messages_received"] == 5 == 2 * st["pairs_matched"] + st["messages_unmatched"]
+
+
+def test_reset_works_without_a_log_and_from_a_callback():
+    sync = ApproximateTimeSynchronizer(2, 5, 0.01)
+    sync.register_callback(lambda v, t: sync.reset("from the callback"))
+    sync.add(VIS, Msg(S))
+    sync.add(VIS, Msg(2 * S))
+    assert sync.add(THERM, Msg(S)) == 1  # the callback's reset drops visible 2 s
+    assert sync.queue_lengths() == (0, 0) and sync.resets == 1
+
+
+def test_diagnose_names_the_input_and_the_reason():
+    sync, rec, lines = _named()
+    assert sync.diagnose().startswith("no visible or thermal messages received")
+    sync.add(VIS, Msg(B))
+    assert sync.diagnose() == (
+        "no thermal messages received (check the topic name and QoS: a reliable subscriber gets "
+        "nothing from a best-effort publisher)")
+    # Thermal frames 60.2 .. 60.4 s ahead of the newest visible one.
+    for k in range(5):
+        sync.add(THERM, Msg(B + 60 * S + 200 * MS + k * PERIOD))
+    assert sync.diagnose() == ("thermal: 5 queued messages are 60.2 to 60.4 s newer than the "
+                               "newest visible one (clock jump or wrong camera clock?)")
+
+
+def test_diagnose_small_lag_stopped_stream_and_reset():
+    sync, rec, lines = _named()
+    for k in range(5):  # thermal 999.700 .. 999.900 s
+        sync.add(THERM, Msg(B - 300 * MS + k * PERIOD))
+    for k in range(5):  # visible 1000.000 .. 1000.200 s: 100 ms or more from every thermal
+        sync.add(VIS, Msg(B + k * PERIOD))
+    assert rec.calls == []
+    assert sync.diagnose() == ("visible stamps lead thermal by 0.300 s (slop 0.020 s, "
+                               "queue_size 5): thermal arrives later than the queue holds, or "
+                               "the camera clocks are offset")
+    sync.add(THERM, Msg(B + 200 * MS + 1 * MS))
+    assert rec.stamps() == [(B + 200 * MS, B + 201 * MS)]
+    sync.add(VIS, Msg(B + 250 * MS))
+    sync.add(VIS, Msg(B + 300 * MS))
+    assert sync.diagnose() == ("no thermal messages since the last pair while 2 visible messages "
+                               "arrived (thermal stream stopped?)")
+    sync.reset("test")
+    sync.add(THERM, Msg(B + 350 * MS))
+    assert sync.diagnose() == "no visible messages since the synchroniser reset"
+    sync.add(VIS, Msg(B + 350 * MS + 5 * MS))  # pairs
+    sync.add(VIS, Msg(B + 400 * MS))
+    sync.add(THERM, Msg(B + 400 * MS + 5 * MS))  # pairs
+    assert len(rec.calls) == 3
+    sync.add(VIS, Msg(B + 450 * MS))
+    sync.add(THERM, Msg(B + 450 * MS + 30 * MS))  # 30 ms: over the slop, no pair
+    assert sync.diagnose() == ("thermal stamps lead visible by 0.030 s (slop 0.020 s, "
+                               "queue_size 5): visible arrives later than the queue holds, or "
+                               "the camera clocks are offset")
+
+
+def test_diagnose_exact_mode():
+    sync = ExactTimeSynchronizer(2, 5, names=("visible", "thermal"))
+    sync.add(VIS, Msg(B))
+    sync.add(THERM, Msg(B + 4 * MS))
+    assert sync.diagnose() == ("thermal stamps lead visible by 0.004 s (exact synchronisation "
+                               "needs identical stamps, queue_size 5): visible arrives later "
+                               "than the queue holds, or the camera clocks are offset")
+
+
+def test_exact_mode_future_stamps_do_not_block():
+    rec = Recorder()
+    sync = ExactTimeSynchronizer(2, 2, rec, jump_threshold=math.inf)
+    sync.add(THERM, Msg(B + 60 * S))
+    sync.add(THERM, Msg(B + 60 * S + PERIOD))
+    for k in range(5):
+        sync.add(VIS, Msg(B + k * PERIOD))
+        assert sync.add(THERM, Msg(B + k * PERIOD)) == 1
+    assert rec.stamps() == [(B + k * PERIOD, B + k * PERIOD) for k in range(5)]
+    # The first valid frame evicted the furthest future frame; one future frame stays.
+    assert sync.queue_lengths() == (0, 1) and sync.messages_evicted == 1
+
+
+def test_out_of_order_arrival_is_newest_first_not_upstream():
+    # message_filters' Python class removes only the two messages it used, so its
+    # test_approxsync "scrambled" case pairs every message whatever the arrival order. This class
+    # is newest-first by design (the node processes only the newest pair): a match also drops
+    # every older message, so late older frames are not paired.
+    T0 = B
+    vis = [Msg(T0 + ms * MS, f"v{ms}") for ms in (0, 300, 600)]
+    therm = {ms: Msg(T0 + ms * MS, f"t{ms}") for ms in (0, 300, 600)}
+    sync, rec = _approx(slop=0.1, queue_size=3)
+    for m in vis:
+        sync.add(VIS, m)
+    for ms in (600, 0, 300):  # scrambled
+        sync.add(THERM, therm[ms])
+    # Upstream: 3 pairs. Here: (600, 600); visible 0 and 300 are stale after it; thermal 0 and
+    # 300 (0.6 s back: below the 1 s jump threshold) wait without a partner.
+    assert [(v.label, t.label) for v, t in rec.calls] == [("v600", "t600")]
+    st = sync.stats()
+    assert (st["messages_dropped_stale"], st["messages_queued"]) == (2, 2)
+    assert sync.queue_lengths() == (0, 2)
+    # In stamp order (what cameras deliver) both classes pair everything.
+    sync, rec = _approx(slop=0.1, queue_size=3)
+    for m in vis:
+        sync.add(VIS, m)
+    for ms in (0, 300, 600):
+        sync.add(THERM, therm[ms])
+    assert [(v.label, t.label) for v, t in rec.calls] == [("v0", "t0"), ("v300", "t300"),
+                                                         ("v600", "t600")]
+    assert sync.messages_unmatched == 0

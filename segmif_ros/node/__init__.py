@@ -4,6 +4,7 @@
     parameters.py  parameter declarations (defaults, descriptors, checks), QoS profiles
     publishers.py  the output messages and their publishers
     sync.py        approximate/exact-time synchroniser (no rclpy)
+    sync_base.py   its queues, counters, eviction, jump detection, reset, diagnosis
     encodings.py   sensor_msgs/Image <-> numpy (no rclpy)
 
 Importing this package does not import rclpy (:mod:`.sync` and :mod:`.encodings` are used
