@@ -149,3 +149,53 @@ def test_invalid_parameters_are_refused_at_construction(context, tiny_checkpoint
 def test_missing_checkpoint_is_refused(context, tmp_path):
     with pytest.raises(ConfigurationError, match="not found"):
         make_node(context, tmp_path / "nope.pt")
+
+
+def test_ros_time_jump_back_resets_the_synchroniser(context, tiny_checkpoint):
+    from rosgraph_msgs.msg import Clock
+    node = make_node(context, tiny_checkpoint, use_sim_time=True)
+    peer = rclpy.create_node("clock_peer", context=context)
+    ex = rclpy.executors.SingleThreadedExecutor(context=context)
+    ex.add_node(node)
+    ex.add_node(peer)
+    pub = peer.create_publisher(Clock, "/clock", 10)
+
+    def publish_until(sec, predicate):
+        msg = Clock()
+        msg.clock.sec = sec
+        end = time.monotonic() + 10.0
+        while time.monotonic() < end and not predicate():
+            pub.publish(msg)
+            spin_until(ex, predicate, 0.2)
+        return predicate()
+
+    try:
+        assert publish_until(100, lambda: node.get_clock().now().nanoseconds == 100 * 10**9)
+        node.sync.add(0, stamped(np.zeros((4, 4, 3), np.uint8), "rgb8", 99, 0, "v"))
+        resets = node.sync.resets
+        assert publish_until(40, lambda: node.sync.resets > resets)  # 60 s back
+        assert node.sync.resets == resets + 1
+        assert node.sync.queue_lengths() == (0, 0)
+    finally:
+        node.destroy_node()
+        peer.destroy_node()
+
+
+def test_no_pair_warning_names_the_missing_input(context, tiny_checkpoint):
+    node = make_node(context, tiny_checkpoint, no_pair_warn_s=1.0)
+    lines = []
+
+    class Logger:
+        def warning(self, text, **_):
+            lines.append(text)
+
+    try:
+        node.sync.add(0, stamped(np.zeros((4, 4, 3), np.uint8), "rgb8", 5, 0, "v"))
+        node._last_input_time = time.monotonic()
+        node._last_pair_time = time.monotonic() - 10.0
+        node.get_logger = Logger
+        node._check_inputs()
+        assert len(lines) == 1 and "no thermal messages received" in lines[0], lines
+    finally:
+        del node.get_logger
+        node.destroy_node()

@@ -28,6 +28,8 @@ import time
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import ClockChange, JumpThreshold
+from rclpy.duration import Duration
 from rclpy.logging import LoggingSeverity
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -76,11 +78,20 @@ class SegMiFNode(Node):
         if p["input_qos"] == "sensor_data":
             in_qos = qos_profile_sensor_data
 
+        sync_kw = {"names": ("visible", "thermal"), "log": self.get_logger().warning}
         if p["approximate_sync"]:
-            self.sync = ApproximateTimeSynchronizer(2, int(p["queue_size"]), float(p["slop"]))
+            self.sync = ApproximateTimeSynchronizer(2, int(p["queue_size"]), float(p["slop"]),
+                                                    **sync_kw)
         else:
-            self.sync = ExactTimeSynchronizer(2, int(p["queue_size"]))
+            self.sync = ExactTimeSynchronizer(2, int(p["queue_size"]), **sync_kw)
         self.sync.register_callback(self._on_pair)
+        # ROS time jumping back (bag loop, simulation reset) or changing source resets the sync.
+        source_change = (ClockChange.ROS_TIME_ACTIVATED, ClockChange.ROS_TIME_DEACTIVATED)
+        self._time_jump = self.get_clock().create_jump_callback(JumpThreshold(
+            min_forward=None, min_backward=Duration(seconds=-self.sync.jump_threshold)),
+            post_callback=lambda jump: self.sync.reset(
+                "ROS time source changed" if jump.clock_change in source_change
+                else f"ROS time jumped back {-jump.delta.nanoseconds / 1e9:.3f} s"))
 
         self.outputs = Outputs(self, self.predictor.classes, out_qos)
         self.class_names = self.outputs.class_names
@@ -175,9 +186,8 @@ class SegMiFNode(Node):
             c = self.counters
             self.get_logger().warning(
                 f"no visible/thermal pair for {idle:.0f} s (received visible {c['received_visible']}"
-                f", thermal {c['received_thermal']}, rejected {c['messages_rejected']}): check "
-                "topic names, QoS compatibility (a reliable subscriber gets nothing from a "
-                "best-effort publisher) and that the stamps are within slop",
+                f", thermal {c['received_thermal']}, rejected {c['messages_rejected']}): "
+                f"{self.sync.diagnose()}",
                 throttle_duration_sec=max(self._no_pair_warn_s, 5.0))
 
     # ---------------------------------------------------------------- processing
