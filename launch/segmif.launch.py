@@ -22,6 +22,11 @@ Arguments:
     rviz            ``true`` starts RViz2 with ``rviz_config``, in the same namespace.
     rviz_config     RViz2 configuration (default: share/segmif_ros/config/segmif.rviz).
     log_level       Logging level of segmif_node: debug, info, warn, error or fatal.
+    fastdds_shm_large  ``true`` sets FASTDDS_DEFAULT_PROFILES_FILE to
+                    share/segmif_ros/config/fastdds_shm_large.xml for the node and RViz2: Fast DDS
+                    over shared memory only with a 32 MiB segment, without which best-effort
+                    640x480 frames between processes on one host are mostly lost. Every other
+                    process of the graph (camera drivers, bag players) needs the same profile.
 
 ``checkpoint``, ``device`` and ``use_sim_time`` are passed after ``params_file`` and therefore
 override the values in it (``checkpoint:=''``, the default, selects the shipped checkpoint even if
@@ -29,7 +34,7 @@ the parameter file names another one). Relative ``visible_topic`` / ``thermal_to
 resolved in ``namespace``; give absolute names (leading ``/``) for camera topics outside it.
 """
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, GroupAction
+from launch.actions import DeclareLaunchArgument, GroupAction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
@@ -57,6 +62,7 @@ def generate_launch_description() -> LaunchDescription:
     rviz = LaunchConfiguration('rviz')
     rviz_config = LaunchConfiguration('rviz_config')
     log_level = LaunchConfiguration('log_level')
+    fastdds_shm_large = LaunchConfiguration('fastdds_shm_large')
 
     arguments = [
         DeclareLaunchArgument(
@@ -103,7 +109,18 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument(
             'log_level', default_value='info', choices=LOG_LEVELS,
             description='Logging level of segmif_node.'),
+        DeclareLaunchArgument(
+            'fastdds_shm_large', default_value='false', choices=BOOLEAN,
+            description='Use the shared-memory-only Fast DDS profile with a 32 MiB segment '
+                        '(config/fastdds_shm_large.xml) for the node and RViz2; needed for '
+                        'best-effort 640x480 images between processes on one host. The other '
+                        'processes of the graph need FASTDDS_DEFAULT_PROFILES_FILE set to it too.'),
     ]
+
+    shm_profile = SetEnvironmentVariable(
+        'FASTDDS_DEFAULT_PROFILES_FILE',
+        PathJoinSubstitution([FindPackageShare(PACKAGE), 'config', 'fastdds_shm_large.xml']),
+        condition=IfCondition(fastdds_shm_large))
 
     segmif_node = Node(
         package=PACKAGE,
@@ -140,6 +157,7 @@ def generate_launch_description() -> LaunchDescription:
     # include this one keep their own namespace.
     group = GroupAction([
         PushROSNamespace(namespace),
+        shm_profile,
         segmif_node,
         rviz_node,
     ])

@@ -43,6 +43,7 @@ ARGUMENTS = {
     'rviz': 'false',
     'rviz_config': None,
     'log_level': 'info',
+    'fastdds_shm_large': 'false',
 }
 RVIZ_TOPICS = {'fused/image', 'segmentation/color'}
 
@@ -255,6 +256,22 @@ def test_namespace_is_pushed_for_both_nodes(source, segmif_node_call):
     # the namespace is pushed, not also given to the nodes (that would nest it twice)
     assert source.keyword(segmif_node_call, 'namespace') is None
     assert source.keyword(source.nodes('rviz2')[0], 'namespace') is None
+
+
+def test_large_shm_profile_is_set_for_the_group_when_asked(source):
+    """fastdds_shm_large:=true sets FASTDDS_DEFAULT_PROFILES_FILE to the installed profile, a
+    file of config/ (installed to share/), before both nodes of the group start."""
+    calls = source.calls_to('SetEnvironmentVariable')
+    assert len(calls) == 1
+    call = calls[0]
+    assert source.value(call.args[0]) == 'FASTDDS_DEFAULT_PROFILES_FILE'
+    path_parts = [source.value(e) for e in call.args[1].args[0].elts[1:]]
+    assert path_parts == ['config', 'fastdds_shm_large.xml']
+    assert (REPO / 'config' / 'fastdds_shm_large.xml').is_file()
+    assert ast.unparse(source.keyword(call, 'condition')) == 'IfCondition(fastdds_shm_large)'
+    group = source.calls_to('GroupAction')[0].args[0]
+    order = [ast.unparse(e) for e in group.elts]
+    assert order.index('shm_profile') < order.index('segmif_node') < order.index('rviz_node')
 
 
 # ------------------------------------------------------------------------------------------------

@@ -62,11 +62,28 @@ def thermal_rule_from_params(params: Mapping | None) -> dict:
 
 
 # ---------------------------------------------------------------------------------- analysis
+#: per-stage fields of segmif_ros/SegmentationInfo (ms) -> names in the report's stages_ms
+STAGE_FIELDS = {"convert": "convert_time_ms", "registration": "registration_time_ms",
+                "preprocess": "preprocess_time_ms", "network": "inference_time_ms",
+                "postprocess": "postprocess_time_ms", "publish": "publish_time_ms",
+                "callback_delay": "callback_delay_ms"}
+
+
+def output_rate(labels: Mapping) -> float | None:
+    """Outputs per second from the receive times (ns) of ``{stamp: (receive_ns, msg)}``:
+    (n - 1) / (last - first); None with fewer than two outputs."""
+    times = sorted(t for t, _ in labels.values())
+    if len(times) < 2 or times[-1] <= times[0]:
+        return None
+    return round((len(times) - 1) / ((times[-1] - times[0]) / 1e9), 3)
+
+
 def analyse_output_bag(output_bag, out_dir, topics: Mapping[str, str], *, classes=None,
                        method: str = "SegMiF", include_background: bool = True,
                        absent: str = "skip", rules: Iterable[str] | None = None,
                        thermal_rule: Mapping | None = None, n_mosaics: int = 4,
-                       counters_since_node_start: bool = True) -> dict:
+                       counters_since_node_start: bool = True,
+                       replay_rate: float = 1.0) -> dict:
     """Evaluate a recorded output bag (see the module docstring); returns the report dict.
 
     Args:
@@ -81,6 +98,12 @@ def analyse_output_bag(output_bag, out_dir, topics: Mapping[str, str], *, classe
         counters_since_node_start: the node was started for this run, so its cumulative
             counters (pairs dropped, ...) are this run's; otherwise the difference between the
             last and the first answered frame is reported.
+        replay_rate: the replay's speed factor. Away from 1 the replayed stamps keep the
+            recorded spacing while frames arrive ``1 / rate`` times slower (or faster), so
+            stamp-based latencies (stamp to receive, the node's ``latency_ms``) grow or shrink
+            with the frame index and are not reported (None, with a warning); the
+            input-to-output latency (receive times of the visible input and of the output, one
+            clock) is real at any rate and is the report's ``latency_ms``.
     """
     from segmif_core.data.classes import ClassSet
     from segmif_core.evaluation import (RULE_NAMES, FusionTable, assemble_report, luma8,
@@ -181,22 +204,34 @@ def analyse_output_bag(output_bag, out_dir, topics: Mapping[str, str], *, classe
         "unanswered_stamps_ns": unanswered,
     }
     infos_v = [i for _, i in infos.values()]
+    stamps_real = abs(float(replay_rate) - 1.0) < 1e-9
     report = assemble_report(
         cm if n_labelled else None, table, include_background=include_background,
         absent=absent, thermal_rule=thermal_rule, segmentation_method=method,
         n_pairs=len(answered), n_labelled=n_labelled, kind="bag_eval",
         stream=stream, frames=frames,
         timing={
-            "stamp_to_receive_ms": timing_summary(frames["latency_ms"]),
+            "latency_ms": timing_summary(v for v in frames["input_to_output_ms"]
+                                         if v is not None),
             "input_to_output_ms": timing_summary(v for v in frames["input_to_output_ms"]
                                                  if v is not None),
-            "node_latency_ms": timing_summary(i.latency_ms for i in infos_v),
+            "stamp_to_receive_ms": timing_summary(frames["latency_ms"]) if stamps_real
+            else None,
+            "node_latency_ms": timing_summary(i.latency_ms for i in infos_v) if stamps_real
+            else None,
             "inference_ms": timing_summary(i.inference_time_ms for i in infos_v),
             "processing_ms": timing_summary(i.processing_time_ms for i in infos_v),
+            "stages_ms": {k: timing_summary(getattr(i, f, 0.0) for i in infos_v)
+                          for k, f in STAGE_FIELDS.items()},
+            "output_fps": output_rate(labels),
         },
         mosaics=[], warnings=[])
     if not answered:
         report["warnings"].append("the node answered no frame")
+    if not stamps_real:
+        report["warnings"].append(
+            f"replay rate {replay_rate}: stamp-based latencies are left out (the stamps keep the "
+            "recorded spacing); latency_ms is input-to-output (receive times, one clock)")
     if table.skipped:
         report["warnings"].append(f"{len(table.skipped)} fusion entries skipped "
                                   "(see fusion_skipped)")

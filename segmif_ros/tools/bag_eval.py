@@ -56,18 +56,44 @@ def live_topics(namespace: str | None = "") -> dict:
     return {k: f"{ns}/{v}" for k, v in names.items()}
 
 
-def local_ros_env(domain_id: int | None = None) -> dict:
+SHM_PROFILE = "fastdds_shm_large.xml"
+
+
+def shm_profile_path() -> Path:
+    """config/fastdds_shm_large.xml: the installed copy (share/segmif_ros/config, found through
+    the ament index) or the source tree's. Raises FileNotFoundError if neither exists."""
+    candidates = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        candidates.append(Path(get_package_share_directory("segmif_ros")) / "config" / SHM_PROFILE)
+    except Exception:  # noqa: BLE001 - no ament index, or the package is not installed there
+        pass
+    candidates.append(Path(__file__).resolve().parents[2] / "config" / SHM_PROFILE)
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{SHM_PROFILE} not found (looked in "
+                            f"{', '.join(str(c) for c in candidates)})")
+
+
+def local_ros_env(domain_id: int | None = None, large_shm: bool = False) -> dict:
     """Set (in os.environ, so that child processes inherit them) and return the variables that
     keep ROS 2 traffic on this host: Fast DDS shared-memory transport only, discovery on
     localhost only, and a ROS_DOMAIN_ID of this run's own (random 1-200 unless given or already
-    set). On a robot network do not use this: see the README."""
+    set). ``large_shm`` also sets FASTDDS_DEFAULT_PROFILES_FILE to the 32 MiB shared-memory
+    profile (:func:`shm_profile_path`): every process started afterwards, this one's ROS
+    context included, can then carry 640x480 frames best effort. On a robot network do not use
+    this: see the README."""
     os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "SHM"
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     if domain_id is not None:
         os.environ["ROS_DOMAIN_ID"] = str(domain_id)
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 200)))
-    return {k: os.environ[k] for k in ("FASTDDS_BUILTIN_TRANSPORTS",
-                                       "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID")}
+    keys = ["FASTDDS_BUILTIN_TRANSPORTS", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID"]
+    if large_shm:
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(shm_profile_path())
+        keys.append("FASTDDS_DEFAULT_PROFILES_FILE")
+    return {k: os.environ[k] for k in keys}
 
 
 # ------------------------------------------------------------------------------------ live run
@@ -80,7 +106,7 @@ def run_bag_eval(bag, out="runs/bag_eval", *, visible_topic: str = "/visible/ima
                  rules: Iterable[str] | None = None, mosaics: int = 4,
                  node_timeout_s: float = 180.0, quiet_s: float = 10.0,
                  title: str = "segmif bag eval report", extra: Mapping | None = None,
-                 log: Callable[[str], None] = print) -> dict:
+                 large_shm: bool = False, log: Callable[[str], None] = print) -> dict:
     """Replay ``bag`` through segmif_node, record, evaluate and write the report into ``out``.
 
     Args:
@@ -102,13 +128,15 @@ def run_bag_eval(bag, out="runs/bag_eval", *, visible_topic: str = "/visible/ima
         quiet_s: after the replay, wait until every visible frame is answered or no output
             arrived for this long.
         extra: keys added to the report (e.g. the demo's data folder).
+        large_shm: every process (replay, node, recorder) uses the 32 MiB shared-memory Fast
+            DDS profile (:func:`local_ros_env`), needed for best-effort 640x480 frames.
     Returns:
         the report dict (also written to ``out``).
     Raises:
         ValueError: topics missing from the bag, options that contradict each other;
         RuntimeError / TimeoutError: the node died or did not come up.
     """
-    ros = local_ros_env()
+    ros = local_ros_env(large_shm=large_shm)
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
@@ -238,7 +266,7 @@ def run_bag_eval(bag, out="runs/bag_eval", *, visible_topic: str = "/visible/ima
         include_background=include_background, absent=absent,
         rules=RULE_NAMES if rules is None else rules,
         thermal_rule=thermal_rule_from_params(params), n_mosaics=mosaics,
-        counters_since_node_start=start_node)
+        counters_since_node_start=start_node, replay_rate=rate)
     report["stream"]["published_visible"] = n_expected
     report["stream"]["replay_all_acked"] = stats.get("all_acked")
     report["stream"]["replay_max_lag_ms"] = round(stats.get("max_lag_ms", 0.0), 1)

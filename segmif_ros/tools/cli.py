@@ -9,9 +9,13 @@
     segmif bag info BAG
     segmif bag eval BAG [--out DIR] [--visible-topic T] [--thermal-topic T] [--gt-topic T]
                     [--rate R] [--start-node|--no-start-node] [--checkpoint PATH] [--namespace NS]
-    segmif demo [--data DIR] [--split FILE] [--out runs/demo] [--rate 0.05]
+    segmif demo [--data DIR] [--split FILE] [--out runs/demo] [--rate 1] [--repeat 5]
+    segmif export --onnx OUT.onnx [--checkpoint PATH] [--size H W] [--camera H W] [--dynamic]
+    segmif benchmark [--device cpu|cuda] [--camera H W ...] [--backend torch onnxruntime]
+                     [--precision fp32 bf16 fp16] [--compile] [--live] [--out runs/benchmark]
 
-Subcommands import what they need only: fuse, evaluate and train need no ROS.
+Subcommands import what they need only: fuse, evaluate, train, export and benchmark (without
+--live) need no ROS.
 """
 from __future__ import annotations
 
@@ -149,19 +153,14 @@ def _cmd_bag_eval(args) -> int:
 
     from .bag_eval import run_bag_eval
 
-    params = {}
-    for item in args.param or []:
-        key, sep, value = item.partition(":=")
-        if not sep or not key:
-            raise ValueError(f"--param needs name:=value, got {item!r}")
-        params[key] = value
+    params = _node_params(args.param)
     report = run_bag_eval(
         args.bag, args.out, visible_topic=args.visible_topic, thermal_topic=args.thermal_topic,
         gt_topic=args.gt_topic or None, rate=args.rate, start_node=args.start_node,
         checkpoint=args.checkpoint, device=args.device, namespace=args.namespace,
         node_params=params, include_background=not args.exclude_background, absent=args.absent,
         rules=() if args.no_rules else None, mosaics=args.mosaics,
-        node_timeout_s=args.node_timeout, quiet_s=args.quiet)
+        node_timeout_s=args.node_timeout, quiet_s=args.quiet, large_shm=args.large_shm)
     st = report["stream"]
     print(f"[bag eval] frames in {st['frames_in_visible']}, answered {st['frames_out']}, dropped "
           f"by node {st['pairs_dropped_by_node']}, never answered {st['pairs_never_answered']}")
@@ -174,17 +173,42 @@ def _cmd_bag_eval(args) -> int:
     return 0
 
 
+def _node_params(items) -> dict:
+    """``--param name:=value`` items -> {name: value} (ValueError naming a bad item)."""
+    params = {}
+    for item in items or []:
+        key, sep, value = item.partition(":=")
+        if not sep or not key:
+            raise ValueError(f"--param needs name:=value, got {item!r}")
+        params[key] = value
+    return params
+
+
+def cmd_export(args) -> int:
+    from segmif_core.inference import export_onnx
+
+    meta = export_onnx(args.onnx, args.checkpoint, size=tuple(args.size) if args.size else None,
+                       camera=tuple(args.camera), dynamic=args.dynamic,
+                       fusion_scale=args.fusion_scale)
+    sizes = "any size (dynamic)" if meta["dynamic"] else (
+        f"network {meta['input_size'][1]}x{meta['input_size'][0]}, camera "
+        f"{meta['camera_size'][1]}x{meta['camera_size'][0]}")
+    print(f"[export] {args.onnx}: {meta['model']}, {sizes}; run it with "
+          f"-p backend:=onnxruntime -p checkpoint:={Path(args.onnx).resolve()}")
+    return 0
+
+
 def _print_latency(prefix: str, timing: dict) -> None:
     """Latency lines of bag eval and demo. Input-to-output (receive times of the visible input
     and of the output) holds at any replay rate; stamp-to-output only at rate 1, because the
     replay keeps the recorded stamp spacing."""
     for key, what in (("input_to_output_ms", "input-to-output"),
                       ("stamp_to_receive_ms", "stamp-to-output")):
-        lat = timing.get(key, {})
+        lat = timing.get(key) or {}
         if lat.get("n"):
             print(f"{prefix} {what} latency ms: p50 {lat['p50']:.0f}  p90 {lat['p90']:.0f}  "
                   f"max {lat['max']:.0f}")
-    inf = timing.get("inference_ms", {})
+    inf = timing.get("inference_ms") or {}
     if inf.get("n"):
         print(f"{prefix} inference ms: p50 {inf['p50']:.0f}")
 
@@ -192,11 +216,14 @@ def _print_latency(prefix: str, timing: dict) -> None:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
+    params = _node_params(args.param)
     report = run_demo(args.data, args.split, args.out, args.checkpoint, args.device, args.rate,
-                      args.mosaics)
+                      args.mosaics, repeat=args.repeat, node_params=params)
     st = report["stream"]
-    print(f"\n[demo] frames in {st['frames_in_visible']}, out {st['frames_out']}, dropped by node "
-          f"{st['pairs_dropped_by_node']}, never answered {st['pairs_never_answered']}")
+    fps = report["timing"].get("output_fps")
+    print(f"\n[demo] frames in {st['frames_in_visible']} (replay rate {args.rate}), out "
+          f"{st['frames_out']} ({'-' if fps is None else format(fps, '.1f')} per second), dropped "
+          f"by node {st['pairs_dropped_by_node']}, never answered {st['pairs_never_answered']}")
     _print_latency("[demo]", report["timing"])
     print(f"[demo] mIoU {report['mIoU']:.2f}  mAcc {report['mAcc']:.2f} over {report['n_pairs']} "
           "frames (class 0 included)")
@@ -310,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="maximum wait for the node to come up (s)")
     b.add_argument("--quiet", type=float, default=10.0,
                    help="after the replay, stop waiting when no output came for this long (s)")
+    b.add_argument("--large-shm", action="store_true",
+                   help="every process uses config/fastdds_shm_large.xml (best-effort 640x480 "
+                        "frames over shared memory)")
     p.set_defaults(func=cmd_bag)
 
     p = sub.add_parser("demo", help="bag -> live segmif_node -> recorded outputs -> report")
@@ -318,10 +348,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--rate", type=float, default=0.05,
-                   help="replay speed factor (1 = real time 30 Hz)")
+    p.add_argument("--rate", type=float, default=1.0,
+                   help="replay speed factor (1 = the recorded 30 Hz, default)")
+    p.add_argument("--repeat", type=int, default=5,
+                   help="play the split this many times over (a longer stream to measure rates)")
+    p.add_argument("--param", action="append", metavar="NAME:=VALUE",
+                   help="extra node parameter, e.g. backend:=onnxruntime")
     p.add_argument("--mosaics", type=int, default=4)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (fused image, labels, "
+                                      "confidence)")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx")
+    p.add_argument("--checkpoint", default=None, help="checkpoint (.pt; default: shipped)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                   help="network input size (default: the checkpoint's)")
+    p.add_argument("--camera", type=int, nargs=2, metavar=("H", "W"), default=(480, 640),
+                   help="camera size of a fixed-size graph (default 480 640)")
+    p.add_argument("--dynamic", action="store_true", help="any network and camera size")
+    p.add_argument("--fusion-scale", type=float, default=None,
+                   help="SegMiF: fusion network resolution in (0, 1] (default: checkpoint's)")
+    p.set_defaults(func=cmd_export)
+
+    from .benchmark import add_parser as add_benchmark
+    add_benchmark(sub)
     return ap
 
 
@@ -329,7 +379,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
         print(f"segmif {args.cmd}: error: {err}", file=sys.stderr)
         return 2
 

@@ -32,38 +32,44 @@ def default_data() -> Path:
 
 
 def run_demo(data=None, split="val.txt", out="runs/demo", checkpoint=None, device="cpu",
-             rate=0.05, mosaics=4, node_timeout_s=180.0, log=print, *,
-             include_background: bool = True, absent: str = "skip", rules=None) -> dict:
+             rate=1.0, mosaics=4, node_timeout_s=180.0, log=print, *,
+             include_background: bool = True, absent: str = "skip", rules=None,
+             repeat: int = 5, node_params=None) -> dict:
     """Run the whole demo; returns the report dict (also written to ``out``).
 
-    rate: replay speed factor; the default 0.05 plays the 30 Hz bag at 1.5 Hz so that a CPU
-    keeps up with every frame (use 1.0 for real time: the node then drops stale pairs and the
-    report counts them). include_background, absent, rules: evaluation protocol (see
-    ``segmif_core.evaluation.evaluate_folder``).
+    The pairs of ``split`` (``repeat`` times over, so the stream lasts long enough to measure a
+    rate: 24 val pairs x 5 = 4 s at 30 Hz) are replayed at ``rate`` (1 = the recorded 30 Hz, a
+    live camera rig) with the large shared-memory Fast DDS profile in every process, into a
+    node with its default input QoS (sensor data, best effort) that keeps only the newest pair;
+    the report states the output rate, the pairs the node dropped and the latency.
+    include_background, absent, rules: evaluation protocol (see
+    ``segmif_core.evaluation.evaluate_folder``); node_params: extra node parameters.
     """
     from segmif_core.checkpoint import load_checkpoint
+    from segmif_core.data.pairs import list_pairs
 
     from .bag_eval import local_ros_env, run_bag_eval
     from .bag_make import make_bag
 
-    local_ros_env()
+    if repeat < 1:
+        raise ValueError(f"repeat must be >= 1, got {repeat}")
+    local_ros_env(large_shm=True)
     data = Path(data) if data else default_data()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     load_checkpoint(checkpoint)  # fail early on a bad checkpoint, before building the bag
     split_path = (data / split) if split and not Path(split).is_file() else split
+    names = list_pairs(str(data), str(split_path) if split_path else None)
     t0 = time.monotonic()
-    summary = make_bag(data, out / "input_bag", names=split_path, overwrite=True)
+    summary = make_bag(data, out / "input_bag", names=names * repeat,
+                       overwrite=True)
     log(f"[demo] input bag {out / 'input_bag'}: {summary.get('num_pairs', summary)} pairs "
         f"({time.monotonic() - t0:.1f} s)")
-    # The replay publishes reliably; a best-effort subscription loses 640x480 rgb8 frames (0.9 MB,
-    # fragmented) over Fast DDS shared memory, so the demo's node subscribes reliably. Camera
-    # drivers that publish best effort need the default input_qos (sensor_data).
     report = run_bag_eval(
         out / "input_bag", out, rate=rate, start_node=True, checkpoint=checkpoint,
-        node_params={"input_qos": "reliable"},
+        node_params=dict(node_params or {}), large_shm=True,
         device=device, include_background=include_background, absent=absent, rules=rules,
         mosaics=mosaics, node_timeout_s=node_timeout_s, title="segmif demo report",
-        extra={"data": str(data), "split": str(split)}, log=log)
+        extra={"data": str(data), "split": str(split), "repeat": repeat}, log=log)
     report["wall_s"] = round(time.monotonic() - t0, 1)
     return report
