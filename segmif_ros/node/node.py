@@ -78,7 +78,8 @@ class SegMiFNode(Node):
         if p["input_qos"] == "sensor_data":
             in_qos = qos_profile_sensor_data
 
-        sync_kw = {"names": ("visible", "thermal"), "log": self.get_logger().warning}
+        sync_kw = {"names": ("visible", "thermal"),  # reset log lines: at most one per 5 s
+                   "log": lambda line: self.get_logger().warning(line, throttle_duration_sec=5.0)}
         if p["approximate_sync"]:
             self.sync = ApproximateTimeSynchronizer(2, int(p["queue_size"]), float(p["slop"]),
                                                     **sync_kw)
