@@ -40,8 +40,7 @@ class SplitAttention(nn.Module):
         self.planes, self.radix = planes, radix
         inter = inter or max(planes * radix // 4, 32)
         self.conv = conv_bn_relu(planes, planes * radix, 3, groups=radix)
-        self.fc1 = nn.Sequential(nn.Conv2d(planes, inter, 1, bias=False), nn.BatchNorm2d(inter),
-                                 nn.ReLU(inplace=True))
+        self.fc1 = nn.Sequential(nn.Conv2d(planes, inter, 1), nn.ReLU(inplace=True))
         self.fc2 = nn.Conv2d(inter, planes * radix, 1)
         self.last_weights: torch.Tensor | None = None
 
