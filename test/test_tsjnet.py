@@ -3,7 +3,6 @@ the paper's parameter counts, the model at 64x64 (outputs, predict, checkpoints)
 Expected values are derived by hand or by independent direct computations."""
 import math
 
-import numpy as np
 import pytest
 import torch
 

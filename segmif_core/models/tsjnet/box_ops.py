@@ -61,12 +61,10 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
     order = torch.sort(scores, descending=True, stable=True).indices
     iou = box_iou(boxes[order], boxes[order])
-    n = order.numel()
-    suppressed = torch.zeros(n, dtype=torch.bool, device=boxes.device)
+    over = (iou > iou_threshold).cpu()       # the greedy loop runs on the CPU
+    suppressed = torch.zeros(order.numel(), dtype=torch.bool)
     keep = []
-    over = (iou > iou_threshold).cpu()
-    suppressed = suppressed.cpu()
-    for i in range(n):
+    for i in range(order.numel()):
         if suppressed[i]:
             continue
         keep.append(i)

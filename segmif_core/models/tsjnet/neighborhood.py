@@ -177,7 +177,7 @@ class NATMini(nn.Module):
         h, w = x.shape[-2:]
         if h % self.stride or w % self.stride:
             raise ValueError(f"NAT-Mini needs H, W multiples of {self.stride}, got {h}x{w}")
-        t = self.tokenizer[1](self.tokenizer[0](x))  # (B, H/4, W/4, dims[0])
+        t = self.tokenizer(x)  # (B, H/4, W/4, dims[0]), channels last
         for n, level in enumerate(self.levels):
             t = level(t)
             if n < len(self.downsamplers):
