@@ -99,13 +99,19 @@ def test_bag_eval_live_remapped_topics_and_namespace(tmp_path, small_pairs, tiny
     assert all(v > 0 for v in frames["latency_ms"])
     assert frames["stamp_ns"] == sorted(frames["stamp_ns"])
     assert isinstance(st["pairs_dropped_by_node"], int) and st["pairs_dropped_by_node"] >= 0
-    assert r["timing"]["stamp_to_receive_ms"]["n"] == 3
+    # a replay at rate 0.2 keeps the recorded stamp spacing: stamp-based latencies are left out
+    assert r["timing"]["stamp_to_receive_ms"] is None and r["timing"]["node_latency_ms"] is None
+    assert r["timing"]["latency_ms"]["n"] == 3
     # input-to-output latency: positive, and never above stamp-to-output at a rate below 1 (the
     # input is published no earlier than its restamped stamp); 1 ms for the two clocks
     io = frames["input_to_output_ms"]
     assert len(io) == 3 and all(v is not None and v > 0 for v in io)
     assert all(a <= b + 1.0 for a, b in zip(io, frames["latency_ms"]))
     assert r["timing"]["input_to_output_ms"]["n"] == 3
+    assert r["timing"]["latency_ms"]["p50"] == r["timing"]["input_to_output_ms"]["p50"]
+    # the node's time per stage travels in segmentation/info
+    assert r["timing"]["stages_ms"]["network"]["n"] == 3
+    assert r["timing"]["stages_ms"]["convert"]["p50"] > 0
     # segmentation: the whole ground truth went in, protocol stated
     assert 0.0 <= r["mIoU"] <= 100.0 and 0.0 <= r["mAcc"] <= 100.0
     gt = np.concatenate([cv2.imread(str(root / "label" / f"{n}.png"), cv2.IMREAD_UNCHANGED)
@@ -160,11 +166,14 @@ def test_demo_is_make_bag_plus_bag_eval(tmp_path, small_pairs, tiny_checkpoint, 
 
     monkeypatch.setattr(segmif_ros.tools.bag_eval, "run_bag_eval", fake_run_bag_eval)
     report = run_demo(root, None, tmp_path / "demo", tiny_checkpoint, "cpu", 0.5, 2,
-                      log=lambda *_: None)
+                      log=lambda *_: None, repeat=4)
     assert report["stub"] is True and len(calls) == 1
     bag, out, kw = calls[0]
     assert bag == tmp_path / "demo" / "input_bag" and out == tmp_path / "demo"
     assert kw["start_node"] is True and kw["rate"] == 0.5 and kw["mosaics"] == 2
     assert kw["checkpoint"] == tiny_checkpoint
+    # every process of the demo uses the large shared-memory profile; the node its default QoS
+    assert kw["large_shm"] is True and "input_qos" not in kw["node_params"]
     topics = bag_info(bag)["topics"]
-    assert topics["/visible/image"]["count"] == 3 and topics["/ground_truth/labels"]["count"] == 3
+    # the 3 pairs, 4 times over
+    assert topics["/visible/image"]["count"] == 12 and topics["/ground_truth/labels"]["count"] == 12
