@@ -519,18 +519,21 @@ def test_future_stamps_on_one_input_do_not_block_it(vis_first, jump_threshold):
     assert [(v.label, t.label) for v, t in rec.calls] == [(f"v{k}", f"t{k}") for k in range(49)]
     st = sync.stats()
     assert st["pairs_matched"] == 49
+    # The first valid thermal frame (1000.003 s) overflows the queue and evicts the furthest
+    # outlier (1060.200 s), never itself.
+    assert st["messages_evicted"] == 1
     if jump_threshold is None:
-        # The first valid thermal stamp (1000.003 s) is 60.197 s older than the last one
-        # (1060.200 s): a backward jump; the 5 future frames (> 1001.003 s) are dropped.
-        assert (st["resets"], st["stamp_jumps"], st["messages_dropped_reset"]) == (1, 1, 5)
+        # 1000.003 s is 60.197 s before the last stamp (1060.200 s): a candidate jump, confirmed
+        # by the next thermal frame (1000.053 s), which drops the 4 future frames still queued
+        # (stamped after 1000.053 + 1 s).
+        assert (st["resets"], st["stamp_jumps"], st["messages_dropped_reset"]) == (1, 1, 4)
         assert st["messages_queued"] == 0
         assert lines == ["thermal stamp jumped back 60.197 s (from 1060.200 s to 1000.003 s; "
-                         "clock jump, bag loop or wrong camera clock?): synchroniser reset, 5 "
-                         "queued messages stamped after 1001.003 s dropped (reset #1)"]
+                         "clock jump, bag loop or wrong camera clock?): thermal queue reset, 4 "
+                         "queued messages stamped after 1001.053 s dropped (reset #1)"]
     else:
-        # Detection off: the first valid thermal frame overflows the queue and evicts the
-        # furthest future frame (1060.200 s); the other 4 stay queued, the 5th slot serves.
-        assert (st["resets"], st["messages_evicted"]) == (0, 1)
+        # Detection off: the other 4 future frames stay queued, the 5th slot serves.
+        assert st["resets"] == 0
         assert sync.queue_lengths() == (0, 4)
         assert lines == []
     assert st["messages_received"] == 5 + 2 * 49
@@ -567,13 +570,43 @@ def test_clock_jump_back_60_s_pairs_resume_at_once():
     assert rec.stamps()[20:] == [(B + S + k * PERIOD, B + S + k * PERIOD + 3 * MS)
                                  for k in range(20)]
     st = sync.stats()
-    # One reset for the jump, although both inputs jumped: thermal's last stamp (1060.953 s) was
-    # beyond the window, so its first frame after the jump is not a second jump.
-    assert (st["resets"], st["stamp_jumps"], st["messages_dropped_reset"]) == (1, 1, 5)
-    assert lines == ["visible stamp jumped back 60.200 s (from 1061.200 s to 1001.000 s; clock "
-                     "jump, bag loop or wrong camera clock?): synchroniser reset, 5 queued "
-                     "messages stamped after 1002.000 s dropped (reset #1)"]
+    # Visible 1001.000 s overflows the full queue and evicts the furthest outlier (1061.200 s);
+    # it pairs with thermal 1001.003 s at once. Each input's second frame after the jump
+    # confirms it: visible drops its 4 other old frames (after 1001.050 + 1 s), thermal (last
+    # 1060.953 s) has none queued.
+    assert (st["resets"], st["stamp_jumps"], st["messages_dropped_reset"]) == (2, 2, 4)
+    assert st["messages_evicted"] == 1
+    assert lines == [
+        "visible stamp jumped back 60.200 s (from 1061.200 s to 1001.000 s; clock jump, bag loop "
+        "or wrong camera clock?): visible queue reset, 4 queued messages stamped after 1002.050 s "
+        "dropped (reset #1)",
+        "thermal stamp jumped back 59.950 s (from 1060.953 s to 1001.003 s; clock jump, bag loop "
+        "or wrong camera clock?): thermal queue reset, 0 queued messages stamped after 1002.053 s "
+        "dropped (reset #2)"]
     assert st["messages_received"] == 2 * st["pairs_matched"] + st["messages_unmatched"] == 85
+
+
+@pytest.mark.parametrize("junk_ns, resets, stale, dropped_reset", [
+    # stamp 0: a candidate jump back, cancelled by the next (valid) frame; the junk goes stale
+    # when that frame pairs.
+    (0, 0, 2, 0),
+    # far future: the two valid frames after it are a confirmed jump back, which drops it.
+    (B + 60 * S, 2, 0, 2),
+])
+def test_junk_stamp_inside_a_pair_does_not_lose_the_pair(junk_ns, resets, stale, dropped_reset):
+    # visible k, [bad thermal stamp for k = 3 and 6], thermal k: every valid pair is answered
+    # (a jump resets only the input that jumped, and a single bad stamp is no jump).
+    sync, rec, lines = _named()
+    for k in range(10):
+        sync.add(VIS, Msg(B + k * PERIOD, f"v{k}"))
+        if k in (3, 6):
+            sync.add(THERM, Msg(junk_ns, "junk"))
+        assert sync.add(THERM, Msg(B + k * PERIOD + 3 * MS, f"t{k}")) == 1
+    assert [(v.label, t.label) for v, t in rec.calls] == [(f"v{k}", f"t{k}") for k in range(10)]
+    st = sync.stats()
+    assert (st["resets"], st["stamp_jumps"]) == (resets, resets) and len(lines) == resets
+    assert (st["messages_dropped_stale"], st["messages_dropped_reset"]) == (stale, dropped_reset)
+    assert st["messages_received"] == 22 == 2 * 10 + st["messages_unmatched"]
 
 
 def test_small_backward_step_is_not_a_jump():
@@ -596,7 +629,9 @@ def test_jump_threshold_follows_slop_and_can_be_set():
     assert ExactTimeSynchronizer(2, 5).jump_threshold == 1.0
     sync, rec, lines = _named(jump_threshold=0.25)
     sync.add(THERM, Msg(B + 300 * MS))
-    sync.add(THERM, Msg(B))  # 0.3 s back > 0.25 s
+    sync.add(THERM, Msg(B))  # 0.3 s back > 0.25 s: a candidate...
+    assert sync.stats()["stamp_jumps"] == 0
+    sync.add(THERM, Msg(B + 10 * MS))  # ...confirmed by the next frame
     assert sync.stats()["stamp_jumps"] == 1 and len(lines) == 1
     for bad in (0, -1.0, "x", True, float("nan")):
         with pytest.raises(ValueError):

@@ -17,8 +17,8 @@ per input, in input order. It does not import rclpy, so it is unit tested withou
 
 Robustness (both policies): a queue overflow never evicts the message just added, so stale or
 future-stamped messages cannot block an input; a stamp that jumps back by more than
-``jump_threshold`` on an input resets the synchroniser; :meth:`reset` lets the owner do the same
-on a ROS-time jump; :meth:`diagnose` explains in one line why nothing pairs.
+``jump_threshold`` on an input resets that input's queue; :meth:`reset` clears every queue (for the
+owner, on a ROS-time jump); :meth:`diagnose` explains in one line why nothing pairs.
 
 All stamps are integer nanoseconds (``sec * 1_000_000_000 + nanosec``), so there is no floating
 point rounding at the slop boundary.
@@ -80,7 +80,7 @@ class ApproximateTimeSynchronizer(_SynchronizerBase):
     * **Overflow**: upstream deletes the oldest stamp, which may be the new message itself, so
       ``queue_size`` messages stamped in the future block an input until the clock catches up;
       here the new message is always kept.
-    * **Backward stamp jumps** reset the synchroniser (``jump_threshold``, :meth:`add`), and
+    * **Backward stamp jumps** reset that input's queue (``jump_threshold``, :meth:`add`), and
       :meth:`reset`, :meth:`diagnose` and the counters of :meth:`stats` have no upstream
       counterpart. Ties in step 2 go to the earlier stamp (upstream: arrival order).
 

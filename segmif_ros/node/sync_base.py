@@ -1,7 +1,5 @@
-"""Bookkeeping shared by the synchronisers of :mod:`.sync` (no rclpy): queues, counters, overflow
-eviction, backward stamp jumps, :meth:`~_SynchronizerBase.reset` and
-:meth:`~_SynchronizerBase.diagnose`. Users import from :mod:`.sync`; see its docstring for the
-rules and the thread safety.
+"""Bookkeeping shared by the synchronisers of :mod:`.sync` (no rclpy): queues, counters,
+eviction, backward stamp jumps, reset and diagnosis. Import from :mod:`.sync` (rules, threads).
 """
 
 from __future__ import annotations
@@ -66,10 +64,9 @@ class _SynchronizerBase:
     :param callback: optional first callback, see :meth:`register_callback`.
     :param names: one name per input for log lines and :meth:`diagnose` (default ``input 0``,
         ``input 1``, ...).
-    :param jump_threshold: seconds (float > 0); a new stamp older than the previous stamp of the
-        same input by more than this is a backward time jump and resets the synchroniser (see
-        :meth:`add`). ``None`` = automatic (1 s, or ``10 * slop`` if that is larger);
-        ``math.inf`` disables the detection.
+    :param jump_threshold: seconds (float > 0); stamps of an input going back by more than this
+        are a backward time jump, which resets that input's queue (see :meth:`add`). ``None``:
+        automatic (1 s, or ``10 * slop`` if larger); ``math.inf`` disables the detection.
     :param log: optional ``log(line: str)`` called for every reset (e.g. a ROS logger's
         ``warning``); called outside the lock.
     :raises ValueError: for ``num_inputs < 2``, ``queue_size < 1``, a wrong number of names or a
@@ -114,6 +111,8 @@ class _SynchronizerBase:
         # Stamp of the last message added per input (None: nothing since start or reset), and
         # messages added per input since start and since the last match.
         self._last_ns: List[Optional[int]] = [None] * self._num_inputs
+        # Per input, an unconfirmed backward jump: (stamp before it, first stamp after it).
+        self._jump_from: List[Optional[Tuple[int, int]]] = [None] * self._num_inputs
         self._received = [0] * self._num_inputs
         self._since_match = [0] * self._num_inputs
         self._callbacks: List[Callable[..., Any]] = []
@@ -146,7 +145,7 @@ class _SynchronizerBase:
 
     @property
     def jump_threshold(self) -> float:
-        """Backward stamp jump that resets the synchroniser, seconds (``math.inf``: off)."""
+        """Backward stamp jump that resets an input's queue, seconds (``math.inf``: off)."""
         return math.inf if self._jump_ns is None else self._jump_ns / _NS_PER_S
 
     @property
@@ -154,10 +153,9 @@ class _SynchronizerBase:
         """Messages removed from a queue without ever being part of a match (int >= 0).
 
         Sum of ``messages_evicted`` (pushed out by ``queue_size``), ``messages_dropped_stale``
-        (older than or equal to a stamp used in a match, approximate policy only, or removed by
-        :meth:`clear`), ``messages_replaced`` (a later message on the same input had the very
-        same stamp and replaced it, as in ``message_filters``) and ``messages_dropped_reset``
-        (removed by :meth:`reset` or a detected backward stamp jump).
+        (at or before a stamp used in a match, approximate policy only, or removed by
+        :meth:`clear`), ``messages_replaced`` (replaced by a later message of the same input
+        with the same stamp, as in ``message_filters``) and ``messages_dropped_reset``.
         """
         return (self.messages_evicted + self.messages_dropped_stale + self.messages_replaced
                 + self.messages_dropped_reset)
@@ -193,24 +191,17 @@ class _SynchronizerBase:
         detected backward stamp jumps among them). At any time ``messages_received ==
         num_inputs * pairs_matched + messages_unmatched + messages_queued``.
         """
+        keys = ("messages_received", "pairs_matched", "messages_unmatched", "messages_evicted",
+                "messages_dropped_stale", "messages_replaced", "messages_dropped_reset")
         with self._lock:
-            return {
-                "messages_received": self.messages_received,
-                "pairs_matched": self.pairs_matched,
-                "messages_unmatched": self.messages_unmatched,
-                "messages_evicted": self.messages_evicted,
-                "messages_dropped_stale": self.messages_dropped_stale,
-                "messages_replaced": self.messages_replaced,
-                "messages_dropped_reset": self.messages_dropped_reset,
-                "messages_queued": sum(len(q) for q in self._queues),
-                "resets": self.resets,
-                "stamp_jumps": self.stamp_jumps,
-            }
+            stats = {key: getattr(self, key) for key in keys}
+            stats.update(messages_queued=sum(len(q) for q in self._queues), resets=self.resets,
+                         stamp_jumps=self.stamp_jumps)
+            return stats
 
     def clear(self) -> None:
-        """Drop every queued message silently; they count as unmatched
-        (``messages_dropped_stale``). Counters are otherwise kept; no log line, no reset counted
-        (use :meth:`reset` for a clock jump)."""
+        """Drop every queued message silently (counted in ``messages_dropped_stale``; no log
+        line, no reset counted: use :meth:`reset` for a clock jump)."""
         with self._lock:
             for queue in self._queues:
                 self.messages_dropped_stale += len(queue)
@@ -232,27 +223,33 @@ class _SynchronizerBase:
             for queue in self._queues:
                 queue.clear()
             self._last_ns = [None] * self._num_inputs
+            self._jump_from = [None] * self._num_inputs
             self._since_match = [0] * self._num_inputs
             self.messages_dropped_reset += dropped
             self.resets += 1
             line = (f"synchroniser reset ({reason}): {_plural(dropped, 'queued message')} "
                     f"dropped (reset #{self.resets})")
-        self._emit(line)
+        if self._log is not None:
+            self._log(line)
         return dropped
 
     def add(self, index: int, msg: Any, stamp_ns: Optional[int] = None) -> int:
         """Feed one message of input ``index``; fire the callbacks if it completes a match.
 
-        Before queueing, a backward stamp jump is checked: if ``stamp_ns`` is older than the
-        previous stamp of the same input by more than ``jump_threshold``, every queued message
-        (all inputs) stamped more than ``jump_threshold`` after ``stamp_ns`` is dropped (it
-        belongs to the time before the jump or to a wrong clock), ``resets`` and ``stamp_jumps``
-        are incremented and the reset is logged. Inputs whose last stamp is that far ahead are
-        marked as unknown, so one clock jump seen on every input is one reset.
+        Backward stamp jumps: a stamp older than the previous stamp of the same input by more
+        than ``jump_threshold`` is a candidate jump; it is confirmed when the next message of
+        that input is also that far before the pre-jump stamp and within ``jump_threshold`` of
+        the jumped one (a single badly stamped message is not a jump). On confirmation the
+        messages of *this input's* queue stamped more than ``jump_threshold`` after ``stamp_ns``
+        are dropped (they belong to the time before the jump or to a wrong clock), ``resets``
+        and ``stamp_jumps`` are incremented and the reset is logged. Other queues are left
+        alone, so a clock jump seen by every input is one reset per input, on each input's
+        second message after the jump. The messages after a jump pair normally from the first.
 
         If the queue then holds more than ``queue_size`` messages, one other message is
         evicted: the one furthest from ``stamp_ns`` if some are more than ``jump_threshold``
-        away from it (ties: the older), else the oldest. The new message is never evicted, so
+        (the automatic value if detection is off) away from it (ties: the older), else the
+        oldest. The new message is never evicted, so
         whatever its queue held before (future stamps, a stale unmatched frame), every new
         message of an input gets its chance to match.
 
@@ -286,9 +283,7 @@ class _SynchronizerBase:
             self.messages_received += 1
             self._received[index] += 1
             self._since_match[index] += 1
-            last = self._last_ns[index]
-            if self._jump_ns is not None and last is not None and last - stamp_ns > self._jump_ns:
-                line = self._jump_reset(index, last, stamp_ns)
+            line = self._check_jump(index, stamp_ns) if self._jump_ns is not None else None
             self._last_ns[index] = stamp_ns
             queue = self._queues[index]
             if stamp_ns in queue:
@@ -303,8 +298,8 @@ class _SynchronizerBase:
                 self.pairs_matched += 1
                 self._since_match = [0] * self._num_inputs
             callbacks = list(self._callbacks)
-        if line is not None:
-            self._emit(line)
+        if line is not None and self._log is not None:
+            self._log(line)
         if matched is None:
             return 0
         for callback in callbacks:
@@ -323,28 +318,35 @@ class _SynchronizerBase:
             return max(outliers, key=lambda s: (abs(s - stamp_ns), -s))
         return min(others)
 
-    def _emit(self, line: str) -> None:
-        if self._log is not None:
-            self._log(line)
+    def _check_jump(self, index: int, stamp_ns: int) -> Optional[str]:
+        # Called with the lock held, before _last_ns is updated; returns a log line on a reset.
+        thr, last = self._jump_ns, self._last_ns[index]
+        pending, self._jump_from[index] = self._jump_from[index], None
+        if pending is not None:
+            before, first = pending
+            if before - stamp_ns > thr:
+                if abs(stamp_ns - last) <= thr:  # two messages agree: the clock did jump
+                    return self._jump_reset(index, before, first, stamp_ns)
+                self._jump_from[index] = (before, stamp_ns)  # still back, but not consistent
+            return None  # otherwise back near the old time: the message before was an outlier
+        if last is not None and last - stamp_ns > thr:
+            self._jump_from[index] = (last, stamp_ns)
+        return None
 
-    def _jump_reset(self, index: int, last: int, stamp_ns: int) -> str:
-        # Called with the lock held; returns the log line.
+    def _jump_reset(self, index: int, before: int, first: int, stamp_ns: int) -> str:
+        # Only this input's queue is touched: the other inputs' waiting frames are not at fault.
         limit = stamp_ns + self._jump_ns
-        dropped = 0
-        for queue in self._queues:
-            ahead = [s for s in queue if s > limit]
-            for s in ahead:
-                del queue[s]
-            dropped += len(ahead)
-        for j, other in enumerate(self._last_ns):
-            if other is not None and other > limit:
-                self._last_ns[j] = None
-        self.messages_dropped_reset += dropped
+        queue = self._queues[index]
+        ahead = [s for s in queue if s > limit]
+        for s in ahead:
+            del queue[s]
+        self.messages_dropped_reset += len(ahead)
         self.resets += 1
         self.stamp_jumps += 1
-        return (f"{self._names[index]} stamp jumped back {_seconds(last - stamp_ns)} (from "
-                f"{_seconds(last)} to {_seconds(stamp_ns)}; clock jump, bag loop or wrong camera "
-                f"clock?): synchroniser reset, {_plural(dropped, 'queued message')} stamped after "
+        name = self._names[index]
+        return (f"{name} stamp jumped back {_seconds(before - first)} (from {_seconds(before)} to "
+                f"{_seconds(first)}; clock jump, bag loop or wrong camera clock?): {name} "
+                f"queue reset, {_plural(len(ahead), 'queued message')} stamped after "
                 f"{_seconds(limit)} dropped (reset #{self.resets})")
 
     def _tolerance(self) -> Tuple[int, str]:
