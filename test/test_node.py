@@ -94,6 +94,16 @@ def test_pair_in_all_outputs_out_with_visible_header(context, tiny_checkpoint):
         assert info.inference_time_ms > 0 and info.pairs_processed >= 1
         names = [c.class_name for c in got["label_info"].class_map]
         assert names == list(info.class_names)
+        # segmentation/color = 0.5 * class colour + 0.5 * fused image, channel by channel
+        colors_rgb = np.array([[round(c.r * 255), round(c.g * 255), round(c.b * 255)]
+                               for c in info.class_colors], np.float64)
+        fused_bgr = image_to_numpy(got["fused/image"]).astype(np.float64)
+        expected = 0.5 * colors_rgb[labels][:, :, ::-1] + 0.5 * fused_bgr
+        color = image_to_numpy(got["segmentation/color"]).astype(np.float64)
+        assert np.abs(color - expected).max() <= 0.5 + 1e-9
+        # the node's time per ROS-side stage (ms)
+        assert info.convert_time_ms > 0 and info.publish_time_ms > 0
+        assert info.preprocess_time_ms > 0 and info.callback_delay_ms >= 0
     finally:
         ex.shutdown()
         node.destroy_node()
@@ -140,10 +150,30 @@ def test_newest_pair_wins_and_stale_pairs_are_counted(context, tiny_checkpoint):
     ({"homography": [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]}, "singular"),
     ({"homography": [1.0, 0.0, 0.0, 1.0]}, "3x3"),
     ({"device": "tpu"}, "device"),
+    ({"backend": "tensorrt"}, "unknown backend"),
+    ({"backend": "onnxruntime"}, "needs an .onnx file"),
+    ({"precision": "fp16"}, "fp16 needs a CUDA device"),
 ])
 def test_invalid_parameters_are_refused_at_construction(context, tiny_checkpoint, params, text):
     with pytest.raises(ConfigurationError, match=text):
         make_node(context, tiny_checkpoint, **params)
+
+
+def test_onnxruntime_backend_answers_pairs(context, tiny_checkpoint, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from segmif_core.inference import export_onnx
+    onnx = tmp_path / "tiny.onnx"
+    export_onnx(onnx, tiny_checkpoint, camera=(48, 80))
+    node = SegMiFNode(context=context, parameter_overrides=[
+        Parameter("checkpoint", value=str(onnx)), Parameter("backend", value="onnxruntime")])
+    try:
+        assert node.predictor.backend.name == "onnxruntime" and node.predictor.input_size == (64, 64)
+        rng = np.random.default_rng(1)
+        node._process(stamped(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8), "rgb8", 5, 0, "v"),
+                      stamped(rng.integers(0, 256, (48, 80), dtype=np.uint8), "mono8", 5, 0, "t"))
+        assert node.counters["pairs_processed"] == 1
+    finally:
+        node.destroy_node()
 
 
 def test_missing_checkpoint_is_refused(context, tmp_path):

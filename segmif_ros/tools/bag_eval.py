@@ -61,13 +61,15 @@ SHM_PROFILE = "fastdds_shm_large.xml"
 
 def shm_profile_path() -> Path:
     """config/fastdds_shm_large.xml: the installed copy (share/segmif_ros/config, found through
-    the ament index) or the source tree's. Raises FileNotFoundError if neither exists."""
+    the ament index or under this Python's prefix) or the source tree's. Raises FileNotFoundError if neither exists."""
     candidates = []
     try:
         from ament_index_python.packages import get_package_share_directory
         candidates.append(Path(get_package_share_directory("segmif_ros")) / "config" / SHM_PROFILE)
     except Exception:  # noqa: BLE001 - no ament index, or the package is not installed there
         pass
+    # the install prefix of this Python (make venv, pip install into a prefix) and the source tree
+    candidates.append(Path(sys.prefix) / "share" / "segmif_ros" / "config" / SHM_PROFILE)
     candidates.append(Path(__file__).resolve().parents[2] / "config" / SHM_PROFILE)
     for path in candidates:
         if path.is_file():
