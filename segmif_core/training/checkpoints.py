@@ -38,14 +38,15 @@ class CheckpointMixin:
     def _init_from(self, init: dict) -> None:
         """Start from the weights of a release checkpoint (``best.pt``, the shipped model):
         ``init = {checkpoint: PATH, parts: [fusion, segmenter]}`` copies the named sub-networks
+        (default: every one the model has, ``detector`` included for TSJNet)
         (e.g. fine-tuning the shipped model on a new rig, or training Psi on a frozen trained
         Phi). Overridden by ``last.pt`` on resume.
         Raises:
             ValueError: unknown parts, another model family, or shapes that do not match (a
                 different class count or model config).
         """
-        parts = list(init.get("parts", ["fusion", "segmenter"]))
-        known = [n for n in ("fusion", "segmenter") if hasattr(self.model, n)]
+        known = [n for n in ("fusion", "segmenter", "detector") if hasattr(self.model, n)]
+        parts = list(init.get("parts", known))
         if not parts or set(parts) - set(known):
             raise ValueError(f"train.init.parts must be a non-empty subset of {known}, "
                              f"got {parts}")
@@ -69,7 +70,10 @@ class CheckpointMixin:
         if self.opt_fusion is not None:
             self.opt_fusion.load_state_dict(ck["opt_fusion"])
         self.weighting.load_state_dict(ck["weighting"])
+        if self.joint:  # the detector's optimiser and the plateau schedule (tsjnet_steps.py)
+            self.load_joint_state(ck["joint"])
         self.state = ck["state"]
+        self.state.setdefault("joint_steps", 0)  # a last.pt of an older version
         # a process killed during a validation (after the stop signal's save) may have written
         # a best.pt of this run that last.pt does not know of: keep its score as the bar to beat
         best = self.out / "best.pt"
@@ -91,4 +95,5 @@ class CheckpointMixin:
             "model": self.model.state_dict(), "opt_seg": self.opt_seg.state_dict(),
             "opt_fusion": self.opt_fusion.state_dict() if self.opt_fusion else None,
             "weighting": self.weighting.state_dict(), "state": self.state, "rng": _rng_state(),
+            "joint": self.joint_state() if self.joint else None,
             "config": self.cfg}, self.out / "last.pt")

@@ -22,7 +22,8 @@ REQUIRED = {
 OPTIONAL = {
     "data": ("layout", "cache", "fusion_crop"),
     "model": (),
-    "train": ("threads", "dist_timeout_min", "fused_cache", "final_seg_iters", "init"),
+    "train": ("threads", "dist_timeout_min", "fused_cache", "final_seg_iters", "init",
+              "joint"),  # joint: the one-stage schedule of models with a detector (TSJNet)
 }
 
 

@@ -17,7 +17,7 @@ def _print_flushed(msg: str) -> None:
 
 def write_plots(log_csv: Path, plot_dir: Path) -> None:
     """PNG plots of losses, lambdas, val mIoU and val fusion quality from the CSV log (atomic
-    writes)."""
+    writes); for a joint (TSJNet) run also its loss parts and val mAP."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -36,6 +36,10 @@ def write_plots(log_csv: Path, plot_dir: Path) -> None:
     panels = {"losses": ["seg", "fusion", "fusion_ssim", "fusion_mse", "fusion_grad"],
               "lambdas": ["lambda_fusion", "lambda_seg"], "val_miou": ["val_mIoU"],
               "val_qabf": ["val_Qabf"], "val_sf": ["val_SF"]}
+    if "det" in rows[0]:  # a joint (TSJNet) run: its loss parts and val mAP (tsjnet_steps.py)
+        panels.update({"joint_losses": ["mff", "recon", "attention", "seg", "det"],
+                       "detection_losses": ["det_cls", "det_box", "det_ctr"],
+                       "val_map": ["val_mAP50", "val_mAP50_95"]})
     for name, keys in panels.items():
         fig, ax = plt.subplots(figsize=(7, 4))
         for key in keys:

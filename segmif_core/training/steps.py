@@ -7,6 +7,7 @@ import torch.distributed as dist
 
 from ..models.preprocessing import split_luminance
 from .losses import fusion_loss, segmentation_loss
+from .schedule import _lr, _set_lr
 
 
 class StepMixin:
@@ -18,9 +19,30 @@ class StepMixin:
         return torch.autocast("cuda", dtype=torch.bfloat16,
                               enabled=self.cuda and bool(self.tc["amp"]))
 
+    def set_learning_rates(self, time_progress: float) -> dict:
+        """Set the optimisers' learning rates for the coming step (``schedule._lr`` on each
+        optimiser's own step count; models with a detector: ``JointMixin.joint_lrs``) and return
+        them for the log ({'lr_seg', 'lr_fusion'[, 'lr_det']}; None for a missing optimiser)."""
+        if self.joint:
+            return self.joint_lrs(time_progress)
+        seg_step = self.state["seg_steps"]
+        if self.tc["fusion_phase_updates_seg"]:  # Psi also steps in fusion phases
+            seg_step += self.state["fusion_steps"]
+        lr_seg = _lr(self.tc["seg_optim"], seg_step, self.total_seg, time_progress)
+        _set_lr(self.opt_seg, lr_seg)
+        lr_fusion = None
+        if self.opt_fusion is not None:
+            lr_fusion = _lr(self.tc["fusion_optim"], self.state["fusion_steps"],
+                            self.total_fusion, time_progress)
+            _set_lr(self.opt_fusion, lr_fusion)
+        return {"lr_seg": lr_seg, "lr_fusion": lr_fusion}
+
     def train_step(self, batch: dict, phase: str) -> dict:
         """One optimiser step of ``phase``; ``batch`` has ``vis``, ``ir``, ``label``, or for a
-        cached segmentation step (``fused_rgb`` true) the fused RGB image as ``vis``."""
+        cached segmentation step (``fused_rgb`` true) the fused RGB image as ``vis``. Models
+        with a detector: ``JointMixin.joint_step``."""
+        if self.joint:
+            return self.joint_step(batch, phase)
         vis, ir, label = batch["vis"], batch.get("ir"), batch["label"]
         lc = self.tc["loss"]
         row = {}

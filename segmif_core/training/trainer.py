@@ -85,8 +85,9 @@ from .config import load_config, parse_overrides
 from .fused_cache import FusedCacheMixin
 from .logs import _print_flushed, _truncate_log, write_plots
 from .losses import class_weights
-from .schedule import _lr, _optimizer, _set_lr
+from .schedule import _lr, _optimizer, _set_lr  # noqa: F401 (_lr, _set_lr: importable here)
 from .steps import StepMixin
+from .tsjnet_steps import JOINT_FIELDS, JointMixin
 from .validation import ValidationMixin
 from .weighting import make_weighting
 
@@ -97,7 +98,7 @@ from .validation import _to_u8, evaluate  # noqa: F401
 
 
 # ----------------------------------------------------------------------------- training
-class Trainer(StepMixin, FusedCacheMixin, CheckpointMixin, ValidationMixin):
+class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, ValidationMixin):
     """Runs the schedule of the module docstring. ``run()`` returns the summary dict."""
 
     FIELDS = ["step", "round", "phase", "time_s", "img_per_s", "lr_seg", "lr_fusion",
@@ -177,6 +178,10 @@ class Trainer(StepMixin, FusedCacheMixin, CheckpointMixin, ValidationMixin):
                           if self.has_fusion and not self.tc["fusion_phase_updates_seg"]
                           else self.total_steps)
         self.total_fusion = self.warmup + r * fi
+        # a model with a detector (TSJNet) trains in one joint stage (tsjnet_steps.py)
+        self.joint = hasattr(self.model, "detector")
+        if self.joint:
+            self._setup_joint()
         self.fused_cache = (bool(self.tc.get("fused_cache", False)) and self.has_fusion
                             and not self.tc["fusion_phase_updates_seg"])
         self._fused: list[np.ndarray] = []
@@ -184,7 +189,8 @@ class Trainer(StepMixin, FusedCacheMixin, CheckpointMixin, ValidationMixin):
         self._fused_round: int | None = None
         self._plan: StepBatches | None = None
         self._resumed = False
-        self.state = {"step": 0, "seg_steps": 0, "fusion_steps": 0, "elapsed_s": 0.0,
+        self.state = {"step": 0, "seg_steps": 0, "fusion_steps": 0, "joint_steps": 0,
+                      "elapsed_s": 0.0,
                       "best": {"mIoU": -1.0}, "run_id": uuid.uuid4().hex}
         if self.tc["resume"] and (self.out / "last.pt").is_file():
             self._load_last()
@@ -197,7 +203,9 @@ class Trainer(StepMixin, FusedCacheMixin, CheckpointMixin, ValidationMixin):
         first sees fused images that carry both modalities (without it, Psi learns from the
         near-constant output of an untrained Phi and then pulls Phi towards it). The
         ``final_seg_iters`` steps after the last round (round index ``rounds``) are segmentation
-        steps on the final Phi's fused images."""
+        steps on the final Phi's fused images. Models with a detector: ``joint_phase_of``."""
+        if self.joint:
+            return self.joint_phase_of(step)
         if step < self.warmup:
             return -1, "warmup"
         rnd, pos = divmod(step - self.warmup, self.round_len)
@@ -231,10 +239,10 @@ class Trainer(StepMixin, FusedCacheMixin, CheckpointMixin, ValidationMixin):
         new_log = not (log_path.exists() and self.state["step"] > 0)
         log_f = writer = None
         if self.rank == 0:  # only rank 0 touches the log
-            fields = self.FIELDS
+            fields = self.FIELDS + (JOINT_FIELDS if self.joint else [])
             if not new_log:  # a resumed run keeps the columns of the log it continues (an
                 # older version's log may lack some)
-                fields = _truncate_log(log_path, self.state["step"]) or self.FIELDS
+                fields = _truncate_log(log_path, self.state["step"]) or fields
             log_f = open(log_path, "w" if new_log else "a", newline="")
             writer = csv.DictWriter(log_f, fieldnames=fields, extrasaction="ignore")
             if new_log:
@@ -281,16 +289,7 @@ class Trainer(StepMixin, FusedCacheMixin, CheckpointMixin, ValidationMixin):
                     for k in ("vis", "ir"):
                         if k in batch:
                             batch[k] = batch[k].contiguous(memory_format=torch.channels_last)
-                seg_step = self.state["seg_steps"]
-                if tc["fusion_phase_updates_seg"]:  # Psi also steps in fusion phases
-                    seg_step += self.state["fusion_steps"]
-                lr_seg = _lr(tc["seg_optim"], seg_step, self.total_seg, time_progress)
-                _set_lr(self.opt_seg, lr_seg)
-                lr_fusion = None
-                if self.opt_fusion is not None:
-                    lr_fusion = _lr(tc["fusion_optim"], self.state["fusion_steps"],
-                                    self.total_fusion, time_progress)
-                    _set_lr(self.opt_fusion, lr_fusion)
+                lrs = self.set_learning_rates(time_progress)
                 row = self.train_step(batch, phase)
                 self.state["fusion_steps" if phase == "warmup" else f"{phase}_steps"] += 1
                 self.state["step"] = step = step + 1
@@ -301,7 +300,7 @@ class Trainer(StepMixin, FusedCacheMixin, CheckpointMixin, ValidationMixin):
                            time_s=round(self.state["elapsed_s"], 2),
                            img_per_s=round(tc["batch_size"] * self.world / max(1e-9,
                                                                                now - t_last), 2),
-                           lr_seg=lr_seg, lr_fusion=lr_fusion)
+                           **lrs)
                 t_last = now
                 last = step >= self.total_steps or stop or elapsed >= budget
                 if stop:  # a stop signal: save before validating (torchrun and SLURM kill the
@@ -316,7 +315,8 @@ class Trainer(StepMixin, FusedCacheMixin, CheckpointMixin, ValidationMixin):
                     bar.set_postfix({k: (f"{v:.3g}" if isinstance(v, float) else v)
                                      for k, v in row.items()
                                      if k in ("phase", "seg", "fusion", "lambda_fusion",
-                                              "lambda_seg", "img_per_s", "val_mIoU", "val_Qabf")})
+                                              "lambda_seg", "img_per_s", "val_mIoU", "val_Qabf",
+                                              "mff", "det", "val_mAP50")})
                 elif self.rank == 0 and (step % tc["log_every"] == 0 or "val_mIoU" in row):
                     self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                       for k, v in row.items() if v is not None))
@@ -337,6 +337,7 @@ class Trainer(StepMixin, FusedCacheMixin, CheckpointMixin, ValidationMixin):
         summary = {"best": self.state["best"], "steps": self.state["step"],
                    "seg_steps": self.state["seg_steps"],
                    "fusion_steps": self.state["fusion_steps"],
+                   "joint_steps": self.state.get("joint_steps", 0),
                    "wall_minutes": round(self.state["elapsed_s"] / 60, 2),
                    "device": str(self.device), "world_size": self.world,
                    "threads": torch.get_num_threads(),

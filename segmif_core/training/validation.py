@@ -1,5 +1,6 @@
 """Validation: confusion-matrix metrics and fused-image quality on the val split, and the
-selection of ``best.pt`` on them (never on a test split)."""
+selection of ``best.pt`` on them (never on a test split): on val mIoU, for TSJNet too (its
+val mAP@0.5 is logged and kept in ``best.pt``'s meta beside it)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,14 +8,17 @@ import torch
 import torch.distributed as dist
 
 from ..checkpoint import save_checkpoint
+from ..data.boxes import boxes_from_labels
 from ..metrics import ConfusionMatrix
+from ..metrics.detection import DetectionEvaluator
 from ..metrics.fusion import qabf, spatial_frequency
 from ..models.preprocessing import split_luminance
 from .logs import write_plots
 
 
 @torch.no_grad()
-def evaluate(model, loader, num_classes: int, device, class_names=None) -> dict:
+def evaluate(model, loader, num_classes: int, device, class_names=None,
+             box_class_ids=None, box_min_area: int = 50) -> dict:
     """Confusion-matrix metrics over the whole loader (class 0 included, absent classes
     skipped; see ``ConfusionMatrix.summary``).
 
@@ -24,6 +28,12 @@ def evaluate(model, loader, num_classes: int, device, class_names=None) -> dict:
     and the thermal image, at the loader's image size, so that a recipe that blurs the fused
     image shows up in the validation log (Qabf of the per-pixel average of the two sources is a
     useful floor: on the MFNet val split at 240x320 it is 0.41).
+
+    For a model with a detector (``detection_classes``, TSJNet) and ``box_class_ids`` (label id
+    of each detection class, ``tsjnet_steps.detection_class_ids``) the result also has
+    ``detection``: ``DetectionEvaluator.summary()`` (mAP@0.5 and @0.5:0.95 in [0, 1], COCO
+    101-point AP) of ``predict``'s boxes against the boxes of the loader's label images
+    (``boxes_from_labels``, components of at least ``box_min_area`` pixels at the loader's size).
     """
     was = model.training
     model.eval()
@@ -31,10 +41,19 @@ def evaluate(model, loader, num_classes: int, device, class_names=None) -> dict:
     fuses = hasattr(model, "fusion")
     qabf_sum = sf_sum = 0.0
     n = 0
+    dets = None
+    if box_class_ids is not None and hasattr(model, "detection_classes"):
+        names = list(model.detection_classes)
+        dets = DetectionEvaluator(len(names), names)
     for batch in loader:
         vis, ir = batch["vis"].to(device), batch["ir"].to(device)
         out = model.predict(vis, ir)
         cm.update(out["labels"].cpu(), batch["label"])
+        if dets is not None:
+            for d, lab in zip(out["detections"], batch["label"].numpy()):
+                gt = boxes_from_labels(lab.astype(np.int32), box_class_ids, int(box_min_area))
+                dets.add(d["boxes"], d["scores"], d["classes"], gt["boxes"], gt["labels"],
+                         gt["ignore"])
         if fuses:
             u = split_luminance(out["fused_rgb"])[0]
             x = split_luminance(vis.float())[0]
@@ -46,6 +65,8 @@ def evaluate(model, loader, num_classes: int, device, class_names=None) -> dict:
     summary = cm.summary()
     if fuses and n:
         summary["fusion"] = {"Qabf": qabf_sum / n, "SF": sf_sum / n}
+    if dets is not None:
+        summary["detection"] = dets.summary()
     return summary
 
 
@@ -63,17 +84,29 @@ class ValidationMixin:
             dist.barrier()
         scores = {}
         if self.rank == 0:
+            joint = getattr(self, "joint", False)
             s = evaluate(self.model, val_loader, self.classes.num_classes, self.device,
-                         list(self.classes.names))
+                         list(self.classes.names),
+                         box_class_ids=self.box_class_ids if joint else None,
+                         box_min_area=self.jc["box_min_area"] if joint else 50)
             scores["val_mIoU"] = round(s["mIoU"], 3)
             for k, v in s.get("fusion", {}).items():
                 scores[f"val_{k}"] = round(v, 4)
+            det = s.get("detection")
+            if det is not None:  # percent, as mIoU (NaN: no ground-truth box in the split)
+                scores["val_mAP50"] = round(100 * det["map50"], 3)
+                scores["val_mAP50_95"] = round(100 * det["map50_95"], 3)
             if s["mIoU"] > self.state["best"]["mIoU"]:
                 self.state["best"] = {
                     "mIoU": s["mIoU"], "mAcc": s["mAcc"], "step": step,
                     "per_class": {k: v["iou"] for k, v in s["per_class"].items()}}
                 if "fusion" in s:
                     self.state["best"]["fusion"] = s["fusion"]
+                if det is not None:
+                    self.state["best"]["detection"] = {
+                        "map50": 100 * det["map50"], "map50_95": 100 * det["map50_95"],
+                        "per_class_ap50": {k: None if v["ap50"] is None else 100 * v["ap50"]
+                                           for k, v in det["per_class"].items()}}
                 save_checkpoint(self.out / "best.pt", self.model, self.classes,
                                 self.cfg["data"]["size"],
                                 meta={"val": self.state["best"], "train_config": self.cfg,

@@ -1,0 +1,267 @@
+"""Joint training of TSJNet (models with a detector) inside ``Trainer``.
+
+Jie et al., "TSJNet", arXiv 2402.01212, Sec. 3.4 and 4.1 (facts: ../shared/design/tsjnet.md
+Sec. 4): ONE stage, every step optimises the fusion network, the detector and the segmenter
+together on
+
+    L = 20 L_int + 20 L_grad + 10 L_ssim                 (multi-facet fusion loss, MFF)
+        + 6 MSE(D E Y, Y) + 1 MSE(D E I, I)               (reconstruction)
+        + 0.1 L_attention                                 (attention diversity, fused pass)
+        + 1 L_seg (cross entropy of Seg(F))  + 1 L_det (detection loss of Det(F))
+
+(weights ``tsjnet_losses.LOSS_WEIGHTS``, overridable in ``train.joint.loss_weights``). The
+task losses flow back into the fusion network through F. Paper vs code: the authors' code never
+steps its detection and segmentation optimisers (the task nets stay frozen) and divides the
+8-bit labels by 255 (every segmentation target 0); this trainer follows the paper: all three
+networks are updated and the labels are the integer class ids. The detection loss is the FCOS
+loss of this project's anchor-free head (``tsjnet_losses.detection_loss``), not the paper's
+Faster R-CNN losses.
+
+Boxes (this project's choice, not the paper's data): MFNet / MSRS ship no boxes, so the targets
+of every training crop are the connected components of its detection classes
+(``data.boxes.boxes_from_labels`` on the AUGMENTED label crop, after the random resize, crop and
+flip, so boxes and image always agree; pixels padded by the crop carry the ignore id and never
+form a box). ``box_min_area`` is in pixels of the network input (crop or validation image).
+
+Optimisers: ``fusion_optim`` for the fusion network (paper: Adam lr 1e-4, L2 decay 0.01; the
+code's four Adams over encoder / base fusion / detail fusion / decoder have identical settings
+and are one Adam here), ``seg_optim`` for the segmenter and ``joint.det_optim`` (default
+``seg_optim``) for the detector (pretrained encoder at lr, heads at lr x ``head_lr_mult``).
+Gradients are clipped to norm ``joint.clip_grad`` (paper 1) per module: fusion encoder, base
+fusion, detail fusion, decoder, detector, segmenter; in fp32 / bf16 there is no loss scaler, so
+the limit acts on the true gradients (the code clips fp16-SCALED gradients, effectively 1/scale).
+Learning rates: ``joint.lr_schedule`` 'plateau' (paper: x ``plateau_factor`` 0.1 when the epoch's
+mean training loss has not improved for ``plateau_patience`` 3 epochs; the paper does not say
+which quantity its ReduceLROnPlateau watches: the training loss is our reading) or 'poly' (the
+trainer's warm-up + poly decay over the joint steps or the time budget).
+
+Schedule: ``fusion_warmup_iters`` steps of the fusion network alone on MFF + reconstruction +
+attention (ours; the paper has none: 0 in tsjnet_paper.yaml), then ``joint.iters`` joint steps
+(or ``joint.epochs`` x steps per epoch; the paper: 100 epochs, batch 2). Joint steps crop their
+pairs to ``data.fusion_crop`` (default ``data.crop``).
+
+Config ``train.joint`` (optional for SegMiF, required keys for TSJNet: iters or epochs):
+``iters`` | ``epochs``, ``loss_weights`` {name: weight}, ``clip_grad`` (0 = off),
+``box_min_area``, ``det_optim`` (optimiser dict, keys as ``seg_optim``), ``lr_schedule``,
+``plateau_factor``, ``plateau_patience``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..data.boxes import boxes_from_labels, to_tensors
+from ..models.preprocessing import split_luminance
+from .losses import segmentation_loss
+from .schedule import _lr, _optimizer, _set_lr
+from .tsjnet_losses import (LOSS_WEIGHTS, attention_diversity_loss, detection_loss, mff_loss,
+                            reconstruction_loss)
+
+JOINT_KEYS = ("iters", "epochs", "loss_weights", "clip_grad", "box_min_area", "det_optim",
+              "lr_schedule", "plateau_factor", "plateau_patience")
+JOINT_DEFAULTS = {"loss_weights": {}, "clip_grad": 1.0, "box_min_area": 50,
+                  "lr_schedule": "plateau", "plateau_factor": 0.1, "plateau_patience": 3}
+#: log.csv columns of a joint run (after ``Trainer.FIELDS``)
+JOINT_FIELDS = ["lr_det", "mff", "mff_int", "mff_grad", "mff_ssim", "recon", "attention", "det",
+                "det_cls", "det_box", "det_ctr", "det_pos", "val_mAP50", "val_mAP50_95"]
+
+
+def detection_class_ids(detection_classes, class_names) -> tuple[int, ...]:
+    """Label id of every detection class (by name, case-insensitive) in the segmentation class
+    set. Raises ValueError for a detection class that is not a segmentation class (its boxes
+    cannot come from the label images)."""
+    lookup = {n.lower(): i for i, n in enumerate(class_names)}
+    missing = [n for n in detection_classes if n.lower() not in lookup]
+    if missing:
+        raise ValueError(f"detection classes {missing} are not segmentation classes "
+                         f"{list(class_names)}: boxes from label images need them")
+    return tuple(lookup[n.lower()] for n in detection_classes)
+
+
+def targets_from_labels(labels: torch.Tensor, class_ids, min_area: int, device=None
+                        ) -> list[dict]:
+    """Detection targets of a batch of (augmented) label crops.
+
+    Args:
+        labels: (B, H, W) int64 class ids (the ignore id where padded).
+        class_ids: label id of detection class k at position k (``detection_class_ids``).
+        min_area: smallest connected component kept, pixels of this image.
+    Returns:
+        one dict per image: 'boxes' (N, 4) float32 (x1, y1, x2, y2) pixel edges of this image,
+        'labels' (N,) int64 detection class indices (``detection_loss``'s target format).
+    """
+    arr = labels.detach().cpu().numpy()
+    return [to_tensors(boxes_from_labels(a.astype(np.int32), class_ids, int(min_area)), device)
+            for a in arr]
+
+
+class _Plateau:
+    """ReduceLROnPlateau on the epoch's mean training loss (mode min, relative threshold 1e-4 as
+    torch's default): ``scale`` is multiplied by ``factor`` after more than ``patience`` epochs
+    without improvement. State in ``state_dict()`` (resumable)."""
+
+    def __init__(self, factor: float, patience: int):
+        if not 0 < factor < 1 or patience < 0:
+            raise ValueError(f"plateau_factor must be in (0, 1) and plateau_patience >= 0, "
+                             f"got {factor}, {patience}")
+        self.factor, self.patience = float(factor), int(patience)
+        self.state = {"scale": 1.0, "best": float("inf"), "bad": 0, "sum": 0.0, "count": 0}
+
+    def add(self, loss: float) -> None:
+        self.state["sum"] += float(loss)
+        self.state["count"] += 1
+
+    def end_epoch(self) -> None:
+        s = self.state
+        if not s["count"]:
+            return
+        mean = s["sum"] / s["count"]
+        s["sum"], s["count"] = 0.0, 0
+        if mean < s["best"] * (1 - 1e-4):
+            s["best"], s["bad"] = mean, 0
+        else:
+            s["bad"] += 1
+            if s["bad"] > self.patience:
+                s["scale"] *= self.factor
+                s["bad"] = 0
+
+    def state_dict(self) -> dict:
+        return dict(self.state)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = dict(state)
+
+
+class JointMixin:
+    """``Trainer``'s TSJNet schedule (module docstring). Uses the attributes ``Trainer.__init__``
+    sets (``tc``, ``cfg``, ``model``, ``net``, ``classes``, ``opt_fusion``, ``opt_seg``,
+    ``class_weight``, ``train_set``, ``world``, ``state``, ``distributed``, ``device``, ``warmup``)
+    and ``StepMixin._autocast``."""
+
+    def _setup_joint(self) -> None:
+        jc = {k: v for k, v in (self.tc.get("joint") or {}).items() if v is not None}
+        unknown = set(jc) - set(JOINT_KEYS)
+        if unknown:
+            raise ValueError(f"unknown train.joint keys {sorted(unknown)}; known: {JOINT_KEYS}")
+        jc = {**JOINT_DEFAULTS, **jc}
+        if ("iters" in jc) == ("epochs" in jc):
+            raise ValueError("train.joint needs exactly one of iters or epochs (models with a "
+                             "detector train in one joint stage)")
+        self.per_epoch = max(1, len(self.train_set) // (self.tc["batch_size"] * self.world))
+        iters = int(jc["iters"]) if "iters" in jc else int(jc["epochs"]) * self.per_epoch
+        if iters < 0:
+            raise ValueError(f"train.joint iters/epochs must be >= 0, got {iters}")
+        if jc["lr_schedule"] not in ("plateau", "poly"):
+            raise ValueError(f"train.joint.lr_schedule must be 'plateau' or 'poly', got "
+                             f"{jc['lr_schedule']!r}")
+        bad = set(jc["loss_weights"]) - set(LOSS_WEIGHTS)
+        if bad:
+            raise ValueError(f"unknown loss weights {sorted(bad)}; known: {list(LOSS_WEIGHTS)}")
+        self.jc, self.joint_iters = jc, iters
+        self.loss_weights = {**LOSS_WEIGHTS, **jc["loss_weights"]}
+        self.box_class_ids = detection_class_ids(self.model.detection_classes,
+                                                 self.classes.names)
+        self.fused_cache = False
+        self.total_steps = self.warmup + iters
+        self.det_optim = {**self.tc["seg_optim"], **(jc.get("det_optim") or {})}
+        det = self.model.detector
+        enc = [p for n, p in det.named_parameters() if n.startswith("encoder.")]
+        head = [p for n, p in det.named_parameters() if not n.startswith("encoder.")]
+        self.opt_det = _optimizer(self.det_optim, [
+            {"params": enc, "lr_mult": 1.0},
+            {"params": head, "lr_mult": self.det_optim.get("head_lr_mult", 1.0)}])
+        self.plateau = _Plateau(jc["plateau_factor"], jc["plateau_patience"])
+        f = self.model.fusion
+        self.clip_groups = [f.encoder, f.fuse_base, f.fuse_detail, f.decoder,
+                            self.model.detector, self.model.segmenter]
+
+    def joint_phase_of(self, step: int) -> tuple[int, str]:
+        """(-1, 'warmup') for the first ``fusion_warmup_iters`` steps, then (0, 'joint')."""
+        return (-1, "warmup") if step < self.warmup else (0, "joint")
+
+    # -- learning rates
+    def joint_lrs(self, time_progress: float) -> dict:
+        """Set and return the learning rates of this step: {'lr_fusion', 'lr_seg', 'lr_det'}
+        (warm-up steps: the fusion network only; the others are reported as None)."""
+        fusion_step = self.state["fusion_steps"] + self.state["joint_steps"]
+        total_f = self.total_steps
+        j = self.state["joint_steps"]
+        pairs = [("lr_fusion", self.opt_fusion, self.tc["fusion_optim"], fusion_step, total_f),
+                 ("lr_seg", self.opt_seg, self.tc["seg_optim"], j, self.joint_iters),
+                 ("lr_det", self.opt_det, self.det_optim, j, self.joint_iters)]
+        out = {}
+        for key, opt, oc, step, total in pairs:
+            if self.jc["lr_schedule"] == "poly":
+                lr = _lr(oc, step, total, time_progress)
+            else:  # warm-up as the trainer's, then the plateau's scale of the base rate
+                lr = (_lr(oc, step, total, 0.0) if step < oc["warmup_iters"]
+                      else oc["lr"] * self.plateau.state["scale"])
+            _set_lr(opt, lr)
+            out[key] = lr
+        if self.state["step"] < self.warmup:
+            out["lr_seg"] = out["lr_det"] = None
+        return out
+
+    # -- one step
+    def joint_step(self, batch: dict, phase: str) -> dict:
+        """One optimiser step: 'warmup' (fusion network on MFF + reconstruction + attention) or
+        'joint' (all three networks on the full loss of the module docstring). Returns the log
+        row (unweighted parts, weighted 'total')."""
+        w = self.loss_weights
+        vis, ir, label = batch["vis"], batch["ir"], batch["label"]
+        joint = phase == "joint"
+        targets = (targets_from_labels(label, self.box_class_ids, self.jc["box_min_area"],
+                                       self.device) if joint else None)
+        with self._autocast():
+            out = self.net(vis, ir, phase="joint" if joint else "fusion", reconstruct=True)
+        y = split_luminance(vis)[0].float()
+        irf = ir.float()
+        # losses outside autocast, in fp32
+        mff = mff_loss(out["fused"].float(), y, irf, w)
+        rec = reconstruction_loss(out["recon_vis"].float(), y, out["recon_ir"].float(), irf, w)
+        att = attention_diversity_loss(out["attention"].float())
+        total = mff["total"] + rec["total"] + w["attention"] * att
+        row = {"mff": mff["total"].item(), "mff_int": mff["intensity"].item(),
+               "mff_grad": mff["gradient"].item(), "mff_ssim": mff["ssim"].item(),
+               "recon": rec["total"].item(), "attention": att.item()}
+        opts = [self.opt_fusion]
+        if joint:
+            seg = segmentation_loss(out["logits"].float(), label, self.class_weight,
+                                    self.tc["loss"]["ignore_index"])
+            det = detection_loss(out["detections"], targets, self.model.config.center_radius)
+            total = total + w["segmentation"] * seg + w["detection"] * det["total"]
+            opts += [self.opt_seg, self.opt_det]
+            row.update(seg=seg.item(), det=det["total"].item(), det_cls=det["cls"].item(),
+                       det_box=det["box"].item(), det_ctr=det["centerness"].item(),
+                       det_pos=det["positives"])
+        for opt in (self.opt_fusion, self.opt_seg, self.opt_det):
+            opt.zero_grad(set_to_none=True)
+        total.backward()
+        clip = float(self.jc["clip_grad"] or 0)
+        if clip > 0:
+            for mod in (self.clip_groups if joint else self.clip_groups[:4]):
+                torch.nn.utils.clip_grad_norm_(mod.parameters(), clip)
+        for opt in opts:
+            opt.step()
+        for opt in (self.opt_fusion, self.opt_seg, self.opt_det):
+            opt.zero_grad(set_to_none=True)
+        row["total"] = total.item()
+        if joint and self.jc["lr_schedule"] == "plateau":
+            loss = torch.tensor([row["total"]], dtype=torch.float64)
+            if self.distributed:  # every process takes the same plateau decision
+                loss = loss.to(self.device)
+                dist.all_reduce(loss)
+                loss = loss.cpu() / self.world
+            self.plateau.add(float(loss[0]))
+            if (self.state["joint_steps"] + 1) % self.per_epoch == 0:
+                self.plateau.end_epoch()
+        return row
+
+    # -- resumable state (last.pt)
+    def joint_state(self) -> dict:
+        return {"opt_det": self.opt_det.state_dict(), "plateau": self.plateau.state_dict()}
+
+    def load_joint_state(self, state: dict) -> None:
+        self.opt_det.load_state_dict(state["opt_det"])
+        self.plateau.load_state_dict(state["plateau"])
