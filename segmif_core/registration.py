@@ -105,6 +105,30 @@ class Registration:
         return cv2.warpPerspective(ir, self.homography, (w, h), flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
+    def warp_thermal_torch(self, ir, visible_hw: Sequence[int]):
+        """:meth:`warp_thermal` on a torch tensor, on its device (the GPU path of
+        ``inference.backends.TorchBackend``): ``ir`` (B, C, h, w) float -> (B, C, H, W) at
+        ``out_size`` or ``visible_hw`` (H, W), bilinear, zeros outside (kornia's
+        warp_perspective, pixel centres at integers as in OpenCV). Identity and equal sizes
+        return ``ir`` itself."""
+        import torch
+        from kornia.geometry.transform import warp_perspective
+
+        w, h = self.out_size or (int(visible_hw[1]), int(visible_hw[0]))
+        if self.is_identity and tuple(ir.shape[-2:]) == (h, w):
+            return ir
+        m = torch.as_tensor(self.homography, dtype=ir.dtype, device=ir.device)[None]
+        return warp_perspective(ir, m.expand(ir.shape[0], 3, 3), (h, w), mode="bilinear",
+                                padding_mode="zeros", align_corners=True)
+
+    def crop_torch(self, img):
+        """:meth:`crop` on a (B, C, H, W) tensor (a view; RegistrationError if it does not fit)."""
+        if self.crop_box is None:
+            return img
+        self._check_crop(img.shape[-2], img.shape[-1])
+        x, y, w, h = self.crop_box
+        return img[..., y:y + h, x:x + w]
+
     def crop(self, img: np.ndarray) -> np.ndarray:
         """Apply the crop to any image (HxW or HxWxC); returns ``img`` unchanged without a crop,
         otherwise a contiguous array of ``height x width``.

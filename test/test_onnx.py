@@ -167,3 +167,26 @@ def test_fusion_scale_runs_phi_at_the_reduced_size(tiny_checkpoint):
     assert seen == [(32, 48)] and p.fused.shape == (128, 192, 3)
     with pytest.raises(ValueError, match="fusion_scale"):
         SegMiFPredictor(tiny_checkpoint, fusion_scale=1.5)
+
+
+def test_registration_on_the_device_matches_opencv(tiny_checkpoint):
+    """The CUDA path warps thermal with kornia on the device; run here on the CPU, it must agree
+    with OpenCV's warp of the host path (same homography, same crop)."""
+    from segmif_core.registration import Registration
+    vis, _ = _real_pair(0, (96, 128))
+    _, ir = _real_pair(0, (80, 100))                    # thermal camera of another size
+    h = np.array([[1.2, 0.05, 3.0], [0.02, 1.15, 2.0], [0.0, 0.0, 1.0]])
+    reg = Registration(h, crop=(4, 6, 112, 80))
+    host = SegMiFPredictor(tiny_checkpoint).predict(vis, ir, registration=reg)
+    dev_pred = SegMiFPredictor(tiny_checkpoint, device_preprocess=True)
+    dev = dev_pred.predict(vis, ir, registration=reg)
+    assert host.fused.shape == dev.fused.shape == (80, 112, 3)
+    assert "registration" in host.stages_ms and "registration" not in dev.stages_ms
+    # the warped thermal itself: kornia on the device vs OpenCV, interior pixels
+    import torch
+    ir01 = ir.astype(np.float32) / 255.0
+    ref = reg.crop(reg.warp_thermal(ir01, vis.shape))
+    got = reg.crop_torch(reg.warp_thermal_torch(torch.from_numpy(ir01)[None, None],
+                                                vis.shape[:2]))[0, 0].numpy()
+    assert np.abs(got - ref)[2:-2, 2:-2].max() < 1e-3
+    assert np.abs(dev.fused.astype(int) - host.fused).mean() < 2.0

@@ -3,7 +3,8 @@
 A backend takes one camera-sized pair, visible ``vis`` (H, W, 3) uint8 RGB and registered thermal
 ``ir01`` (H, W) float32 in [0, 1], resizes it to the network input size h x w, runs the whole
 model and returns ``Outputs``: fused (H, W, 3) uint8 RGB at the camera's size, labels (h, w)
-uint8, confidence (h, w) float32, and the time of each stage in ms.
+uint8, confidence (h, w) float32, the time of each stage in ms, and for a model with a detector
+(TSJNet; torch backend) its detections with boxes in camera pixels.
 
 - ``TorchBackend``: a checkpoint (.pt) on cpu or cuda. On the host (cpu), resizing is OpenCV's
   (area when shrinking). On a CUDA device the pair is copied once into pinned host buffers
@@ -46,6 +47,9 @@ class Outputs:
     labels: np.ndarray       # (h, w) uint8
     confidence: np.ndarray   # (h, w) float32
     stages_ms: dict = field(default_factory=dict)  # resize, network, download (ms)
+    # models with a detector: {'boxes' (D, 4) float32 x1 y1 x2 y2 camera pixels, 'scores' (D,)
+    # float32, 'classes' (D,) int64}; None otherwise
+    detections: dict | None = None
 
 
 def resize_host(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -84,6 +88,7 @@ class TorchBackend:
             set_fusion_scale(self.model, fusion_scale)
         self.min_size = self.model.min_size
         self.fixed_size = None            # any network input size works
+        self.detection_classes = tuple(getattr(self.model, "detection_classes", ()) or ())
         self.cuda = device.type == "cuda"
         self.device_preprocess = self.cuda if device_preprocess is None else bool(device_preprocess)
         if self.device_preprocess:
@@ -118,11 +123,14 @@ class TorchBackend:
         np.copyto(buf.numpy(), arr)
         return buf.to(self.device, non_blocking=True)
 
-    def _device_inputs(self, vis, ir01, size):
+    def _device_inputs(self, vis, ir01, size, registration=None):
         t0 = time.perf_counter()
         vis_hi = self._upload("vis", vis).permute(2, 0, 1)[None].float().div_(255.0)
         ir_hi = self._upload("ir", np.ascontiguousarray(ir01, np.float32))[None, None]
-        if vis.shape[:2] != tuple(size):
+        if registration is not None:  # thermal (its own size) onto the visible camera, crop
+            ir_hi = registration.crop_torch(registration.warp_thermal_torch(ir_hi, vis.shape[:2]))
+            vis_hi = registration.crop_torch(vis_hi)
+        if tuple(vis_hi.shape[-2:]) != tuple(size):
             resize = lambda x: F.interpolate(x, size=size, mode="bilinear",  # noqa: E731
                                              align_corners=False, antialias=True)
             vis_t, ir_t, full = resize(vis_hi), resize(ir_hi), (vis_hi, ir_hi)
@@ -132,9 +140,22 @@ class TorchBackend:
         vis_t, ir_t = vis_t.contiguous(memory_format=cl), ir_t.contiguous(memory_format=cl)
         return vis_t, ir_t, full, _ms(t0)
 
-    def run(self, vis: np.ndarray, ir01: np.ndarray, size: tuple[int, int]) -> Outputs:
-        prepare = self._device_inputs if self.device_preprocess else self._host_inputs
-        vis_t, ir_t, full, resize_ms = prepare(vis, ir01, size)
+    @property
+    def device_registration(self) -> bool:
+        """True when ``run`` takes a ``registration`` (the warp runs on the device)."""
+        return self.device_preprocess
+
+    def run(self, vis: np.ndarray, ir01: np.ndarray, size: tuple[int, int],
+            registration=None) -> Outputs:
+        """See the module docstring; ``registration`` (a ``segmif_core.registration.
+        Registration``, device path only): ``ir01`` is the unregistered thermal image, warped and
+        cropped with the visible image on the device; the outputs have the cropped size."""
+        if self.device_preprocess:
+            vis_t, ir_t, full, resize_ms = self._device_inputs(vis, ir01, size, registration)
+        else:
+            if registration is not None:
+                raise ValueError("registration on the device needs device_preprocess")
+            vis_t, ir_t, full, resize_ms = self._host_inputs(vis, ir01, size)
         t0 = time.perf_counter()
         if self.cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -147,17 +168,23 @@ class TorchBackend:
             fused = fused.permute(1, 2, 0)
             labels = out["labels"][0].to(torch.uint8)
             conf = out["confidence"][0].float()
+            # boxes of the network-size input, scaled by predict(full=...) to the camera's size
+            dets = out.get("detections")
         if self.cuda:
             end.record()
         t1 = time.perf_counter()
         fused, labels, conf = fused.cpu().numpy(), labels.cpu().numpy(), conf.cpu().numpy()
+        if dets is not None:
+            dets = {"boxes": dets[0]["boxes"].float().cpu().numpy().reshape(-1, 4),
+                    "scores": dets[0]["scores"].float().cpu().numpy(),
+                    "classes": dets[0]["classes"].cpu().numpy().astype(np.int64)}
         if self.cuda:  # the download synchronised the stream
             network = start.elapsed_time(end)
             download = _ms(t0) - network
         else:
             network, download = (t1 - t0) * 1e3, _ms(t1)
         return Outputs(np.ascontiguousarray(fused), labels, conf,
-                       {"resize": resize_ms, "network": network, "download": download})
+                       {"resize": resize_ms, "network": network, "download": download}, dets)
 
 
 def _import_onnxruntime():
@@ -201,6 +228,7 @@ class OnnxRuntimeBackend:
     0 = ORT's default). Raises BackendError (package missing, file missing or not ours)."""
 
     name = "onnxruntime"
+    device_registration = False
 
     def __init__(self, path, device: torch.device, threads: int = 0):
         ort = _import_onnxruntime()
@@ -238,6 +266,7 @@ class OnnxRuntimeBackend:
                      "meta": meta.get("checkpoint_meta", {}), "onnx": meta}
         self.device = device
         self.min_size = 32
+        self.detection_classes = ()       # the exported graph has no detector outputs
         self.fixed_size = tuple(meta["input_size"]) if meta["input_size"] else None
         self.fixed_camera = tuple(meta["camera_size"]) if meta["camera_size"] else None
         self.providers = self.session.get_providers()

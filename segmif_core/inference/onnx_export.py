@@ -81,9 +81,15 @@ def export_onnx(out, checkpoint=None, size=None, camera=(480, 640), dynamic: boo
     Returns the metadata dict written into the file.
     Raises:
         CheckpointError: bad checkpoint; ValueError: bad sizes; ExportError: the exporter
-        failed or its packages (onnx, onnxscript) are missing.
+        failed or its packages (onnx, onnxscript) are missing, or the model has a detector
+        (TSJNet: not exportable, see the message).
     """
     model, classes, info = load_checkpoint(checkpoint, "cpu")
+    if hasattr(model, "detector"):
+        raise ExportError(f"ONNX export of {model.name!r} models is not supported: the graph's "
+                          "outputs (logits, labels, confidence, fused) have no place for the "
+                          "detector's boxes, whose NMS is a data-dependent loop; use the torch "
+                          "backend for this checkpoint")
     if fusion_scale is not None:
         set_fusion_scale(model, fusion_scale)
     size = tuple(int(s) for s in (size or info.get("input_size") or (240, 320)))

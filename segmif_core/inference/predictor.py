@@ -22,6 +22,10 @@ class Prediction:
     total_ms: preprocessing + network + postprocessing (ms); stages_ms: the time of each stage
     (ms): 'thermal' (16-bit scaling), 'resize' (to the network size, and the upload on CUDA),
     'network', 'download', 'postprocess' (labels and confidence back to H x W).
+    detections: for a model with a detector (TSJNet, torch backend) a dict 'boxes' (D, 4) float32
+    (x1, y1, x2, y2) in pixels of the output images (the network-size boxes scaled by W / w and
+    H / h), 'scores' (D,) float32 in [0, 1] (decreasing), 'classes' (D,) int64 indices into
+    'names' (the model's ``detection_classes``); None for models without a detector.
     """
 
     fused: np.ndarray
@@ -30,6 +34,7 @@ class Prediction:
     inference_ms: float
     total_ms: float
     stages_ms: dict = field(default_factory=dict)
+    detections: dict | None = None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -87,6 +92,8 @@ class SegMiFPredictor:
                                     fusion_scale=fusion_scale,
                                     device_preprocess=device_preprocess)
         self.classes, self.info = self.backend.classes, self.backend.info
+        #: names of the detector's classes (empty: no detector)
+        self.detection_classes = tuple(getattr(self.backend, "detection_classes", ()))
         fixed = self.backend.fixed_size
         size = input_size or fixed or self.info.get("input_size") or (240, 320)
         if len(size) != 2 or min(size) < self.backend.min_size:
@@ -110,9 +117,9 @@ class SegMiFPredictor:
             raise AttributeError(f"backend {self.backend.name!r} has no torch model") from None
 
     @staticmethod
-    def check_images(vis: np.ndarray, ir: np.ndarray) -> None:
+    def check_images(vis: np.ndarray, ir: np.ndarray, same_size: bool = True) -> None:
         """Raise ValueError naming the problem unless vis is HxWx3 uint8 and ir HxW uint8/uint16
-        of the same H, W."""
+        (of the same H, W unless ``same_size`` is False)."""
         if not isinstance(vis, np.ndarray) or vis.dtype != np.uint8 or vis.ndim != 3 \
                 or vis.shape[2] != 3:
             raise ValueError("visible image must be an HxWx3 uint8 RGB array, got "
@@ -120,26 +127,47 @@ class SegMiFPredictor:
         if not isinstance(ir, np.ndarray) or ir.dtype not in (np.uint8, np.uint16) or ir.ndim != 2:
             raise ValueError("thermal image must be an HxW uint8 or uint16 array, got "
                              f"{getattr(ir, 'shape', None)} {getattr(ir, 'dtype', type(ir))}")
-        if vis.shape[:2] != ir.shape:
+        if same_size and vis.shape[:2] != ir.shape:
             raise ValueError(f"visible {vis.shape[:2]} and thermal {ir.shape} sizes differ: "
                              "register thermal onto the visible camera first")
 
-    def predict(self, vis: np.ndarray, ir: np.ndarray) -> Prediction:
-        """Fuse and segment one pair: vis HxWx3 uint8 RGB, ir HxW uint8/uint16 (registered)."""
+    def predict(self, vis: np.ndarray, ir: np.ndarray, registration=None) -> Prediction:
+        """Fuse and segment one pair: vis HxWx3 uint8 RGB, ir uint8/uint16 thermal.
+
+        Without ``registration`` ``ir`` must already be registered (HxW, the visible size).
+        With one (a ``segmif_core.registration.Registration``) ``ir`` is the raw thermal image
+        (any size): it is warped onto the visible camera and both are cropped, on the device
+        when the backend can (the CUDA path), otherwise with OpenCV first ('registration' in
+        ``stages_ms``); the outputs then have the cropped size.
+        Raises ValueError (bad images), RegistrationError (the crop does not fit).
+        """
         t0 = time.perf_counter()
-        self.check_images(vis, ir)
-        h, w = ir.shape
+        stages = {}
+        on_device = registration is not None and getattr(self.backend, "device_registration",
+                                                         False)
+        if registration is not None and not on_device:
+            self.check_images(vis, ir, same_size=False)
+            vis, ir = registration.register(vis, ir)
+            stages["registration"] = (time.perf_counter() - t0) * 1e3
+        t_reg = time.perf_counter()
+        self.check_images(vis, ir, same_size=not on_device)
         ir01 = normalize_thermal(ir, self.thermal_norm, *self.thermal_percentiles,
                                  *self.thermal_range)
         t1 = time.perf_counter()
-        out = self.backend.run(vis, ir01, self.input_size)
+        out = self.backend.run(vis, ir01, self.input_size, registration) if on_device \
+            else self.backend.run(vis, ir01, self.input_size)
         t2 = time.perf_counter()
         labels, prob = out.labels, out.confidence
+        h, w = out.fused.shape[:2]
         if labels.shape != (h, w):
             labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
             prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
         t3 = time.perf_counter()
-        stages = {"thermal": (t1 - t0) * 1e3, **out.stages_ms, "postprocess": (t3 - t2) * 1e3}
+        stages.update({"thermal": (t1 - t_reg) * 1e3, **out.stages_ms,
+                       "postprocess": (t3 - t2) * 1e3})
+        dets = getattr(out, "detections", None)
+        if dets is not None:
+            dets = dict(dets, names=list(self.detection_classes))
         return Prediction(out.fused, labels, prob.astype(np.float32, copy=False),
                           out.stages_ms["network"], (t3 - t0) * 1e3,
-                          {k: round(v, 3) for k, v in stages.items()})
+                          {k: round(v, 3) for k, v in stages.items()}, dets)

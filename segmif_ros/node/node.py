@@ -213,13 +213,15 @@ class SegMiFNode(Node):
             vis = to_rgb8(vis_msg)
             ir = to_thermal(ir_msg)
             t1 = time.perf_counter()
-            vis, ir = self.registration.register(vis, ir)
-            SegMiFPredictor.check_images(vis, ir)
+            on_device = self.predictor.backend.device_registration  # the CUDA path warps there
+            if not on_device:
+                vis, ir = self.registration.register(vis, ir)
+                SegMiFPredictor.check_images(vis, ir)
         except ValueError as err:
             self._reject(f"pair refused: {err}")
             return
         t2 = time.perf_counter()
-        pred = self.predictor.predict(vis, ir)
+        pred = self.predictor.predict(vis, ir, self.registration if on_device else None)
         t3 = time.perf_counter()
         header = vis_msg.header
         self.outputs.publish_images(header, pred, self._alpha)
