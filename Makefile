@@ -51,6 +51,8 @@ ROS_DEPS := \
 	'ros-rclpy[fastrtps]==9.1.2' \
 	ros-sensor-msgs==5.5.1 \
 	ros-std-msgs==5.5.1 \
+	ros-diagnostic-msgs==5.5.1 \
+	ros-lifecycle-msgs==2.3.0 \
 	ros-ament-cmake==2.7.3 \
 	ros-ament-cmake-include-directories==2.7.3 \
 	ros-ament-cmake-ros-core==0.14.5 \
