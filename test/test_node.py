@@ -229,3 +229,41 @@ def test_no_pair_warning_names_the_missing_input(context, tiny_checkpoint):
     finally:
         del node.get_logger
         node.destroy_node()
+
+
+def test_thermal_of_another_size_is_refused_with_the_identity_homography(context, tiny_checkpoint):
+    node = make_node(context, tiny_checkpoint)
+    lines = []
+
+    class Logger:
+        def warning(self, text, **_):
+            lines.append(text)
+
+        def debug(self, text, **_):
+            pass
+
+    try:
+        node.get_logger = Logger
+        vis = stamped(np.zeros((48, 80, 3), np.uint8), "rgb8", 1, 0, "v")
+        for size in ((24, 40), (52, 80)):  # 80x48 visible with a 40x24 or an 80x52 thermal
+            node._process(vis, stamped(np.zeros(size, np.uint8), "mono8", 1, 0, "t"))
+        assert node.counters["pairs_processed"] == 0
+        assert node.counters["messages_rejected"] == 2
+        assert any("40x24" in line and "80x48" in line and "homography" in line
+                   for line in lines), lines
+    finally:
+        del node.get_logger
+        node.destroy_node()
+
+
+def test_thermal_of_another_size_is_warped_by_a_homography(context, tiny_checkpoint):
+    # the thermal camera has half the resolution: x_vis = 2 x_ir
+    node = make_node(context, tiny_checkpoint,
+                     homography=[2.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 1.0])
+    try:
+        node._process(stamped(np.zeros((48, 80, 3), np.uint8), "rgb8", 1, 0, "v"),
+                      stamped(np.zeros((24, 40), np.uint8), "mono8", 1, 0, "t"))
+        assert node.counters["pairs_processed"] == 1
+        assert node.counters["messages_rejected"] == 0
+    finally:
+        node.destroy_node()

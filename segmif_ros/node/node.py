@@ -213,6 +213,11 @@ class SegMiFNode(Node):
             vis = to_rgb8(vis_msg)
             ir = to_thermal(ir_msg)
             t1 = time.perf_counter()
+            if self.registration.is_identity and ir.shape[:2] != vis.shape[:2]:
+                raise ValueError(
+                    f"thermal {ir.shape[1]}x{ir.shape[0]} and visible {vis.shape[1]}x"
+                    f"{vis.shape[0]} (WxH) differ and the homography is the identity: set the "
+                    "homography parameter to how the thermal camera maps onto the visible one")
             on_device = self.predictor.backend.device_registration  # the CUDA path warps there
             if not on_device:
                 vis, ir = self.registration.register(vis, ir)
