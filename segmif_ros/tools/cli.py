@@ -13,6 +13,7 @@
     segmif export --onnx OUT.onnx [--checkpoint PATH] [--size H W] [--camera H W] [--dynamic]
     segmif benchmark [--device cpu|cuda] [--camera H W ...] [--backend torch onnxruntime]
                      [--precision fp32 bf16 fp16] [--compile] [--live] [--out runs/benchmark]
+    segmif calibrate --vis IMG --ir IMG [--points FILE | --board COLSxROWS] --out FILE.yaml
 
 Subcommands import what they need only: fuse, evaluate, train, export and benchmark (without
 --live) need no ROS.
@@ -372,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .benchmark import add_parser as add_benchmark
     add_benchmark(sub)
+    from .calibrate import add_parser as add_calibrate; add_calibrate(sub)  # noqa: E702
     return ap
 
 
