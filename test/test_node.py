@@ -104,6 +104,10 @@ def test_pair_in_all_outputs_out_with_visible_header(context, tiny_checkpoint):
         # the node's time per ROS-side stage (ms)
         assert info.convert_time_ms > 0 and info.publish_time_ms > 0
         assert info.preprocess_time_ms > 0 and info.callback_delay_ms >= 0
+        # the counters of the whole node travel with every frame
+        assert info.received_visible >= 1 and info.received_thermal >= 1
+        assert info.pairs_matched >= info.pairs_processed >= 1
+        assert info.processing_errors == 0 and info.modality == "pair"
     finally:
         ex.shutdown()
         node.destroy_node()
@@ -212,20 +216,22 @@ def test_ros_time_jump_back_resets_the_synchroniser(context, tiny_checkpoint):
 
 
 def test_no_pair_warning_names_the_missing_input(context, tiny_checkpoint):
-    node = make_node(context, tiny_checkpoint, no_pair_warn_s=1.0)
+    node = make_node(context, tiny_checkpoint, no_pair_warn_s=0.2)
     lines = []
 
     class Logger:
         def warning(self, text, **_):
             lines.append(text)
 
+        info = warning
+
     try:
-        node.sync.add(0, stamped(np.zeros((4, 4, 3), np.uint8), "rgb8", 5, 0, "v"))
-        node._last_input_time = time.monotonic()
-        node._last_pair_time = time.monotonic() - 10.0
+        node.health.start()
+        node._on_image(0, stamped(np.zeros((4, 4, 3), np.uint8), "rgb8", 5, 0, "v"))
+        time.sleep(0.3)
         node.get_logger = Logger
         node._check_inputs()
-        assert len(lines) == 1 and "no thermal messages received" in lines[0], lines
+        assert any("no thermal messages received" in line for line in lines), lines
     finally:
         del node.get_logger
         node.destroy_node()
@@ -267,3 +273,152 @@ def test_thermal_of_another_size_is_warped_by_a_homography(context, tiny_checkpo
         assert node.counters["messages_rejected"] == 0
     finally:
         node.destroy_node()
+
+
+class Lines:
+    """A stand-in for the node's logger that keeps the lines (warning/info/error/debug)."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __call__(self):
+        return self
+
+    def _keep(self, text, **_):
+        self.lines.append(text)
+
+    warning = info = error = debug = fatal = _keep
+
+
+def test_rejections_are_throttled_per_reason_and_counted(context, tiny_checkpoint):
+    node = make_node(context, tiny_checkpoint)
+    log = Lines()
+    try:
+        node.get_logger = log
+        bad_encoding = Image(height=4, width=4, encoding="yuv422", step=8, data=bytes(32))
+        short = stamped(np.zeros((4, 4), np.uint8), "mono8", 1, 0, "t")
+        short.data = bytes(3)
+        for _ in range(3):
+            node._on_image(0, bad_encoding)
+            node._on_image(1, short)
+        # one line per reason inside the 5 s throttle: the second reason is not hidden
+        assert len(log.lines) == 2, log.lines
+        assert "yuv422" in log.lines[0] and "3 bytes" in log.lines[1]
+        snap = node.health.snapshot()
+        assert snap["rejected"] == {"encoding": 3, "malformed": 3}
+        assert snap["counters"]["messages_rejected"] == 6
+        assert snap["counters"]["received_visible"] == 3
+    finally:
+        del node.get_logger
+        node.destroy_node()
+
+
+def test_sensor_data_input_qos_honours_queue_size(context, tiny_checkpoint):
+    node = make_node(context, tiny_checkpoint, queue_size=12)
+    try:
+        assert node.sub_vis.qos_profile.depth == 12 and node.sub_ir.qos_profile.depth == 12
+        assert node.sub_vis.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+    finally:
+        node.destroy_node()
+
+
+def test_health_counters_are_exact_across_threads():
+    import sys
+    import threading
+    from segmif_ros.node.health import Health
+    health = Health()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        def hammer():
+            for _ in range(20000):
+                health.add("pairs_matched")
+                health.received(0)
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    c = health.snapshot()["counters"]
+    assert c["pairs_matched"] == c["received_visible"] == 80000
+
+
+def latest_status(got, task):
+    for status in got[-1].status:
+        if status.name.endswith(": " + task):
+            return status.level[0], status.message, {kv.key: kv.value for kv in status.values}
+    raise AssertionError(f"no {task} status in {got[-1]}")
+
+
+def test_diagnostics_report_stream_loss_stall_errors_and_recovery(context, tiny_checkpoint):
+    from diagnostic_msgs.msg import DiagnosticArray
+    node = make_node(context, tiny_checkpoint, stream_timeout_s=0.5)
+    peer = rclpy.create_node("diag_peer", context=context)
+    ex = rclpy.executors.SingleThreadedExecutor(context=context)
+    ex.add_node(node)
+    ex.add_node(peer)
+    got = []
+    peer.create_subscription(DiagnosticArray, "/diagnostics", got.append, 10)
+    pub_vis = peer.create_publisher(Image, "visible/image", qos_profile_sensor_data)
+    pub_ir = peer.create_publisher(Image, "thermal/image", qos_profile_sensor_data)
+    vis = np.zeros((24, 40, 3), np.uint8)
+    ir = np.zeros((24, 40), np.uint8)
+    sec = [200]
+
+    def send(thermal=True, seconds=1.0):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            sec[0] += 1
+            pub_vis.publish(stamped(vis, "rgb8", sec[0], 0, "v"))
+            if thermal:
+                pub_ir.publish(stamped(ir, "mono8", sec[0], 0, "t"))
+            spin_until(ex, lambda: False, 0.1)
+
+    def wait_for(task, level, timeout=10.0, **kw):
+        def seen():
+            return got and latest_status(got, task)[0] == level
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not seen():
+            send(seconds=0.3, **kw)
+        return seen()
+
+    try:
+        assert spin_until(ex, lambda: pub_vis.get_subscription_count() and
+                          pub_ir.get_subscription_count(), 10)
+        # visible only: the thermal stream is reported within 2 s, counters travel anyway
+        n = len(got)
+        send(thermal=False, seconds=1.5)
+        assert spin_until(ex, lambda: len(got) > n, 3.0)
+        level, message, values = latest_status(got, "inputs")
+        assert level == 1 and "thermal" in message, message
+        assert int(values["visible received"]) > 0 and values["thermal received"] == "0"
+        assert values["thermal last message (s ago)"] == "n/a"
+        # pairs again: OK, with rates, stamp ages and pairs processed
+        assert wait_for("inputs", 0), latest_status(got, "inputs")
+        level, message, values = latest_status(got, "processing")
+        assert level == 0 and values["device"] == "cpu" and values["backend"] == "torch"
+        assert int(values["pairs processed"]) > 0 and float(values["inference time (ms)"]) > 0
+        _, _, values = latest_status(got, "inputs")
+        assert float(values["visible rate (Hz)"]) > 0
+        assert float(values["visible newest stamp age (s)"]) != 0
+        # processing fails repeatedly: ERROR, counted; and back to OK when it recovers
+        predict = node.predictor.predict
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("injected failure")
+        node.predictor.predict = broken
+        assert wait_for("processing", 2), latest_status(got, "processing")
+        assert int(latest_status(got, "processing")[2]["processing errors"]) >= 3
+        node.predictor.predict = predict
+        assert wait_for("processing", 0), latest_status(got, "processing")
+        # both inputs stop: WARN, and the counters keep coming
+        n = len(got)
+        assert spin_until(ex, lambda: len(got) > n + 1 and latest_status(got, "inputs")[0] == 1,
+                          4.0)
+        assert "no input" in latest_status(got, "inputs")[1]
+    finally:
+        ex.shutdown()
+        node.destroy_node()
+        peer.destroy_node()

@@ -32,7 +32,6 @@ from rclpy.clock import ClockChange, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.logging import LoggingSeverity
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from segmif_core.checkpoint import CheckpointError
@@ -41,11 +40,17 @@ import torch
 from segmif_core.inference import BackendError, SegMiFPredictor
 from segmif_core.registration import Registration, RegistrationError
 
+from .diagnostics import Diagnostics
 from .encodings import THERMAL_ENCODINGS, VISIBLE_ENCODINGS, to_rgb8, to_thermal
+from .health import STREAMS, Health, Throttle
 from .parameters import (ConfigurationError, declare_parameters, describe_qos,
                          dynamic_parameter_error, qos_profile)
 from .publishers import Outputs
 from .sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer, stamp_to_ns
+
+
+class _SizeMismatch(ValueError):
+    """Thermal and visible sizes differ while the homography is the identity."""
 
 
 class SegMiFNode(Node):
@@ -75,8 +80,6 @@ class SegMiFNode(Node):
             out_qos = qos_profile(p["output_qos"], 5)
         except (RegistrationError, CheckpointError, BackendError, ValueError) as err:
             raise ConfigurationError(f"segmif_node: invalid parameters: {err}") from err
-        if p["input_qos"] == "sensor_data":
-            in_qos = qos_profile_sensor_data
 
         sync_kw = {"names": ("visible", "thermal"),  # reset log lines: at most one per 5 s
                    "log": lambda line: self.get_logger().warning(line, throttle_duration_sec=5.0)}
@@ -108,14 +111,15 @@ class SegMiFNode(Node):
         self._callback_delay = {}
         self._pending = None
         self._stop = False
-        self.counters = {"received_visible": 0, "received_thermal": 0, "pairs_matched": 0,
-                         "pairs_processed": 0, "pairs_dropped": 0, "messages_rejected": 0,
-                         "processing_errors": 0}
-        self._last_pair_time = time.monotonic()
-        self._last_input_time = -float("inf")
+        # counters and stream state, shared by the executor thread and the worker (locked)
+        self.health = Health(stream_timeout_s=float(p["stream_timeout_s"]))
+        self._throttle = Throttle(5.0)  # log lines: one per key (reason, stream) per 5 s
+        self._lost = set()  # streams reported lost (a line when they come back)
         self._worker = threading.Thread(target=self._work, name="segmif_inference", daemon=True)
         self._worker.start()
-        self._watchdog = self.create_timer(1.0, self._check_inputs)
+        self._watchdog = self.create_timer(0.5, self._check_inputs)  # stream loss within 2 s
+        self.diagnostics = Diagnostics(self)
+        self._diag_timer = self.create_timer(1.0, self.publish_diagnostics)
 
         log = self.get_logger()
         info = self.predictor.info
@@ -141,14 +145,36 @@ class SegMiFNode(Node):
                 self._no_pair_warn_s = float(prm.value)
         return SetParametersResult(successful=True)
 
+    # ---------------------------------------------------------------- health
+    @property
+    def counters(self) -> dict:
+        """A copy of the node's counters (see :data:`.health.COUNTERS`)."""
+        return self.health.snapshot()["counters"]
+
+    def _warn(self, key: str, text: str, period_s: float = 5.0) -> None:
+        """A warning throttled per ``key`` (one line per ``period_s``), saying how many lines
+        of that key were held back since the last one."""
+        held = self._throttle(key, period_s)
+        if held is not None:
+            self.get_logger().warning(text + (f" [{held} more not logged]" if held else ""))
+
+    def _reject(self, reason: str, what: str) -> None:
+        total = self.health.reject(reason)
+        self._warn("reject:" + reason, f"{what} (rejected so far: {total})")
+
+    def publish_diagnostics(self) -> None:
+        """Publish /diagnostics now (the 1 Hz timer calls it)."""
+        info = self.predictor.info
+        self.diagnostics.publish(
+            self.health.snapshot(), active=True, state="active",
+            sync_stats=self.sync.stats(), sync_diagnosis=self.sync.diagnose(),
+            device=str(self.predictor.device), backend=self.predictor.backend.name,
+            model=f"{info.get('model', '')} {info.get('config', {}).get('encoder', '')}".strip())
+
     # ---------------------------------------------------------------- inputs
-    def _reject(self, what: str) -> None:
-        self.counters["messages_rejected"] += 1
-        self.get_logger().warning(f"{what} (rejected so far: {self.counters['messages_rejected']})",
-                                  throttle_duration_sec=5.0)
 
     def _on_image(self, index: int, msg: Image, info=None) -> None:
-        self._last_input_time = time.monotonic()
+        self.health.received(index, stamp_to_ns(msg.header.stamp))
         if index == 0 and info is not None and info.get("received_timestamp"):
             # both clocks are the system clock (ns); keyed by the stamp, read when the pair is
             # processed (bounded: old entries go with the queue)
@@ -156,40 +182,52 @@ class SegMiFNode(Node):
             self._callback_delay[stamp_to_ns(msg.header.stamp)] = delay
             while len(self._callback_delay) > 64:
                 self._callback_delay.pop(next(iter(self._callback_delay)))
-        key = ("received_visible", "received_thermal")[index]
-        self.counters[key] += 1
         allowed = (VISIBLE_ENCODINGS, THERMAL_ENCODINGS)[index]
         topic = ("visible", "thermal")[index]
         if msg.encoding not in allowed:
-            self._reject(f"{topic} image with unsupported encoding {msg.encoding!r} "
+            self._reject("encoding", f"{topic} image with unsupported encoding {msg.encoding!r} "
                          f"(accepted: {', '.join(allowed)})")
             return
         if msg.height < 1 or msg.width < 1 or len(msg.data) < msg.step * msg.height:
-            self._reject(f"{topic} image {msg.width}x{msg.height} step {msg.step} with only "
+            self._reject("malformed", f"{topic} image {msg.width}x{msg.height} step {msg.step} with only "
                          f"{len(msg.data)} bytes of data")
             return
         self.sync.add(index, msg)
 
     def _on_pair(self, vis: Image, ir: Image) -> None:
-        self._last_pair_time = time.monotonic()
+        self.health.add("pairs_matched")
         with self._lock:
-            self.counters["pairs_matched"] += 1
             if self._pending is not None:
-                self.counters["pairs_dropped"] += 1
+                self.health.add("pairs_dropped")
             self._pending = (vis, ir)
             self._lock.notify()
 
     def _check_inputs(self) -> None:
-        now = time.monotonic()
-        idle = now - self._last_pair_time
-        inputs_active = now - self._last_input_time < self._no_pair_warn_s
-        if idle > self._no_pair_warn_s and inputs_active:
-            c = self.counters
-            self.get_logger().warning(
-                f"no visible/thermal pair for {idle:.0f} s (received visible {c['received_visible']}"
-                f", thermal {c['received_thermal']}, rejected {c['messages_rejected']}): "
-                f"{self.sync.diagnose()}",
-                throttle_duration_sec=max(self._no_pair_warn_s, 5.0))
+        """Watchdog (every 0.5 s): a throttled warning when a stream stops or both do, a line
+        when a stream comes back, and the no-pair warning with the synchroniser's diagnosis."""
+        snap = self.health.snapshot()
+        c, silent = snap["counters"], snap["silent_s"]
+        lost = {i for i in range(len(STREAMS)) if silent[i] > snap["stream_timeout_s"]}
+        for i in sorted(self._lost - lost):
+            self.get_logger().info(f"{STREAMS[i]} stream is back")
+        self._lost = lost
+        received = f"received visible {c['received_visible']}, thermal {c['received_thermal']}"
+        if len(lost) == len(STREAMS):
+            if any(snap["seen"]):  # both stopped (a node that never got input: no-pair line)
+                self._warn("no_input", f"no input: nothing on visible or thermal for "
+                           f"{min(silent):.1f} s ({received})", 10.0)
+        elif lost:
+            (i,) = lost
+            other = 1 - i
+            self._warn(f"lost:{STREAMS[i]}", f"{STREAMS[i]} stream "
+                       f"{'stopped' if snap['seen'][i] else 'has sent nothing'} "
+                       f"({silent[i]:.1f} s) while {STREAMS[other]} arrives at "
+                       f"{snap['rate_hz'][other]:.1f} Hz: no pairs ({received})", 10.0)
+        if snap["since_pair_s"] > self._no_pair_warn_s and any(snap["seen"]) \
+                and len(lost) < len(STREAMS):
+            self._warn("no_pair", f"no visible/thermal pair for {snap['since_pair_s']:.0f} s "
+                       f"({received}, rejected {c['messages_rejected']}): "
+                       f"{self.sync.diagnose()}", max(self._no_pair_warn_s, 5.0))
 
     # ---------------------------------------------------------------- processing
     def _work(self) -> None:
@@ -203,9 +241,10 @@ class SegMiFNode(Node):
             try:
                 self._process(*pair)
             except Exception as err:  # noqa: BLE001 - the node must survive any bad frame
-                self.counters["processing_errors"] += 1
-                self.get_logger().error(f"frame skipped: {type(err).__name__}: {err}",
-                                        throttle_duration_sec=5.0)
+                failures = self.health.failed()
+                if self._throttle("processing_error") is not None:
+                    self.get_logger().error(f"frame skipped ({failures} failures in a row): "
+                                            f"{type(err).__name__}: {err}")
 
     def _process(self, vis_msg: Image, ir_msg: Image) -> None:
         t0 = time.perf_counter()
@@ -214,7 +253,7 @@ class SegMiFNode(Node):
             ir = to_thermal(ir_msg)
             t1 = time.perf_counter()
             if self.registration.is_identity and ir.shape[:2] != vis.shape[:2]:
-                raise ValueError(
+                raise _SizeMismatch(
                     f"thermal {ir.shape[1]}x{ir.shape[0]} and visible {vis.shape[1]}x"
                     f"{vis.shape[0]} (WxH) differ and the homography is the identity: set the "
                     "homography parameter to how the thermal camera maps onto the visible one")
@@ -222,8 +261,11 @@ class SegMiFNode(Node):
             if not on_device:
                 vis, ir = self.registration.register(vis, ir)
                 SegMiFPredictor.check_images(vis, ir)
+        except _SizeMismatch as err:
+            self._reject("size_mismatch", f"pair refused: {err}")
+            return
         except ValueError as err:
-            self._reject(f"pair refused: {err}")
+            self._reject("invalid", f"pair refused: {err}")
             return
         t2 = time.perf_counter()
         pred = self.predictor.predict(vis, ir, self.registration if on_device else None)
@@ -231,7 +273,7 @@ class SegMiFNode(Node):
         header = vis_msg.header
         self.outputs.publish_images(header, pred, self._alpha)
         t4 = time.perf_counter()
-        self.counters["pairs_processed"] += 1
+        self.health.processed(pred.inference_ms, (t4 - t0) * 1e3)
         stats = self.sync.stats()
         st = pred.stages_ms
         stages = {"convert": (t1 - t0) * 1e3, "registration": (t2 - t1) * 1e3,
@@ -240,7 +282,7 @@ class SegMiFNode(Node):
                   "publish": (t4 - t3) * 1e3,
                   "callback_delay": self._callback_delay.get(stamp_to_ns(header.stamp), 0.0)}
         self.outputs.publish_info(header, ir_msg.header.stamp, pred, t0, self.counters,
-                                  stats["messages_unmatched"], stages)
+                                  stats, stages)
         if self._debug:
             self.get_logger().debug(
                 "frame %d.%09d: " % (header.stamp.sec, header.stamp.nanosec)
@@ -248,6 +290,9 @@ class SegMiFNode(Node):
                                                             "total": (t4 - t0) * 1e3}.items()))
 
     def destroy_node(self):
+        for timer in ("_watchdog", "_diag_timer"):
+            if getattr(self, timer, None) is not None:
+                self.destroy_timer(getattr(self, timer))
         worker = getattr(self, "_worker", None)  # absent when construction failed
         if worker is not None:
             with self._lock:

@@ -89,6 +89,12 @@ PARAMETERS = {
     "no_pair_warn_s": (5.0, "Warn (throttled) when no pair has matched for this long (s).",
                        {"floating_point_range": [FloatingPointRange(from_value=0.1,
                                                                     to_value=3600.0, step=0.0)]}),
+    "stream_timeout_s": (1.0, "An input stream that sends nothing for this long (s) is lost: "
+                         "WARN on /diagnostics, a throttled warning, and the fallback modality "
+                         "if one is set.",
+                         {"floating_point_range": [FloatingPointRange(from_value=0.05,
+                                                                      to_value=3600.0,
+                                                                      step=0.0)]}),
 }
 #: Parameters that may change while the node runs; the others are read only.
 DYNAMIC = ("overlay_alpha", "no_pair_warn_s")

@@ -75,11 +75,14 @@ class Outputs:
         self.pub_color.publish(numpy_to_image(overlay(fused_bgr, colors, alpha), "bgr8", header))
 
     def publish_info(self, header, thermal_stamp, pred, t0: float, counters: dict,
-                     messages_unmatched: int, stages: dict | None = None) -> None:
+                     sync_stats: dict, stages: dict | None = None,
+                     modality: str = "pair") -> None:
         """segmentation/info of one prediction: class fractions, confidence, timings
         (processing from ``t0``, a ``time.perf_counter()`` value; latency from the header
-        stamp to the node clock's now), the node's ``counters`` and the ROS-side ``stages``
-        (ms: convert, registration, preprocess, postprocess, publish, callback_delay)."""
+        stamp to the node clock's now), the node's ``counters`` (:data:`.health.COUNTERS`),
+        the synchroniser's ``sync_stats`` (``messages_unmatched``, ``resets``), the ROS-side
+        ``stages`` (ms: convert, registration, preprocess, postprocess, publish,
+        callback_delay) and the ``modality`` ("pair", "visible_only", "thermal_only")."""
         stages = stages or {}
         counts = np.bincount(pred.labels.ravel(), minlength=len(self.class_names))
         info = self._info_cls(
@@ -93,8 +96,15 @@ class Outputs:
                               - stamp_to_ns(header.stamp)) / 1e6),
             pairs_processed=counters["pairs_processed"],
             pairs_dropped=counters["pairs_dropped"],
-            messages_unmatched=int(messages_unmatched),
+            messages_unmatched=int(sync_stats.get("messages_unmatched", 0)),
             messages_rejected=counters["messages_rejected"],
+            pairs_matched=counters["pairs_matched"],
+            received_visible=counters["received_visible"],
+            received_thermal=counters["received_thermal"],
+            processing_errors=counters["processing_errors"],
+            sync_resets=int(sync_stats.get("resets", 0)),
+            frames_fallback=counters["frames_fallback"],
+            modality=modality,
             convert_time_ms=float(stages.get("convert", 0.0)),
             registration_time_ms=float(stages.get("registration", 0.0)),
             preprocess_time_ms=float(stages.get("preprocess", 0.0)),
