@@ -6,6 +6,7 @@ Usage (a built and sourced workspace that holds segmif_ros)::
     ros2 launch segmif_ros segmif.launch.py namespace:=front \\
         visible_topic:=/camera/color/image_raw thermal_topic:=/flir/image_raw device:=cuda
     ros2 launch segmif_ros segmif.launch.py params_file:=/path/to/my_segmif.yaml rviz:=true
+    ros2 launch segmif_ros segmif.launch.py autostart:=false   # configure/activate it yourself
     ros2 launch segmif_ros segmif.launch.py --show-args    # every argument with its description
 
 Arguments:
@@ -13,33 +14,61 @@ Arguments:
                     relative, so its outputs become ``/<namespace>/fused/image``,
                     ``/<namespace>/segmentation/{labels,color,info,label_info}``.
     params_file     Parameter file of segmif_node (default: share/segmif_ros/config/segmif.yaml,
-                    which documents every parameter). Its ``/**`` section applies in any namespace.
-    checkpoint      Model checkpoint (.pt); empty = the default one shipped with the package.
-    device          Torch device: ``cpu``, ``cuda`` or ``cuda:N``.
-    use_sim_time    ``true`` when replaying a bag with ``--clock``.
+                    which documents every parameter). It must exist. Sections that apply: ``/**``
+                    and ``/**/segmif_node`` (any namespace), ``/<namespace>/segmif_node``, and a
+                    ``segmif_node:`` section, which this launch file rewrites to the node's fully
+                    qualified name so that it also applies under ``namespace``. A file with no
+                    section for the node fails the launch.
+    checkpoint      Model checkpoint (.pt); empty = not given (the file's ``checkpoint``, else the
+                    default one shipped with the package).
+    device          Torch device: ``cpu``, ``cuda`` or ``cuda:N``; empty = not given (the file's
+                    ``device``, else ``cpu``).
+    use_sim_time    ``true`` when replaying a bag with ``--clock``; empty = not given (the file's
+                    ``use_sim_time``, else false). RViz2 gets the same value.
+    autostart       ``true`` (default): segmif_node (a lifecycle node) configures and activates
+                    itself; ``false``: it waits unconfigured for ``ros2 lifecycle set`` or a
+                    lifecycle manager.
     visible_topic   Topic the visible camera publishes (remaps the node's ``visible/image``).
     thermal_topic   Topic the thermal camera publishes (remaps the node's ``thermal/image``).
     rviz            ``true`` starts RViz2 with ``rviz_config``, in the same namespace.
     rviz_config     RViz2 configuration (default: share/segmif_ros/config/segmif.rviz).
-    log_level       Logging level of segmif_node: debug, info, warn, error or fatal.
+    log_level       Logging level of segmif_node's logger (``<namespace>.segmif_node`` and its
+                    children): debug, info, warn, error or fatal. rcl/rmw stay at info.
     fastdds_shm_large  ``true`` sets FASTDDS_DEFAULT_PROFILES_FILE to
                     share/segmif_ros/config/fastdds_shm_large.xml for the node and RViz2: Fast DDS
                     over shared memory only with a 32 MiB segment, without which best-effort
                     640x480 frames between processes on one host are mostly lost. Every other
                     process of the graph (camera drivers, bag players) needs the same profile.
 
-``checkpoint``, ``device`` and ``use_sim_time`` are passed after ``params_file`` and therefore
-override the values in it (``checkpoint:=''``, the default, selects the shipped checkpoint even if
-the parameter file names another one). Relative ``visible_topic`` / ``thermal_topic`` values are
-resolved in ``namespace``; give absolute names (leading ``/``) for camera topics outside it.
+Parameter precedence: ``checkpoint``, ``device`` and ``use_sim_time`` override ``params_file`` only
+when they are given (non-empty); ``autostart`` is always passed (default true) and so always
+overrides the file. The overrides go in a second parameter file under a node name that no section
+of ``params_file`` uses, so they come last in rclpy's order (where sections that apply are merged
+in the order their names first appear, the later one winning) whatever the order of
+``params_file``'s sections.
+
+Failure: everything is checked before anything starts (``params_file`` exists and has a section
+for the node; with ``rviz:=true`` RViz2 is installed and ``rviz_config`` exists), so a failed
+launch leaves no process behind. If segmif_node exits on its own (for example a bad checkpoint at
+start-up), the launch stops RViz2 and ends, with exit code 1 when the node failed.
+
+Relative ``visible_topic`` / ``thermal_topic`` values are resolved in ``namespace``; give absolute
+names (leading ``/``) for camera topics outside it.
 """
+import os
+import re
+import signal
+import tempfile
+
+import yaml
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, GroupAction, SetEnvironmentVariable
+from launch.actions import (DeclareLaunchArgument, GroupAction, OpaqueFunction,
+                            RegisterEventHandler, SetEnvironmentVariable, Shutdown)
 from launch.conditions import IfCondition
+from launch.event_handlers import OnProcessExit
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
-from launch_ros.substitutions import FindPackageShare
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.substitutions import ExecutableInPackage, FindPackageShare
 
 try:  # launch_ros >= 0.26 (Jazzy); PushRosNamespace remains as an alias there
     from launch_ros.actions import PushROSNamespace
@@ -47,23 +76,219 @@ except ImportError:  # Humble and older
     from launch_ros.actions import PushRosNamespace as PushROSNamespace
 
 PACKAGE = 'segmif_ros'
+NODE_NAME = 'segmif_node'
 BOOLEAN = ['true', 'false']
+OPTIONAL_BOOLEAN = ['', 'true', 'false']  # '' = not given: the parameter file decides
 LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'fatal']
+# exit codes of segmif_node that are a normal end (Ctrl-C reaches the node and launch together)
+NORMAL_EXIT_CODES = [0, -signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGINT,
+                     128 + signal.SIGTERM]
+
+
+# ------------------------------------------------------------------------------------------------
+# Pure helpers (standard library + PyYAML only; test/test_launch.py runs them without launch)
+# ------------------------------------------------------------------------------------------------
+def node_fqn(ros_namespace):
+    """Fully qualified name of segmif_node in the (absolute) namespace PushROSNamespace set."""
+    namespace = (ros_namespace or '/').strip('/')
+    return f'/{namespace}/{NODE_NAME}' if namespace else f'/{NODE_NAME}'
+
+
+def node_logger_name(fqn):
+    """rcl's logger name of a node: the FQN without the leading '/', '/' replaced by '.'."""
+    return fqn.lstrip('/').replace('/', '.')
+
+
+def log_level_arguments(fqn, level):
+    """ROS arguments that set the level of the node's logger only (not rcl's or rmw's)."""
+    return ['--ros-args', '--log-level', f'{node_logger_name(fqn)}:={level}']
+
+
+def parameter_sections(data, prefix=''):
+    """[(node name, ros__parameters)] of a parsed parameter file, in file order. Nested keys are
+    namespaces (``cam: {segmif_node: {ros__parameters: ...}}`` is ``/cam/segmif_node``)."""
+    sections = []
+    if not isinstance(data, dict):
+        return sections
+    for key, value in data.items():
+        if key == 'ros__parameters':
+            name = prefix or '/'
+            sections.append((name if name.startswith('/') else '/' + name, value))
+        elif isinstance(value, dict):
+            sections.extend(parameter_sections(value, f'{prefix}/{key}' if prefix else str(key)))
+    return sections
+
+
+def section_applies(section, fqn):
+    """rclpy's rule: '/*' matches one namespace token, '/**' any number, else the exact name."""
+    name = section if section.startswith('/') else '/' + section
+    return re.fullmatch(name.replace('/*', r'(/\w+)'), fqn) is not None
+
+
+def applicable_parameters(data, fqn):
+    """The parameters a node named fqn takes from a parsed file (later sections win)."""
+    merged = {}
+    for name, params in parameter_sections(data):
+        if section_applies(name, fqn) and isinstance(params, dict):
+            merged.update(params)
+    return merged
+
+
+def rewrite_relative_section(text, fqn):
+    """The file's text with a top-level ``segmif_node:`` (relative: rcl reads it as
+    ``/segmif_node``, the root namespace only) renamed to fqn, or None when there is nothing to
+    rewrite. Only the key's characters change, so every value keeps the exact text rcl parses
+    (PyYAML and rcl type scalars such as ``1e-3`` differently)."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if not isinstance(root, yaml.MappingNode) or fqn == '/' + NODE_NAME:
+        return None
+    spans = [(key.start_mark.index, key.end_mark.index) for key, _ in root.value
+             if isinstance(key, yaml.ScalarNode) and key.value == NODE_NAME]
+    if not spans:
+        return None
+    for start, end in sorted(spans, reverse=True):
+        text = text[:start] + fqn + text[end:]
+    return text
+
+
+def override_section_name(section_names, fqn):
+    """A node name that matches fqn and that no section of the parameter file uses, so that the
+    launch overrides are merged after every section of the file."""
+    used = {n if n.startswith('/') else '/' + n for n in section_names}
+    depth = 0
+    while True:
+        name = fqn if depth == 0 else '/**' * depth + '/' + NODE_NAME
+        if name not in used:
+            return name
+        depth += 1
+
+
+def launch_overrides(checkpoint, device, use_sim_time, autostart):
+    """Parameters the launch arguments set: checkpoint, device and use_sim_time only when given
+    (non-empty), autostart always."""
+    overrides = {}
+    if checkpoint:
+        overrides['checkpoint'] = checkpoint
+    if device:
+        overrides['device'] = device
+    if use_sim_time:
+        overrides['use_sim_time'] = use_sim_time == 'true'
+    overrides['autostart'] = autostart != 'false'
+    return overrides
+
+
+def load_parameter_file(path, fqn):
+    """(text, parsed data, rewritten) of params_file, rewritten when a relative segmif_node
+    section was renamed to fqn; RuntimeError when the file cannot be used."""
+    if not path or not os.path.isfile(path):
+        raise RuntimeError(f"params_file '{path}' does not exist (nothing was started)")
+    with open(path, encoding='utf-8') as handle:
+        text = handle.read()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise RuntimeError(f"params_file '{path}' is not valid YAML: {err}") from None
+    sections = parameter_sections(data)
+    if not sections:
+        raise RuntimeError(f"params_file '{path}' has no '<node name>: ros__parameters:' "
+                           'section (nothing was started)')
+    rewritten = rewrite_relative_section(text, fqn)
+    if rewritten is not None:
+        text, data = rewritten, yaml.safe_load(rewritten)
+        sections = parameter_sections(data)
+    if not any(section_applies(name, fqn) for name, _ in sections):
+        names = ', '.join(name for name, _ in sections)
+        raise RuntimeError(
+            f"params_file '{path}' has no section for {fqn} (it has: {names}); use '/**:' or "
+            f"'/**/{NODE_NAME}:' for any namespace (nothing was started)")
+    return text, data, rewritten is not None
+
+
+def write_temporary(text):
+    with tempfile.NamedTemporaryFile('w', prefix='segmif_params_', suffix='.yaml',
+                                     delete=False, encoding='utf-8') as handle:
+        handle.write(text)
+        return handle.name
+
+
+# ------------------------------------------------------------------------------------------------
+# Launch actions
+# ------------------------------------------------------------------------------------------------
+def _on_segmif_node_exit(event, context):
+    """segmif_node ended on its own: stop the rest (RViz2); a failure fails the launch."""
+    if context.is_shutdown:
+        return None
+    if event.returncode in NORMAL_EXIT_CODES:
+        return [Shutdown(reason=f'{NODE_NAME} exited')]
+    raise RuntimeError(f'{NODE_NAME} exited with code {event.returncode}; stopping the launch')
+
+
+def _launch_setup(context):
+    """Checks everything, then returns the actions that start processes (none on error)."""
+    values = {
+        'params_file': LaunchConfiguration('params_file').perform(context),
+        'checkpoint': LaunchConfiguration('checkpoint').perform(context),
+        'device': LaunchConfiguration('device').perform(context),
+        'use_sim_time': LaunchConfiguration('use_sim_time').perform(context),
+        'autostart': LaunchConfiguration('autostart').perform(context),
+        'rviz': LaunchConfiguration('rviz').perform(context),
+        'rviz_config': LaunchConfiguration('rviz_config').perform(context),
+        'log_level': LaunchConfiguration('log_level').perform(context),
+    }
+    fqn = node_fqn(context.launch_configurations.get('ros_namespace'))
+    text, data, rewritten = load_parameter_file(values['params_file'], fqn)
+    params_path = write_temporary(text) if rewritten else values['params_file']
+    overrides = launch_overrides(values['checkpoint'], values['device'], values['use_sim_time'],
+                                 values['autostart'])
+    override_name = override_section_name([n for n, _ in parameter_sections(data)], fqn)
+    overrides_path = write_temporary(yaml.safe_dump(
+        {override_name: {'ros__parameters': overrides}}, default_flow_style=False))
+    use_sim_time = overrides.get('use_sim_time',
+                                 applicable_parameters(data, fqn).get('use_sim_time') is True)
+
+    start_rviz = values['rviz'] == 'true'
+    if start_rviz:
+        try:  # the substitution Node uses to find it, so the check and the start agree
+            ExecutableInPackage(package='rviz2', executable='rviz2').perform(context)
+        except Exception as err:  # PackageNotFoundError, SubstitutionFailure
+            raise RuntimeError(
+                f'rviz:=true, but RViz2 cannot be started ({err}); install it '
+                '(apt install ros-$ROS_DISTRO-rviz2) or launch with rviz:=false '
+                '(nothing was started)') from None
+        if not os.path.isfile(values['rviz_config']):
+            raise RuntimeError(f"rviz_config '{values['rviz_config']}' does not exist "
+                               '(nothing was started)')
+
+    segmif_node = LifecycleNode(
+        package=PACKAGE,
+        executable='segmif_node',
+        name=NODE_NAME,
+        namespace='',  # relative: the namespace PushROSNamespace pushed, not nested twice
+        output='screen',
+        parameters=[params_path, overrides_path],  # the file first, the overrides after it
+        remappings=[
+            ('visible/image', LaunchConfiguration('visible_topic')),
+            ('thermal/image', LaunchConfiguration('thermal_topic')),
+        ],
+        arguments=log_level_arguments(fqn, values['log_level']),
+    )
+    actions = [
+        RegisterEventHandler(OnProcessExit(target_action=segmif_node,
+                                           on_exit=_on_segmif_node_exit)),
+        segmif_node,
+    ]
+    if start_rviz:
+        actions.append(Node(
+            package='rviz2',
+            executable='rviz2',
+            output='screen',
+            arguments=['-d', values['rviz_config']],
+            parameters=[{'use_sim_time': use_sim_time}],  # a bool: the node's resolved value
+        ))
+    return actions
 
 
 def generate_launch_description() -> LaunchDescription:
-    namespace = LaunchConfiguration('namespace')
-    params_file = LaunchConfiguration('params_file')
-    checkpoint = LaunchConfiguration('checkpoint')
-    device = LaunchConfiguration('device')
-    use_sim_time = LaunchConfiguration('use_sim_time')
-    visible_topic = LaunchConfiguration('visible_topic')
-    thermal_topic = LaunchConfiguration('thermal_topic')
-    rviz = LaunchConfiguration('rviz')
-    rviz_config = LaunchConfiguration('rviz_config')
-    log_level = LaunchConfiguration('log_level')
-    fastdds_shm_large = LaunchConfiguration('fastdds_shm_large')
-
     arguments = [
         DeclareLaunchArgument(
             'namespace', default_value='',
@@ -74,20 +299,31 @@ def generate_launch_description() -> LaunchDescription:
             'params_file',
             default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), 'config',
                                                 'segmif.yaml']),
-            description='Full path to the segmif_node parameter file (YAML with a /** or '
-                        'segmif_node section); the default documents every parameter.'),
+            description='Full path to the segmif_node parameter file; it must exist. Sections '
+                        'that apply in any namespace: "/**", "/**/segmif_node" and '
+                        '"segmif_node" (renamed to the node\'s full name by this launch file); '
+                        'also "/<namespace>/segmif_node". The default documents every '
+                        'parameter.'),
         DeclareLaunchArgument(
             'checkpoint', default_value='',
-            description='Path to the model checkpoint (.pt); empty = the default checkpoint '
-                        'shipped with the package. Overrides "checkpoint" in params_file.'),
+            description='Path to the model checkpoint (.pt). Overrides "checkpoint" in '
+                        'params_file when given; empty = the file\'s, else the default '
+                        'checkpoint shipped with the package.'),
         DeclareLaunchArgument(
-            'device', default_value='cpu',
+            'device', default_value='',
             description='Torch device for inference: cpu, cuda or cuda:N (e.g. cuda:1). '
-                        'Overrides "device" in params_file.'),
+                        'Overrides "device" in params_file when given; empty = the file\'s, '
+                        'else cpu.'),
         DeclareLaunchArgument(
-            'use_sim_time', default_value='false', choices=BOOLEAN,
+            'use_sim_time', default_value='', choices=OPTIONAL_BOOLEAN,
             description='Use the /clock topic (bag replay with --clock) instead of the system '
-                        'clock, for segmif_node and RViz2.'),
+                        'clock, for segmif_node and RViz2. Overrides "use_sim_time" in '
+                        'params_file when given; empty = the file\'s, else false.'),
+        DeclareLaunchArgument(
+            'autostart', default_value='true', choices=BOOLEAN,
+            description='true: segmif_node (a lifecycle node) configures and activates itself; '
+                        'false: it stays unconfigured until "ros2 lifecycle set" or a lifecycle '
+                        'manager moves it. Always overrides "autostart" in params_file.'),
         DeclareLaunchArgument(
             'visible_topic', default_value='visible/image',
             description='Visible camera image topic (sensor_msgs/Image: rgb8, bgr8, mono8), '
@@ -100,7 +336,8 @@ def generate_launch_description() -> LaunchDescription:
                         'namespace.'),
         DeclareLaunchArgument(
             'rviz', default_value='false', choices=BOOLEAN,
-            description='Start RViz2 showing the fused image and the colour labels.'),
+            description='Start RViz2 showing the fused image and the colour labels. When RViz2 '
+                        'is not installed the launch fails before starting anything.'),
         DeclareLaunchArgument(
             'rviz_config',
             default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), 'config',
@@ -108,58 +345,30 @@ def generate_launch_description() -> LaunchDescription:
             description='Full path to the RViz2 configuration used when rviz is true.'),
         DeclareLaunchArgument(
             'log_level', default_value='info', choices=LOG_LEVELS,
-            description='Logging level of segmif_node.'),
+            description='Logging level of segmif_node\'s logger (<namespace>.segmif_node and its '
+                        'children); the rest of the process (rcl, rmw) stays at info.'),
         DeclareLaunchArgument(
             'fastdds_shm_large', default_value='false', choices=BOOLEAN,
             description='Use the shared-memory-only Fast DDS profile with a 32 MiB segment '
                         '(config/fastdds_shm_large.xml) for the node and RViz2; needed for '
                         'best-effort 640x480 images between processes on one host. The other '
-                        'processes of the graph need FASTDDS_DEFAULT_PROFILES_FILE set to it too.'),
+                        'processes of the graph need FASTDDS_DEFAULT_PROFILES_FILE set to it '
+                        'too.'),
     ]
 
     shm_profile = SetEnvironmentVariable(
         'FASTDDS_DEFAULT_PROFILES_FILE',
         PathJoinSubstitution([FindPackageShare(PACKAGE), 'config', 'fastdds_shm_large.xml']),
-        condition=IfCondition(fastdds_shm_large))
-
-    segmif_node = Node(
-        package=PACKAGE,
-        executable='segmif_node',
-        name='segmif_node',
-        output='screen',
-        parameters=[
-            params_file,
-            {
-                'use_sim_time': ParameterValue(use_sim_time, value_type=bool),
-                'device': ParameterValue(device, value_type=str),
-                # value_type=str: an empty string stays a string parameter
-                'checkpoint': ParameterValue(checkpoint, value_type=str),
-            },
-        ],
-        remappings=[
-            ('visible/image', visible_topic),
-            ('thermal/image', thermal_topic),
-        ],
-        arguments=['--ros-args', '--log-level', log_level],
-    )
-
-    rviz_node = Node(
-        package='rviz2',
-        executable='rviz2',
-        output='screen',
-        arguments=['-d', rviz_config],
-        parameters=[{'use_sim_time': ParameterValue(use_sim_time, value_type=bool)}],
-        condition=IfCondition(rviz),
-    )
+        condition=IfCondition(LaunchConfiguration('fastdds_shm_large')))
 
     # The namespace is pushed for both nodes, so that RViz2's relative topics (fused/image,
     # segmentation/color) name the node's outputs. The group scopes it: launch files that
-    # include this one keep their own namespace.
+    # include this one keep their own namespace. The nodes are created by _launch_setup, after
+    # the checks, in the pushed namespace and with the profile's environment.
     group = GroupAction([
-        PushROSNamespace(namespace),
+        PushROSNamespace(LaunchConfiguration('namespace')),
         shm_profile,
-        segmif_node,
-        rviz_node,
+        OpaqueFunction(function=_launch_setup),
     ])
 
     return LaunchDescription(arguments + [group])

@@ -1,22 +1,32 @@
 """launch/segmif.launch.py, config/segmif.rviz and config/segmif.yaml.
 
-Two groups of tests:
+Three groups of tests:
 
 * Static ones that need neither ``launch`` nor ``launch_ros`` (not installable from a package
   registry, so absent from the project venv): the launch file is read with ``ast`` (declared
   arguments, descriptions, choices, the node, its parameters and remappings), the RViz2 config and
   the parameter file with YAML, and the parameter file is compared with the parameters the node
   declares (``segmif_ros.node.parameters.PARAMETERS``).
+* Ones that execute the launch file's own code with stand-ins for the launch/launch_ros classes
+  (``StubLaunch``): the checks before anything starts (params_file, RViz2), the parameter files
+  and ROS arguments given to the node, and, with rclpy, what a node started with exactly those
+  arguments gets (parameter precedence in a namespace, the scope of log_level).
 * Ones that run where ``launch`` and ``launch_ros`` are importable (a sourced ROS 2 install;
   skipped otherwise): generate_launch_description() is loaded and inspected, its substitutions
   are evaluated in a LaunchContext, and a LaunchService starts segmif_node from it and checks the
-  running node (namespace, remappings, parameters) in a live graph.
+  running node (namespace, remappings, parameters) in a live graph, and fails without starting
+  anything on a missing params_file or a missing RViz2.
 """
 import ast
 import importlib.util
+import json
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -28,16 +38,21 @@ RVIZ_FILE = REPO / 'config' / 'segmif.rviz'
 PARAMS_FILE = REPO / 'config' / 'segmif.yaml'
 NODE_DIR = REPO / 'segmif_ros' / 'node'
 PACKAGE = 'segmif_ros'
+NODE_NAME = 'segmif_node'
 
-BOOLEAN_ARGS = ('use_sim_time', 'rviz')
+BOOLEAN_ARGS = ('autostart', 'rviz', 'fastdds_shm_large')
+OPTIONAL_BOOLEAN_ARGS = ('use_sim_time',)  # '' = not given: the parameter file decides
+# launch arguments that override params_file only when given ('' = not given)
+OPTIONAL_OVERRIDES = ('checkpoint', 'device', 'use_sim_time')
 LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'fatal']
 # argument name -> default value (None: a substitution, checked separately)
 ARGUMENTS = {
     'namespace': '',
     'params_file': None,
     'checkpoint': '',
-    'device': 'cpu',
-    'use_sim_time': 'false',
+    'device': '',
+    'use_sim_time': '',
+    'autostart': 'true',
     'visible_topic': 'visible/image',
     'thermal_topic': 'thermal/image',
     'rviz': 'false',
@@ -90,8 +105,14 @@ class LaunchSource:
             return [self.value(e) for e in node.elts]
         return ast.literal_eval(node)
 
-    def calls_to(self, name):
-        return [c for c in self.calls if _call_name(c) == name]
+    def calls_to(self, name, within=None):
+        calls = self.calls if within is None else \
+            [n for n in ast.walk(within) if isinstance(n, ast.Call)]
+        return [c for c in calls if _call_name(c) == name]
+
+    def function(self, name):
+        (func,) = [s for s in self.tree.body if isinstance(s, ast.FunctionDef) and s.name == name]
+        return func
 
     @staticmethod
     def keyword(call, name):
@@ -115,7 +136,7 @@ class LaunchSource:
         return {self.value(c.args[0]) for c in self.calls_to('LaunchConfiguration') if c.args}
 
     def nodes(self, package):
-        return [c for c in self.calls_to('Node')
+        return [c for c in self.calls_to('Node') + self.calls_to('LifecycleNode')
                 if self.keyword(c, 'package') is not None and
                 self.value(self.keyword(c, 'package')) == package]
 
@@ -129,7 +150,7 @@ def source():
 @pytest.fixture(scope='module')
 def segmif_node_call(source):
     calls = source.nodes(PACKAGE)
-    assert len(calls) == 1, 'expected exactly one Node of package segmif_ros'
+    assert len(calls) == 1, 'expected exactly one node action of package segmif_ros'
     return calls[0]
 
 
@@ -138,6 +159,8 @@ def test_module_docstring_and_entry_point(source):
     assert doc and 'ros2 launch segmif_ros segmif.launch.py' in doc
     functions = [s.name for s in source.tree.body if isinstance(s, ast.FunctionDef)]
     assert 'generate_launch_description' in functions
+    for name in ARGUMENTS:
+        assert f'\n    {name} ' in doc, f'{name} not described in the module docstring'
 
 
 def test_every_argument_is_declared_with_a_description(source):
@@ -175,11 +198,22 @@ def test_finite_arguments_have_choices(source):
         choices = source.keyword(declared[name], 'choices')
         assert choices is not None, f'{name}: no choices'
         assert source.value(choices) == ['true', 'false'], name
+    for name in OPTIONAL_BOOLEAN_ARGS:
+        assert source.value(source.keyword(declared[name], 'choices')) == ['', 'true', 'false']
     assert source.value(source.keyword(declared['log_level'], 'choices')) == LOG_LEVELS
     for name, call in declared.items():
         choices = source.keyword(call, 'choices')
         if choices is not None and ARGUMENTS[name] is not None:
             assert ARGUMENTS[name] in source.value(choices), f'{name}: default not a choice'
+
+
+def test_optional_overrides_default_to_not_given(source):
+    """Defect 6: device: cuda in the user's file must not be replaced by a launch default."""
+    declared = source.declared_arguments()
+    for name in OPTIONAL_OVERRIDES:
+        assert source.value(source.keyword(declared[name], 'default_value')) == '', name
+        description = source.value(source.keyword(declared[name], 'description'))
+        assert 'when given' in description and 'params_file' in description, name
 
 
 def test_every_argument_is_used(source):
@@ -188,12 +222,15 @@ def test_every_argument_is_used(source):
 
 def test_segmif_node(source, segmif_node_call):
     call = segmif_node_call
+    # a lifecycle node: launch follows its transitions (OnStateTransition, ChangeState events)
+    assert _call_name(call) == 'LifecycleNode'
     assert source.value(source.keyword(call, 'executable')) == 'segmif_node'
-    assert source.value(source.keyword(call, 'name')) == 'segmif_node'
+    assert source.value(source.keyword(call, 'name')) == NODE_NAME
     assert source.value(source.keyword(call, 'output')) == 'screen'
+    # LifecycleNode requires a namespace; '' is relative, so the pushed one is used, not nested
+    assert source.value(source.keyword(call, 'namespace')) == ''
     args = source.keyword(call, 'arguments')
-    assert args is not None and isinstance(args, ast.List)
-    assert ast.unparse(args) == "['--ros-args', '--log-level', log_level]"
+    assert ast.unparse(args) == "log_level_arguments(fqn, values['log_level'])"
 
 
 def test_segmif_node_remappings(source, segmif_node_call):
@@ -203,7 +240,8 @@ def test_segmif_node_remappings(source, segmif_node_call):
     for rule in remaps.elts:
         assert isinstance(rule, ast.Tuple) and len(rule.elts) == 2
         pairs[source.value(rule.elts[0])] = ast.unparse(rule.elts[1])
-    assert pairs == {'visible/image': 'visible_topic', 'thermal/image': 'thermal_topic'}
+    assert pairs == {'visible/image': "LaunchConfiguration('visible_topic')",
+                     'thermal/image': "LaunchConfiguration('thermal_topic')"}
     # the sources are the node's subscription topics
     node_topics = _node_topics('create_subscription')
     assert set(pairs) == node_topics
@@ -211,26 +249,36 @@ def test_segmif_node_remappings(source, segmif_node_call):
 
 def test_segmif_node_parameters(source, segmif_node_call):
     params = source.keyword(segmif_node_call, 'parameters')
-    assert isinstance(params, ast.List) and len(params.elts) == 2
-    assert ast.unparse(params.elts[0]) == 'params_file'  # the file first, overrides after it
-    overrides = params.elts[1]
-    assert isinstance(overrides, ast.Dict)
-    by_name = {source.value(k): v for k, v in zip(overrides.keys, overrides.values)}
-    assert set(by_name) == {'use_sim_time', 'device', 'checkpoint'}
-    expected_types = {'use_sim_time': 'bool', 'device': 'str', 'checkpoint': 'str'}
-    for name, value in by_name.items():
-        # ParameterValue(..., value_type=...): '' must stay a string, 'false' become a bool
-        assert isinstance(value, ast.Call) and _call_name(value) == 'ParameterValue', name
-        assert ast.unparse(source.keyword(value, 'value_type')) == expected_types[name], name
+    # the (possibly rewritten) file first, the launch overrides after it
+    assert ast.unparse(params) == '[params_path, overrides_path]'
 
 
-def test_launch_defaults_equal_node_defaults(source):
-    """checkpoint and device override params_file, so their defaults must be the node's."""
-    parameters = _node_parameters()
-    declared = source.declared_arguments()
-    for name in ('checkpoint', 'device'):
-        assert source.value(source.keyword(declared[name], 'default_value')) == \
-            parameters[name][0], name
+def test_checks_come_before_any_process(source):
+    """Defect 5: every check that can fail the launch runs before a node action is created, so a
+    failed launch (rviz:=true without RViz2, a missing params_file) leaves nothing running."""
+    setup = source.function('_launch_setup')
+    first_node = min(c.lineno for c in source.calls_to('LifecycleNode', setup) +
+                     source.calls_to('Node', setup))
+    raises = [n for n in ast.walk(setup) if isinstance(n, ast.Raise)]
+    assert raises and all(r.lineno < first_node for r in raises)
+    (rviz_check,) = source.calls_to('ExecutableInPackage', setup)
+    assert source.value(source.keyword(rviz_check, 'package')) == 'rviz2'
+    assert rviz_check.lineno < first_node
+    (load,) = source.calls_to('load_parameter_file', setup)
+    assert load.lineno < first_node
+    # the processes are created only in _launch_setup, run by an OpaqueFunction of the group
+    outside = [c for c in source.calls_to('Node') + source.calls_to('LifecycleNode')
+               if not setup.lineno <= c.lineno <= setup.end_lineno]
+    assert not outside
+
+
+def test_node_exit_stops_the_launch(source):
+    """A segmif_node that dies does not leave RViz2 (and the launch) running on their own."""
+    setup = source.function('_launch_setup')
+    (handler,) = source.calls_to('OnProcessExit', setup)
+    assert ast.unparse(source.keyword(handler, 'target_action')) == 'segmif_node'
+    assert ast.unparse(source.keyword(handler, 'on_exit')) == '_on_segmif_node_exit'
+    assert source.calls_to('RegisterEventHandler', setup)
 
 
 def test_rviz_node(source):
@@ -238,23 +286,25 @@ def test_rviz_node(source):
     assert len(calls) == 1
     call = calls[0]
     assert source.value(source.keyword(call, 'executable')) == 'rviz2'
-    assert ast.unparse(source.keyword(call, 'arguments')) == "['-d', rviz_config]"
-    condition = source.keyword(call, 'condition')
-    assert isinstance(condition, ast.Call) and _call_name(condition) == 'IfCondition'
-    assert ast.unparse(condition.args[0]) == 'rviz'
-    assert 'use_sim_time' in ast.unparse(source.keyword(call, 'parameters'))
+    assert ast.unparse(source.keyword(call, 'arguments')) == "['-d', values['rviz_config']]"
+    # started only when asked: the Node is built inside `if start_rviz:`
+    setup = source.function('_launch_setup')
+    guarded = [n for n in ast.walk(setup) if isinstance(n, ast.If) and
+               ast.unparse(n.test) == 'start_rviz' and call in list(ast.walk(n))]
+    assert guarded
+    assert ast.unparse(source.keyword(call, 'parameters')) == \
+        "[{'use_sim_time': use_sim_time}]"
 
 
 def test_namespace_is_pushed_for_both_nodes(source, segmif_node_call):
     """RViz2's relative topics only match the node's outputs if both share the namespace."""
     groups = source.calls_to('GroupAction')
     assert len(groups) == 1
-    group_src = ast.unparse(groups[0])
-    push = [c for c in source.calls if _call_name(c) in ('PushROSNamespace', 'PushRosNamespace')]
-    assert len(push) == 1 and ast.unparse(push[0].args[0]) == 'namespace'
-    assert ast.unparse(push[0]) in group_src
+    order = [ast.unparse(e) for e in groups[0].args[0].elts]
+    assert order == ["PushROSNamespace(LaunchConfiguration('namespace'))", 'shm_profile',
+                     'OpaqueFunction(function=_launch_setup)']
     # the namespace is pushed, not also given to the nodes (that would nest it twice)
-    assert source.keyword(segmif_node_call, 'namespace') is None
+    assert source.value(source.keyword(segmif_node_call, 'namespace')) == ''
     assert source.keyword(source.nodes('rviz2')[0], 'namespace') is None
 
 
@@ -268,10 +318,335 @@ def test_large_shm_profile_is_set_for_the_group_when_asked(source):
     path_parts = [source.value(e) for e in call.args[1].args[0].elts[1:]]
     assert path_parts == ['config', 'fastdds_shm_large.xml']
     assert (REPO / 'config' / 'fastdds_shm_large.xml').is_file()
-    assert ast.unparse(source.keyword(call, 'condition')) == 'IfCondition(fastdds_shm_large)'
-    group = source.calls_to('GroupAction')[0].args[0]
-    order = [ast.unparse(e) for e in group.elts]
-    assert order.index('shm_profile') < order.index('segmif_node') < order.index('rviz_node')
+    assert ast.unparse(source.keyword(call, 'condition')) == \
+        "IfCondition(LaunchConfiguration('fastdds_shm_large'))"
+
+
+# ------------------------------------------------------------------------------------------------
+# The launch file's code, run with stand-ins for launch / launch_ros
+# ------------------------------------------------------------------------------------------------
+class Stub:
+    """A launch/launch_ros class: records its arguments; instances are kept per class."""
+    created = None
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+        type(self).created.append(self)
+
+    def __repr__(self):
+        return f'{type(self).__name__}({self.args}, {self.kwargs})'
+
+
+class StubLaunchConfiguration(Stub):
+    def perform(self, context):
+        return context.launch_configurations[self.args[0]]
+
+
+class StubExecutableInPackage(Stub):
+    def perform(self, context):
+        package = self.kwargs['package']
+        if package not in context.installed:
+            raise LookupError(f"package '{package}' not found")
+        return f'/opt/ros/lib/{package}/{self.kwargs["executable"]}'
+
+
+class StubLaunch:
+    """The launch file executed with its launch/launch_ros imports replaced by Stub classes."""
+
+    SPECIAL = {'LaunchConfiguration': StubLaunchConfiguration,
+               'ExecutableInPackage': StubExecutableInPackage}
+
+    def __init__(self, path=LAUNCH_FILE):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        self.module = types.ModuleType('segmif_launch_stubbed')
+        self.stubs = {}
+        body = []
+        for stmt in tree.body:
+            imports = [n for n in ast.walk(stmt) if isinstance(n, ast.ImportFrom)]
+            if imports and all(i.module.split('.')[0] in ('launch', 'launch_ros')
+                               for i in imports):
+                for alias in (a for i in imports for a in i.names):
+                    self._stub(alias.asname or alias.name)
+                continue
+            body.append(stmt)
+        code = compile(ast.Module(body=body, type_ignores=[]), str(path), 'exec')
+        exec(code, self.module.__dict__)  # noqa: S102 - the project's own launch file
+
+    def _stub(self, name):
+        base = self.SPECIAL.get(name, Stub)
+        cls = type(name, (base,), {'created': []})
+        self.stubs[name] = cls
+        setattr(self.module, name, cls)
+
+    def created(self, name):
+        return self.stubs[name].created
+
+    def reset(self):
+        for cls in self.stubs.values():
+            cls.created.clear()
+
+    def context(self, ros_namespace='/', installed=(PACKAGE,), **values):
+        configurations = {name: default for name, default in ARGUMENTS.items()}
+        configurations.update(params_file=str(PARAMS_FILE), rviz_config=str(RVIZ_FILE))
+        configurations.update(values)
+        configurations['ros_namespace'] = ros_namespace
+        return types.SimpleNamespace(launch_configurations=configurations,
+                                     installed=set(installed), is_shutdown=False)
+
+    def setup(self, **kwargs):
+        """The actions _launch_setup returns for these launch configurations."""
+        self.reset()
+        return self.module._launch_setup(self.context(**kwargs))
+
+
+@pytest.fixture(scope='module')
+def stub_launch():
+    return StubLaunch()
+
+
+def _segmif_node(actions):
+    (node,) = [a for a in actions if type(a).__name__ == 'LifecycleNode']
+    return node
+
+
+def _files(node):
+    return [Path(p) for p in node.kwargs['parameters']]
+
+
+def test_generate_launch_description_with_stubs(stub_launch):
+    stub_launch.reset()
+    stub_launch.module.generate_launch_description()
+    declared = {a.args[0]: a.kwargs for a in stub_launch.created('DeclareLaunchArgument')}
+    assert set(declared) == set(ARGUMENTS)
+    (opaque,) = stub_launch.created('OpaqueFunction')
+    assert opaque.kwargs['function'] is stub_launch.module._launch_setup
+
+
+def test_pure_helpers(stub_launch):
+    m = stub_launch.module
+    assert m.node_fqn(None) == m.node_fqn('/') == '/segmif_node'
+    assert m.node_fqn('/cam') == '/cam/segmif_node'
+    assert m.node_fqn('/robot/front/') == '/robot/front/segmif_node'
+    assert m.node_logger_name('/segmif_node') == 'segmif_node'
+    assert m.node_logger_name('/robot/front/segmif_node') == 'robot.front.segmif_node'
+    assert m.log_level_arguments('/cam/segmif_node', 'debug') == \
+        ['--ros-args', '--log-level', 'cam.segmif_node:=debug']
+    fqn = '/cam/segmif_node'
+    for section, applies in (('/**', True), ('/**/segmif_node', True), ('/cam/segmif_node', True),
+                             ('/cam/*', True), ('/*/segmif_node', True), ('/*', False),
+                             ('segmif_node', False), ('/segmif_node', False),
+                             ('/rear/segmif_node', False), ('/**/other', False)):
+        assert m.section_applies(section, fqn) is applies, section
+    assert m.section_applies('segmif_node', '/segmif_node')
+    data = {'/**': {'ros__parameters': {'a': 1, 'b': 1}},
+            'cam': {'segmif_node': {'ros__parameters': {'b': 2}}},
+            'rear': {'segmif_node': {'ros__parameters': {'b': 3}}}}
+    assert [n for n, _ in m.parameter_sections(data)] == \
+        ['/**', '/cam/segmif_node', '/rear/segmif_node']
+    assert m.applicable_parameters(data, fqn) == {'a': 1, 'b': 2}
+    assert m.override_section_name(['/**'], fqn) == fqn
+    assert m.override_section_name(['/**', fqn], fqn) == '/**/segmif_node'
+    assert m.override_section_name([fqn, '/**/segmif_node'], fqn) == '/**/**/segmif_node'
+    assert m.launch_overrides('', '', '', 'true') == {'autostart': True}
+    assert m.launch_overrides('/m.pt', 'cuda:1', 'false', 'false') == {
+        'checkpoint': '/m.pt', 'device': 'cuda:1', 'use_sim_time': False, 'autostart': False}
+
+
+def test_relative_section_is_renamed_in_place(stub_launch):
+    m = stub_launch.module
+    text = textwrap.dedent('''\
+        # my rig
+        /**:
+          ros__parameters:
+            slop: 5e-2        # rcl reads a double, PyYAML a string: the text must stay
+        "segmif_node":
+          ros__parameters:
+            device: cuda
+            homography: [1, 0, 0, 0, 1, 0, 0, 0, 1]
+        ''')
+    out = m.rewrite_relative_section(text, '/cam/segmif_node')
+    assert out == text.replace('"segmif_node":', '/cam/segmif_node:')
+    assert m.rewrite_relative_section(text, '/segmif_node') is None  # root: already right
+    assert m.rewrite_relative_section('/**:\n  ros__parameters: {a: 1}\n', '/c/segmif_node') \
+        is None
+    assert m.rewrite_relative_section('segmif_node: {ros__parameters: {a: 1}}\n',
+                                      '/c/segmif_node') == \
+        '/c/segmif_node: {ros__parameters: {a: 1}}\n'
+
+
+def test_default_parameter_file_is_passed_unchanged(stub_launch):
+    actions = stub_launch.setup()
+    node = _segmif_node(actions)
+    files = _files(node)
+    assert files[0] == PARAMS_FILE
+    overrides = yaml.safe_load(files[1].read_text())
+    assert overrides == {'/segmif_node': {'ros__parameters': {'autostart': True}}}
+    assert node.kwargs['arguments'] == ['--ros-args', '--log-level', 'segmif_node:=info']
+    assert node.kwargs['name'] == NODE_NAME and node.kwargs['namespace'] == ''
+    assert not stub_launch.created('Node'), 'RViz2 started although rviz is false'
+    (handler,) = stub_launch.created('OnProcessExit')
+    assert handler.kwargs['target_action'] is node
+    assert actions.index(node) > actions.index(stub_launch.created('RegisterEventHandler')[0])
+
+
+def test_missing_params_file_fails_before_anything_starts(stub_launch, tmp_path):
+    with pytest.raises(RuntimeError, match='does not exist'):
+        stub_launch.setup(params_file=str(tmp_path / 'nope.yaml'))
+    with pytest.raises(RuntimeError, match='does not exist'):
+        stub_launch.setup(params_file='')
+    assert not stub_launch.created('LifecycleNode') and not stub_launch.created('Node')
+
+
+def test_params_file_without_a_section_for_the_node_fails(stub_launch, tmp_path):
+    other = tmp_path / 'other.yaml'
+    other.write_text('/rear/segmif_node:\n  ros__parameters:\n    device: cuda\n')
+    with pytest.raises(RuntimeError, match='no section for /front/segmif_node'):
+        stub_launch.setup(params_file=str(other), ros_namespace='/front')
+    empty = tmp_path / 'empty.yaml'
+    empty.write_text('# nothing\n')
+    with pytest.raises(RuntimeError, match='ros__parameters'):
+        stub_launch.setup(params_file=str(empty))
+    broken = tmp_path / 'broken.yaml'
+    broken.write_text('/**: {ros__parameters: [\n')
+    with pytest.raises(RuntimeError, match='not valid YAML'):
+        stub_launch.setup(params_file=str(broken))
+    assert not stub_launch.created('LifecycleNode')
+
+
+def test_rviz_without_rviz2_fails_before_anything_starts(stub_launch, tmp_path):
+    """Defect 5: rviz:=true on a machine without RViz2 starts no segmif_node."""
+    with pytest.raises(RuntimeError, match="rviz:=true, but RViz2 cannot be started.*rviz2"):
+        stub_launch.setup(rviz='true', installed=(PACKAGE,))
+    assert not stub_launch.created('LifecycleNode') and not stub_launch.created('Node')
+    with pytest.raises(RuntimeError, match='rviz_config'):
+        stub_launch.setup(rviz='true', installed=(PACKAGE, 'rviz2'),
+                          rviz_config=str(tmp_path / 'missing.rviz'))
+    assert not stub_launch.created('LifecycleNode')
+
+
+def test_rviz_gets_the_nodes_use_sim_time(stub_launch, tmp_path):
+    sim = tmp_path / 'sim.yaml'
+    sim.write_text('/**:\n  ros__parameters:\n    use_sim_time: true\n')
+    for given, expected in (('', True), ('false', False), ('true', True)):
+        actions = stub_launch.setup(rviz='true', installed=(PACKAGE, 'rviz2'),
+                                    params_file=str(sim), use_sim_time=given)
+        (rviz,) = [a for a in actions if type(a).__name__ == 'Node']
+        assert rviz.kwargs['package'] == 'rviz2'
+        assert rviz.kwargs['arguments'] == ['-d', str(RVIZ_FILE)]
+        assert rviz.kwargs['parameters'] == [{'use_sim_time': expected}], given
+    actions = stub_launch.setup(rviz='true', installed=(PACKAGE, 'rviz2'))
+    (rviz,) = [a for a in actions if type(a).__name__ == 'Node']
+    assert rviz.kwargs['parameters'] == [{'use_sim_time': False}]
+
+
+def test_node_exit_handler(stub_launch):
+    m = stub_launch.module
+    context = types.SimpleNamespace(is_shutdown=False)
+    stub_launch.reset()
+    (action,) = m._on_segmif_node_exit(types.SimpleNamespace(returncode=0), context)
+    assert type(action).__name__ == 'Shutdown'
+    assert m._on_segmif_node_exit(types.SimpleNamespace(returncode=-2), context)  # Ctrl-C
+    with pytest.raises(RuntimeError, match='exited with code 1'):
+        m._on_segmif_node_exit(types.SimpleNamespace(returncode=1), context)
+    context.is_shutdown = True  # launch is already stopping everything
+    assert m._on_segmif_node_exit(types.SimpleNamespace(returncode=1), context) is None
+
+
+# What segmif_node gets from a command line built like launch_ros' Node does it: a plain rclpy
+# node with the same name, namespace and arguments prints its parameters and logger levels.
+PROBE = textwrap.dedent('''
+    import json, sys
+    import rclpy
+    from rclpy.node import Node
+    rclpy.init(args=sys.argv)
+    node = Node('probe', automatically_declare_parameters_from_overrides=True)
+    print(json.dumps({
+        'fqn': node.get_fully_qualified_name(),
+        'parameters': {n: p.value for n, p in node._parameters.items()},
+        'node_level': int(node.get_logger().get_effective_level()),
+        'child_level': int(node.get_logger().get_child('sync').get_effective_level()),
+        'rcl_level': int(rclpy.logging.get_logger('rcl').get_effective_level()),
+    }))
+    node.destroy_node()
+    rclpy.shutdown()
+''')
+
+
+def _run_like_launch_ros(node, ros_namespace):
+    pytest.importorskip('rclpy')
+    cmd = [sys.executable, '-c', PROBE] + list(node.kwargs['arguments']) + [
+        '--ros-args', '-r', f'__node:={node.kwargs["name"]}', '-r', f'__ns:={ros_namespace}']
+    for path in node.kwargs['parameters']:
+        cmd += ['--params-file', str(path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_segmif_node_section_applies_in_a_namespace(stub_launch, tmp_path):
+    """Defect 6: a 'segmif_node:' section is used under namespace:=cam, and the values rcl types
+    from the text (5e-2 a double) keep their type."""
+    rig = tmp_path / 'rig.yaml'
+    rig.write_text(textwrap.dedent('''\
+        /**:
+          ros__parameters:
+            queue_size: 7
+        segmif_node:
+          ros__parameters:
+            device: cuda
+            slop: 5e-2
+        '''))
+    node = _segmif_node(stub_launch.setup(params_file=str(rig), ros_namespace='/cam'))
+    got = _run_like_launch_ros(node, '/cam')
+    assert got['fqn'] == '/cam/segmif_node'
+    assert got['parameters']['device'] == 'cuda'  # not the launch default, not ignored
+    assert got['parameters']['slop'] == 0.05
+    assert got['parameters']['queue_size'] == 7
+    assert got['parameters']['autostart'] is True
+    assert 'checkpoint' not in got['parameters']  # not given: the node's own default applies
+
+
+@pytest.mark.parametrize('order', ['wildcard_first', 'node_first'])
+def test_given_arguments_override_the_file_in_any_section_order(stub_launch, tmp_path, order):
+    sections = {
+        'wildcard': '/**:\n  ros__parameters:\n    device: cuda\n    use_sim_time: true\n'
+                    '    checkpoint: /from/file.pt\n    autostart: false\n',
+        'node': '/**/segmif_node:\n  ros__parameters:\n    device: cuda:2\n',
+    }
+    text = sections['wildcard'] + sections['node'] if order == 'wildcard_first' else \
+        sections['node'] + sections['wildcard']
+    rig = tmp_path / 'rig.yaml'
+    rig.write_text(text)
+    node = _segmif_node(stub_launch.setup(params_file=str(rig), ros_namespace='/cam'))
+    not_given = _run_like_launch_ros(node, '/cam')['parameters']
+    # rclpy merges sections in the order their names first appear: the file decides
+    assert not_given['device'] == ('cuda:2' if order == 'wildcard_first' else 'cuda')
+    assert not_given['use_sim_time'] is True and not_given['checkpoint'] == '/from/file.pt'
+    assert not_given['autostart'] is True  # autostart is always the launch argument's
+    node = _segmif_node(stub_launch.setup(
+        params_file=str(rig), ros_namespace='/cam', device='cpu', use_sim_time='false',
+        checkpoint='/given.pt', autostart='false'))
+    given = _run_like_launch_ros(node, '/cam')['parameters']
+    assert (given['device'], given['use_sim_time'], given['checkpoint'], given['autostart']) == \
+        ('cpu', False, '/given.pt', False)
+
+
+def test_log_level_is_scoped_to_the_node_logger(stub_launch):
+    """Defect 8: log_level:=debug turns the node's logger (and its children) to debug, in a
+    namespace too, and leaves rcl at info."""
+    node = _segmif_node(stub_launch.setup(log_level='debug', ros_namespace='/robot/cam'))
+    got = _run_like_launch_ros(node, '/robot/cam')
+    assert got['fqn'] == '/robot/cam/segmif_node'
+    assert got['node_level'] == 10 and got['child_level'] == 10  # DEBUG
+    assert got['rcl_level'] == 20  # INFO
+
+
+def test_autostart_is_a_node_parameter():
+    """The launch argument sets the node's autostart parameter (issue 14, the lifecycle node)."""
+    parameters = _node_parameters()
+    if 'autostart' not in parameters:
+        pytest.skip('segmif_ros.node.parameters does not declare autostart yet')
+    assert parameters['autostart'][0] is True
 
 
 # ------------------------------------------------------------------------------------------------
@@ -366,11 +741,30 @@ def _walk_entities(entities):
             yield from _walk_entities(entity.get_sub_entities())
 
 
+def _setup_in_context(module, values):
+    """(context, actions of the OpaqueFunction) for these launch configurations."""
+    from launch import LaunchContext
+    from launch.actions import OpaqueFunction
+
+    description = module.generate_launch_description()
+    context = LaunchContext()
+    configurations = {name: default for name, default in ARGUMENTS.items()}
+    configurations.update(params_file=str(PARAMS_FILE), rviz_config=str(RVIZ_FILE))
+    configurations.update(values)
+    context.launch_configurations.update(configurations)
+    entities = list(_walk_entities(description.entities))
+    push = [e for e in entities if type(e).__name__ in ('PushROSNamespace', 'PushRosNamespace')]
+    assert len(push) == 1
+    push[0].execute(context)
+    (opaque,) = [e for e in entities if isinstance(e, OpaqueFunction)]
+    return context, opaque.execute(context)
+
+
 def test_generate_launch_description_declares_all_arguments():
     module = _load_launch_module()
     from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument
-    from launch_ros.actions import Node
+    from launch_ros.actions import LifecycleNode, Node
 
     description = module.generate_launch_description()
     assert isinstance(description, LaunchDescription)
@@ -383,35 +777,29 @@ def test_generate_launch_description_declares_all_arguments():
         assert argument.description != 'no description given', name
     for name in BOOLEAN_ARGS:
         assert by_name[name].choices == ['true', 'false'], name
+    for name in OPTIONAL_BOOLEAN_ARGS:
+        assert by_name[name].choices == ['', 'true', 'false'], name
     assert by_name['log_level'].choices == LOG_LEVELS
-    nodes = [e for e in _walk_entities(description.entities) if isinstance(e, Node)]
-    assert sorted((n.node_package, n.node_executable) for n in nodes) == [
-        ('rviz2', 'rviz2'), (PACKAGE, 'segmif_node')]
+    _, actions = _setup_in_context(module, {'rviz': 'false'})
+    nodes = [a for a in actions if isinstance(a, Node)]
+    assert [(n.node_package, n.node_executable) for n in nodes] == [(PACKAGE, 'segmif_node')]
+    assert isinstance(nodes[0], LifecycleNode)
 
 
-def test_substitutions_in_a_launch_context(tmp_path):
-    """Namespace, remappings and parameter overrides as the node would get them."""
+def test_substitutions_in_a_launch_context():
+    """Namespace, remappings, log level and parameter overrides as the node would get them."""
     module = _load_launch_module()
-    from launch import LaunchContext
     from launch.substitutions import LocalSubstitution
     from launch.utilities import perform_substitutions
     from launch_ros.actions import Node
 
-    description = module.generate_launch_description()
-    context = LaunchContext()
     values = {
-        'namespace': 'front', 'params_file': str(PARAMS_FILE), 'checkpoint': '',
-        'device': 'cuda:1',
-        'use_sim_time': 'true', 'visible_topic': '/camera/color/image_raw',
-        'thermal_topic': 'flir/image_raw', 'rviz': 'false', 'rviz_config': str(RVIZ_FILE),
-        'log_level': 'debug',
+        'namespace': 'front', 'checkpoint': '', 'device': 'cuda:1', 'use_sim_time': 'true',
+        'visible_topic': '/camera/color/image_raw', 'thermal_topic': 'flir/image_raw',
+        'rviz': 'false', 'log_level': 'debug',
     }
-    context.launch_configurations.update(values)
-    entities = list(_walk_entities(description.entities))
-    push = [e for e in entities if type(e).__name__ in ('PushROSNamespace', 'PushRosNamespace')]
-    assert len(push) == 1
-    push[0].execute(context)
-    node = next(e for e in entities if isinstance(e, Node) and e.node_package == PACKAGE)
+    context, actions = _setup_in_context(module, values)
+    node = next(a for a in actions if isinstance(a, Node) and a.node_package == PACKAGE)
     node._perform_substitutions(context)  # what Node.execute() does before starting the process
 
     assert node.expanded_node_namespace == '/front'
@@ -420,13 +808,52 @@ def test_substitutions_in_a_launch_context(tmp_path):
                                              ('thermal/image', 'flir/image_raw')]
     args = ['<local>' if any(isinstance(s, LocalSubstitution) for s in part)
             else perform_substitutions(context, part) for part in node.cmd[1:]]
-    assert args[:3] == ['--ros-args', '--log-level', 'debug']
+    assert args[:3] == ['--ros-args', '--log-level', 'front.segmif_node:=debug']
     files = [args[i + 1] for i, a in enumerate(args) if a == '--params-file']
     assert files[0] == str(PARAMS_FILE)
     overrides = yaml.safe_load(Path(files[-1]).read_text())
-    (section,) = overrides.values()
-    assert section['ros__parameters'] == {'use_sim_time': True, 'device': 'cuda:1',
-                                          'checkpoint': ''}
+    assert overrides == {'/front/segmif_node': {'ros__parameters': {
+        'device': 'cuda:1', 'use_sim_time': True, 'autostart': True}}}  # checkpoint not given
+
+
+def _run_launch(launch_arguments, started):
+    """LaunchService.run() of the launch file; started collects the processes that started."""
+    from launch import LaunchDescription, LaunchService
+    from launch.actions import IncludeLaunchDescription, RegisterEventHandler
+    from launch.event_handlers import OnProcessStart
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    service = LaunchService()
+    service.include_launch_description(LaunchDescription([
+        RegisterEventHandler(OnProcessStart(
+            on_start=lambda event, context: started.append(event.action.name))),
+        IncludeLaunchDescription(PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
+                                 launch_arguments=launch_arguments.items()),
+    ]))
+    return service
+
+
+def test_launch_fails_without_starting_anything_on_a_missing_params_file(tmp_path):
+    _load_launch_module()
+    started = []
+    service = _run_launch({'params_file': str(tmp_path / 'missing.yaml')}, started)
+    assert service.run() == 1
+    assert started == []
+
+
+def test_launch_fails_without_starting_anything_when_rviz2_is_missing():
+    """Defect 5: rviz:=true without RViz2 fails the launch and leaves no segmif_node behind."""
+    _load_launch_module()
+    from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+    try:
+        get_package_prefix('rviz2')
+        pytest.skip('rviz2 is installed here')
+    except (PackageNotFoundError, KeyError, ValueError):
+        pass
+    started = []
+    service = _run_launch({'rviz': 'true'}, started)
+    assert service.run() == 1
+    assert started == []
 
 
 def test_launch_service_starts_the_node(tiny_checkpoint):
