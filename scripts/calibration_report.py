@@ -2,7 +2,7 @@
 aligned=no in manifest.csv, with the alignment before (identity, as shipped) and after.
 
     .venv/bin/python scripts/calibration_report.py [--data ../shared/data/mfnet] [--aligned no]
-        [--model homography|affine] [--json runs/calibration_report.json]
+        [--model affine|homography] [--json runs/calibration_report.json]
 
 Scores (see segmif_core/calibration_auto.py), both on the pixels the thermal image covers under
 both transforms: edge_px = symmetric mean distance between the Canny edge maps of the two images
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mfnet"))
     ap.add_argument("--aligned", default="no", choices=("no", "yes"))
     ap.add_argument("--limit", type=int, default=0, help="first N pairs only (0 = all)")
-    ap.add_argument("--model", default="homography", choices=("homography", "affine"))
+    ap.add_argument("--model", default="affine", choices=("affine", "homography"))
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = ap.parse_args(argv)
     data = Path(args.data)

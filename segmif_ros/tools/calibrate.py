@@ -2,7 +2,7 @@
 ``homography`` and ``crop`` parameters.
 
     segmif calibrate --vis IMG --ir IMG [--points FILE | --board COLSxROWS] --out config/my_rig.yaml
-                     [--model homography|affine] [--ransac-px 3] [--no-crop]
+                     [--model affine|homography] [--ransac-px 3] [--no-crop]
 
 Sources, in this order: ``--points`` (a correspondence file, rows ``x_ir, y_ir, x_vis, y_vis``
 in pixels, CSV or YAML, see segmif_core/calibration.py) -> RANSAC; otherwise ``--board`` (inner
@@ -87,9 +87,10 @@ def add_parser(sub) -> None:
                         "points: [[x_ir, y_ir, x_vis, y_vis], ...]), pixels")
     p.add_argument("--board", default=None, metavar="COLSxROWS",
                    help="inner corners of a heated checkerboard visible in both images")
-    p.add_argument("--model", choices=("homography", "affine"), default="homography",
-                   help="automatic alignment: final model (default homography; it falls back to "
-                        "affine when the projective terms are not supported by the pair)")
+    p.add_argument("--model", choices=("affine", "homography"), default="affine",
+                   help="automatic alignment: final model (default affine, the more reliable "
+                        "from one cross-modal pair; homography falls back to affine when its "
+                        "projective terms move a corner more than 16 px)")
     p.add_argument("--ransac-px", type=float, default=3.0,
                    help="RANSAC inlier threshold, visible pixels (default 3)")
     p.add_argument("--no-crop", action="store_true", help="write crop [0, 0, 0, 0] (no crop)")
