@@ -17,6 +17,9 @@ The report dict (shared by ``segmif evaluate``, ``segmif bag eval`` and the demo
   images where the metric is defined); ``fusion_per_image``: ``{method: {metric: [value per
   pair]}}`` aligned with ``pairs``; ``fusion_n``: ``{method: {metric: pairs where it is
   defined}}``; ``fusion_skipped``: pairs without fusion metrics and why.
+* ``map50``, ``map50_95`` (percent, 0-100) and ``detection`` (per-class AP, ground-truth
+  source, protocol; :mod:`segmif_core.detection_eval`): detection of a model with a detector
+  (TSJNet), against boxes derived from the label images by default; ``None`` otherwise.
 * ``checkpoint``, ``timing`` and a few descriptive keys (``data``, ``split``, ``device``, ...).
 
 Segmentation protocol: one confusion matrix accumulated over all pixels of the split at the
@@ -44,6 +47,7 @@ import numpy as np
 
 from .data.pairs import check_pairs, list_pairs, read_pair
 from .data.thermal import normalize_thermal, to_uint8
+from .detection_eval import DetectionTable, GroundTruthBoxes, empty_part
 from .fusion_rules import FUSION_RULES
 from .metrics import ConfusionMatrix
 from .metrics.segmentation import ABSENT_MODES, ABSENT_RULES
@@ -137,11 +141,11 @@ def thermal_rule_of(predictor) -> dict:
 
 
 def model_method_name(info: Mapping | None) -> str:
-    """Row name of a checkpoint's model: ``SegMiF`` or ``baseline-<inputs>``."""
+    """Row name of a checkpoint's model: ``SegMiF``, ``TSJNet`` or ``baseline-<inputs>``."""
     info = info or {}
     model = info.get("model", "segmif")
-    if model == "segmif":
-        return "SegMiF"
+    if model in ("segmif", "tsjnet"):
+        return {"segmif": "SegMiF", "tsjnet": "TSJNet"}[model]
     inputs = (info.get("config") or {}).get("inputs")
     return f"{model}-{inputs}" if inputs else str(model)
 
@@ -306,6 +310,7 @@ def assemble_report(cm: ConfusionMatrix | None, table: FusionTable | None, *,
                        "pairs": [], "fusion_skipped": []})
     report["confusion_matrix"] = seg["confusion_matrix"]
     report["class_names"] = seg["class_names"]
+    report.update(empty_part())
     report.update(extra)
     return report
 
@@ -313,7 +318,8 @@ def assemble_report(cm: ConfusionMatrix | None, table: FusionTable | None, *,
 # ---------------------------------------------------------------------------------- folders
 def evaluate_folder(predictor, root, split=None, log=None, *, include_background: bool = True,
                     absent: str = "skip", rules: Iterable[str] | None = RULE_NAMES,
-                    thermal_rule: Mapping | None = None, layout="auto") -> dict:
+                    thermal_rule: Mapping | None = None, layout="auto",
+                    boxes: str | None = "labels", box_min_area: int = 50) -> dict:
     """Evaluate ``predictor`` (a ``SegMiFPredictor``, or None for rules only) and the fusion
     ``rules`` on the pairs of ``root`` (``root/{vis,ir[,label]}`` or another layout).
 
@@ -325,11 +331,14 @@ def evaluate_folder(predictor, root, split=None, log=None, *, include_background
         rules: names of fusion rules scored next to the model (None or () = none).
         thermal_rule: 16-bit thermal rule without a predictor (default: percentile 1/99);
             with a predictor its own rule is used.
+        boxes, box_min_area: ground-truth boxes for a model with a detector: 'labels' (derived
+            from the label images, components >= ``box_min_area`` pixels), a folder of VOC
+            .xml files or a COCO .json file (``detection_eval.GroundTruthBoxes``).
     Returns:
         the report dict (module docstring). Unlabelled folders give ``None`` segmentation keys.
     Raises:
         DatasetError (before any inference) on missing files or size mismatches; ValueError
-        on an unknown rule or protocol, or when there is nothing to evaluate.
+        on an unknown rule or protocol, a bad box source, or when there is nothing to evaluate.
     """
     if absent not in ABSENT_MODES:
         raise ValueError(f"absent must be one of {ABSENT_MODES}, got {absent!r}")
@@ -347,6 +356,10 @@ def evaluate_folder(predictor, root, split=None, log=None, *, include_background
         classes = predictor.classes
         cm = ConfusionMatrix(classes.num_classes, class_names=list(classes.names))
     table = FusionTable([model_name] if model_name else [], rules)
+    det_table = None
+    if predictor is not None and getattr(predictor, "detection_classes", ()):
+        det_table = DetectionTable(model_name, GroundTruthBoxes(
+            predictor.detection_classes, list(predictor.classes.names), boxes, box_min_area))
     infer_ms, total_ms = [], []
     n_labelled = 0
     for i, name in enumerate(names):
@@ -360,6 +373,8 @@ def evaluate_folder(predictor, root, split=None, log=None, *, include_background
             if label is not None:
                 cm.update(pred.labels, label)
                 n_labelled += 1
+            if det_table is not None:
+                det_table.add(name, pred.detections, label)
         table.add(name, luma8(vis), thermal8(ir, rule), fused)
         if log and ((i + 1) % 10 == 0 or i + 1 == len(names)):
             log(f"{i + 1}/{len(names)} pairs")
@@ -378,6 +393,7 @@ def evaluate_folder(predictor, root, split=None, log=None, *, include_background
         input_size=list(predictor.input_size) if predictor is not None else None,
         device=str(predictor.device) if predictor is not None else None,
         warnings=warnings,
+        **(det_table.report_part() if det_table is not None else {}),
         timing={"inference_ms": timing_summary(infer_ms), "total_ms": timing_summary(total_ms),
                 "fusion_metrics_s": round(table.seconds, 3),
                 "wall_s": round(time.perf_counter() - t_start, 3)})

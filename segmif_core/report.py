@@ -5,7 +5,8 @@ Shared by ``segmif evaluate``, ``segmif bag eval`` and the demo. Input is the re
 evaluation). Files written, each atomically (temporary file in the same folder + ``os.replace``):
 
 * ``report.md``: protocol, a segmentation table in the style of the SegMiF paper's Tables 1/2
-  (one row per method: IoU per class, mIoU, mAcc), a fusion table (one row per method: EN SD SF
+  (one row per method: IoU per class, mIoU, mAcc), for a model with a detector (TSJNet) a
+  detection table (AP@0.5 per class, mAP@0.5, mAP@0.5:0.95, ground-truth boxes), a fusion table (one row per method: EN SD SF
   AG MI SCD VIF Qabf SSIM, MI in bits) with the metric conventions, then stream/timing sections
   when present;
 * ``fusion_violins.png``: one panel per fusion metric, one violin per method across the pairs
@@ -204,6 +205,28 @@ def _segmentation_table(report: Mapping) -> list[str]:
     return lines
 
 
+def _detection_table(report: Mapping) -> list[str]:
+    """The detection section's lines (empty for a report without a detector)."""
+    det = report.get("detection")
+    if not det:
+        return []
+    names = list(det.get("classes") or det.get("per_class") or [])
+    per = det.get("per_class") or {}
+    lines = ["## Detection", "",
+             f"Ground-truth boxes: {det.get('boxes', '?')}; {det.get('gt_boxes', 0)} boxes in "
+             f"{det.get('images', 0)} images. AP (%) per class at IoU 0.5; `-` = class without "
+             "ground truth.", "",
+             "| method | " + " | ".join(f"AP50 {n}" for n in names)
+             + " | mAP@0.5 | mAP@0.5:0.95 |", "|---|" + "---|" * (len(names) + 2),
+             f"| {det.get('method') or 'model'} | "
+             + " | ".join(_fmt((per.get(n) or {}).get("ap50"), 1) for n in names)
+             + f" | **{_fmt(report.get('map50'), 1)}** | {_fmt(report.get('map50_95'), 1)} |",
+             ""]
+    if det.get("protocol"):
+        lines += [f"Protocol: {det['protocol']}.", ""]
+    return lines
+
+
 def _fusion_table(report: Mapping) -> list[str]:
     fusion = report.get("fusion") or {}
     if not fusion:
@@ -292,6 +315,7 @@ def render_markdown(report: Mapping, title: str = "segmif evaluation report",
               "sources: they show how far the model is from trivial answers.", ""]
 
     lines += ["## Segmentation", ""] + _segmentation_table(report)
+    lines += _detection_table(report)
     lines += ["## Fusion metrics (mean over pairs; MI in bits)", ""] + _fusion_table(report)
     lines += _conventions(report)
     if report.get("fusion_skipped"):
