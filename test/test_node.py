@@ -137,7 +137,7 @@ def test_bad_messages_are_counted_and_node_keeps_working(context, tiny_checkpoin
 def test_newest_pair_wins_and_stale_pairs_are_counted(context, tiny_checkpoint):
     node = make_node(context, tiny_checkpoint)
     try:
-        with node._lock:  # hold the worker off while three pairs arrive
+        with node.worker.lock:  # hold the worker off while three pairs arrive
             for i in range(3):
                 v = stamped(np.zeros((40, 40, 3), np.uint8), "rgb8", 10 + i, 0, "v")
                 t = stamped(np.zeros((40, 40), np.uint8), "mono8", 10 + i, 1_000_000, "t")
@@ -145,7 +145,7 @@ def test_newest_pair_wins_and_stale_pairs_are_counted(context, tiny_checkpoint):
                 node.sync.add(1, t)
             assert node.counters["pairs_matched"] == 3
             assert node.counters["pairs_dropped"] == 2
-            assert node._pending[0].header.stamp.sec == 12
+            assert node.worker.pending.vis.header.stamp.sec == 12
     finally:
         node.destroy_node()
 
@@ -422,3 +422,89 @@ def test_diagnostics_report_stream_loss_stall_errors_and_recovery(context, tiny_
         ex.shutdown()
         node.destroy_node()
         peer.destroy_node()
+
+
+def fallback_run(context, checkpoint, fallback, send_visible, send_thermal, expect):
+    """Publish one stream only (and then both) to a node with ``fallback``; returns the
+    segmentation/info and fused/image messages received."""
+    from segmif_ros.msg import SegmentationInfo
+    node = make_node(context, checkpoint, fallback=fallback, stream_timeout_s=0.4)
+    peer = rclpy.create_node("fallback_peer", context=context)
+    ex = rclpy.executors.SingleThreadedExecutor(context=context)
+    ex.add_node(node)
+    ex.add_node(peer)
+    infos, fused = [], []
+    peer.create_subscription(SegmentationInfo, "segmentation/info", infos.append, 50)
+    peer.create_subscription(Image, "fused/image", fused.append, 50)
+    pub_vis = peer.create_publisher(Image, "visible/image", qos_profile_sensor_data)
+    pub_ir = peer.create_publisher(Image, "thermal/image", qos_profile_sensor_data)
+    rng = np.random.default_rng(3)
+    vis = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    ir = rng.integers(0, 65536, (24, 40), dtype=np.uint16)
+    sec = [300]
+
+    def send(visible, thermal, until, timeout=10.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not until():
+            sec[0] += 1
+            if visible:
+                pub_vis.publish(stamped(vis, "rgb8", sec[0], 0, "visible_camera"))
+            if thermal:
+                pub_ir.publish(stamped(ir, "mono16", sec[0], 0, "thermal_camera"))
+            spin_until(ex, until, 0.1)
+        return until()
+
+    try:
+        assert spin_until(ex, lambda: pub_vis.get_subscription_count() and
+                          pub_ir.get_subscription_count(), 10)
+        # one pair first (the node learns the visible frame), then one camera stops
+        assert send(True, True, lambda: any(m.modality == "pair" for m in infos))
+        single = send(send_visible, send_thermal,
+                      lambda: any(m.modality == expect for m in infos), 5.0)
+        if expect == "none":
+            return infos, fused, node
+        assert single, [m.modality for m in infos]
+        # the stream comes back: pairs again, automatically
+        n = len(infos)
+        assert send(True, True, lambda: len(infos) > n and infos[-1].modality == "pair")
+        return infos, fused, node
+    finally:
+        ex.shutdown()
+        node.destroy_node()
+        peer.destroy_node()
+
+
+def test_fallback_visible_publishes_from_the_visible_image_alone(context, tiny_checkpoint):
+    infos, fused, node = fallback_run(context, tiny_checkpoint, "visible", True, False,
+                                      "visible_only")
+    single = [m for m in infos if m.modality == "visible_only"]
+    assert single[0].header.frame_id == "visible_camera"
+    assert single[-1].frames_fallback >= 1
+    assert len(fused) >= len(infos) - 1  # the fused image went out with each info
+
+
+def test_fallback_thermal_publishes_from_the_thermal_image_alone(context, tiny_checkpoint):
+    infos, fused, node = fallback_run(context, tiny_checkpoint, "thermal", False, True,
+                                      "thermal_only")
+    single = [m for m in infos if m.modality == "thermal_only"]
+    # outputs stay in the visible camera's frame, stamped with the thermal stamp
+    assert single[0].header.frame_id == "visible_camera"
+    assert single[0].header.stamp == single[0].thermal_stamp
+
+
+def test_without_fallback_a_lost_stream_stops_the_output(context, tiny_checkpoint):
+    infos, fused, node = fallback_run(context, tiny_checkpoint, "none", True, False, "none")
+    assert {m.modality for m in infos} == {"pair"}
+    assert node.modality() == "pair"
+
+
+def test_thermal_as_visible_is_the_thermal_rule_in_gray():
+    from types import SimpleNamespace
+    from segmif_ros.node.pipeline import blank_thermal, thermal_as_visible
+    predictor = SimpleNamespace(thermal_norm="fixed", thermal_percentiles=(1.0, 99.0),
+                                thermal_range=(1000.0, 2000.0))
+    ir = np.array([[1000, 1500, 2000, 3000]], np.uint16)
+    gray = thermal_as_visible(ir, predictor)
+    assert gray.shape == (1, 4, 3) and gray.dtype == np.uint8
+    assert gray[0, :, 0].tolist() == [0, 128, 255, 255] and (gray[..., 0] == gray[..., 2]).all()
+    assert not blank_thermal(np.ones((3, 5, 3), np.uint8)).any()

@@ -23,7 +23,6 @@ The parameters are declared in :mod:`.parameters`, the output messages built in 
 """
 from __future__ import annotations
 
-import threading
 import time
 
 import rclpy
@@ -41,16 +40,13 @@ from segmif_core.inference import BackendError, SegMiFPredictor
 from segmif_core.registration import Registration, RegistrationError
 
 from .diagnostics import Diagnostics
-from .encodings import THERMAL_ENCODINGS, VISIBLE_ENCODINGS, to_rgb8, to_thermal
+from .encodings import THERMAL_ENCODINGS, VISIBLE_ENCODINGS
 from .health import STREAMS, Health, Throttle
 from .parameters import (ConfigurationError, declare_parameters, describe_qos,
                          dynamic_parameter_error, qos_profile)
+from .pipeline import FALLBACKS, Frame, FrameProcessor, Worker
 from .publishers import Outputs
 from .sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer, stamp_to_ns
-
-
-class _SizeMismatch(ValueError):
-    """Thermal and visible sizes differ while the homography is the identity."""
 
 
 class SegMiFNode(Node):
@@ -63,6 +59,11 @@ class SegMiFNode(Node):
         self._debug = self.get_logger().get_effective_level() <= LoggingSeverity.DEBUG
         self._alpha = float(p["overlay_alpha"])
         self._no_pair_warn_s = float(p["no_pair_warn_s"])
+        if p["fallback"] not in FALLBACKS:
+            raise ConfigurationError(f"segmif_node: fallback must be one of {list(FALLBACKS)}, "
+                                     f"got {p['fallback']!r}")
+        self._fallback = FALLBACKS[p["fallback"]]  # modality published when a stream is lost
+        self._fallback_input = {"visible_only": 0, "thermal_only": 1}.get(self._fallback)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         try:
             self.registration = Registration(p["homography"], crop=p["crop"])
@@ -107,16 +108,14 @@ class SegMiFNode(Node):
         self.sub_ir = self.create_subscription(Image, "thermal/image",
                                                lambda m, i: self._on_image(1, m, i), in_qos)
 
-        self._lock = threading.Condition()
-        self._callback_delay = {}
-        self._pending = None
-        self._stop = False
         # counters and stream state, shared by the executor thread and the worker (locked)
         self.health = Health(stream_timeout_s=float(p["stream_timeout_s"]))
         self._throttle = Throttle(5.0)  # log lines: one per key (reason, stream) per 5 s
         self._lost = set()  # streams reported lost (a line when they come back)
-        self._worker = threading.Thread(target=self._work, name="segmif_inference", daemon=True)
-        self._worker.start()
+        self.frames = FrameProcessor(self.predictor, self.registration, self.outputs,
+                                     self.health, self.sync, self._reject,
+                                     self.get_logger().debug if self._debug else None)
+        self.worker = Worker(self._handle)
         self._watchdog = self.create_timer(0.5, self._check_inputs)  # stream loss within 2 s
         self.diagnostics = Diagnostics(self)
         self._diag_timer = self.create_timer(1.0, self.publish_diagnostics)
@@ -166,7 +165,7 @@ class SegMiFNode(Node):
         """Publish /diagnostics now (the 1 Hz timer calls it)."""
         info = self.predictor.info
         self.diagnostics.publish(
-            self.health.snapshot(), active=True, state="active",
+            self.health.snapshot(), active=True, state="active", fallback=self.modality(),
             sync_stats=self.sync.stats(), sync_diagnosis=self.sync.diagnose(),
             device=str(self.predictor.device), backend=self.predictor.backend.name,
             model=f"{info.get('model', '')} {info.get('config', {}).get('encoder', '')}".strip())
@@ -179,9 +178,10 @@ class SegMiFNode(Node):
             # both clocks are the system clock (ns); keyed by the stamp, read when the pair is
             # processed (bounded: old entries go with the queue)
             delay = (time.time_ns() - int(info["received_timestamp"])) / 1e6
-            self._callback_delay[stamp_to_ns(msg.header.stamp)] = delay
-            while len(self._callback_delay) > 64:
-                self._callback_delay.pop(next(iter(self._callback_delay)))
+            delays = self.frames.callback_delay
+            delays[stamp_to_ns(msg.header.stamp)] = delay
+            while len(delays) > 64:
+                delays.pop(next(iter(delays)))
         allowed = (VISIBLE_ENCODINGS, THERMAL_ENCODINGS)[index]
         topic = ("visible", "thermal")[index]
         if msg.encoding not in allowed:
@@ -192,15 +192,28 @@ class SegMiFNode(Node):
             self._reject("malformed", f"{topic} image {msg.width}x{msg.height} step {msg.step} with only "
                          f"{len(msg.data)} bytes of data")
             return
+        if index == 0:
+            self.frames.last_visible = (msg.header.frame_id, msg.height, msg.width)
         self.sync.add(index, msg)
+        if index == self._fallback_input and self.health.lost(1 - index):
+            # the other camera is lost: this image alone, with the documented substitute
+            frame = Frame(self._fallback, msg, None) if index == 0 else \
+                Frame(self._fallback, None, msg)
+            if self.worker.submit(frame):
+                self.health.add("pairs_dropped")
 
     def _on_pair(self, vis: Image, ir: Image) -> None:
         self.health.add("pairs_matched")
-        with self._lock:
-            if self._pending is not None:
-                self.health.add("pairs_dropped")
-            self._pending = (vis, ir)
-            self._lock.notify()
+        if self.worker.submit(Frame("pair", vis, ir)):
+            self.health.add("pairs_dropped")
+
+    def modality(self) -> str:
+        """What the node publishes now: "pair", or the fallback modality while the other
+        stream is lost."""
+        if self._fallback_input is not None and self.health.lost(1 - self._fallback_input) \
+                and not self.health.lost(self._fallback_input):
+            return self._fallback
+        return "pair"
 
     def _check_inputs(self) -> None:
         """Watchdog (every 0.5 s): a throttled warning when a stream stops or both do, a line
@@ -222,7 +235,10 @@ class SegMiFNode(Node):
             self._warn(f"lost:{STREAMS[i]}", f"{STREAMS[i]} stream "
                        f"{'stopped' if snap['seen'][i] else 'has sent nothing'} "
                        f"({silent[i]:.1f} s) while {STREAMS[other]} arrives at "
-                       f"{snap['rate_hz'][other]:.1f} Hz: no pairs ({received})", 10.0)
+                       f"{snap['rate_hz'][other]:.1f} Hz: "
+                       + (f"publishing {self._fallback.replace('_', '-')} frames (fallback)"
+                          if other == self._fallback_input else "no output")
+                       + f" ({received})", 10.0)
         if snap["since_pair_s"] > self._no_pair_warn_s and any(snap["seen"]) \
                 and len(lost) < len(STREAMS):
             self._warn("no_pair", f"no visible/thermal pair for {snap['since_pair_s']:.0f} s "
@@ -230,75 +246,27 @@ class SegMiFNode(Node):
                        f"{self.sync.diagnose()}", max(self._no_pair_warn_s, 5.0))
 
     # ---------------------------------------------------------------- processing
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                while self._pending is None and not self._stop:
-                    self._lock.wait(0.5)
-                if self._stop:
-                    return
-                pair, self._pending = self._pending, None
-            try:
-                self._process(*pair)
-            except Exception as err:  # noqa: BLE001 - the node must survive any bad frame
-                failures = self.health.failed()
-                if self._throttle("processing_error") is not None:
-                    self.get_logger().error(f"frame skipped ({failures} failures in a row): "
-                                            f"{type(err).__name__}: {err}")
-
-    def _process(self, vis_msg: Image, ir_msg: Image) -> None:
-        t0 = time.perf_counter()
+    def _handle(self, frame: Frame) -> None:
+        """The worker's handler: process one frame; never raises (errors counted, logged)."""
         try:
-            vis = to_rgb8(vis_msg)
-            ir = to_thermal(ir_msg)
-            t1 = time.perf_counter()
-            if self.registration.is_identity and ir.shape[:2] != vis.shape[:2]:
-                raise _SizeMismatch(
-                    f"thermal {ir.shape[1]}x{ir.shape[0]} and visible {vis.shape[1]}x"
-                    f"{vis.shape[0]} (WxH) differ and the homography is the identity: set the "
-                    "homography parameter to how the thermal camera maps onto the visible one")
-            on_device = self.predictor.backend.device_registration  # the CUDA path warps there
-            if not on_device:
-                vis, ir = self.registration.register(vis, ir)
-                SegMiFPredictor.check_images(vis, ir)
-        except _SizeMismatch as err:
-            self._reject("size_mismatch", f"pair refused: {err}")
-            return
-        except ValueError as err:
-            self._reject("invalid", f"pair refused: {err}")
-            return
-        t2 = time.perf_counter()
-        pred = self.predictor.predict(vis, ir, self.registration if on_device else None)
-        t3 = time.perf_counter()
-        header = vis_msg.header
-        self.outputs.publish_images(header, pred, self._alpha)
-        t4 = time.perf_counter()
-        self.health.processed(pred.inference_ms, (t4 - t0) * 1e3)
-        stats = self.sync.stats()
-        st = pred.stages_ms
-        stages = {"convert": (t1 - t0) * 1e3, "registration": (t2 - t1) * 1e3,
-                  "preprocess": st.get("thermal", 0.0) + st.get("resize", 0.0),
-                  "postprocess": st.get("download", 0.0) + st.get("postprocess", 0.0),
-                  "publish": (t4 - t3) * 1e3,
-                  "callback_delay": self._callback_delay.get(stamp_to_ns(header.stamp), 0.0)}
-        self.outputs.publish_info(header, ir_msg.header.stamp, pred, t0, self.counters,
-                                  stats, stages)
-        if self._debug:
-            self.get_logger().debug(
-                "frame %d.%09d: " % (header.stamp.sec, header.stamp.nanosec)
-                + ", ".join(f"{k} {v:.1f} ms" for k, v in {**stages, "network": pred.inference_ms,
-                                                            "total": (t4 - t0) * 1e3}.items()))
+            self.frames.process(frame, self._alpha)
+        except Exception as err:  # noqa: BLE001 - the node must survive any bad frame
+            failures = self.health.failed()
+            if self._throttle("processing_error") is not None:
+                self.get_logger().error(f"frame skipped ({failures} failures in a row): "
+                                        f"{type(err).__name__}: {err}")
+
+    def _process(self, vis_msg: Image, ir_msg: Image) -> bool:
+        """Process one pair in the calling thread (tests); see :meth:`FrameProcessor.process`."""
+        return self.frames.process(Frame("pair", vis_msg, ir_msg), self._alpha)
 
     def destroy_node(self):
         for timer in ("_watchdog", "_diag_timer"):
             if getattr(self, timer, None) is not None:
                 self.destroy_timer(getattr(self, timer))
-        worker = getattr(self, "_worker", None)  # absent when construction failed
+        worker = getattr(self, "worker", None)  # absent when construction failed
         if worker is not None:
-            with self._lock:
-                self._stop = True
-                self._lock.notify_all()
-            worker.join(timeout=5.0)
+            worker.stop()
         return super().destroy_node()
 
 

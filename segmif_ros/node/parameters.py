@@ -89,6 +89,11 @@ PARAMETERS = {
     "no_pair_warn_s": (5.0, "Warn (throttled) when no pair has matched for this long (s).",
                        {"floating_point_range": [FloatingPointRange(from_value=0.1,
                                                                     to_value=3600.0, step=0.0)]}),
+    "fallback": ("none", "With one camera lost (stream_timeout_s): none = publish nothing; "
+                 "visible = keep publishing from the visible image with a blank (zero) thermal "
+                 "image; thermal = from the thermal image, registered, as gray visible. Flagged "
+                 "in segmentation/info (modality); pairs again as soon as the stream is back.",
+                 {"additional_constraints": "one of: none, visible, thermal"}),
     "stream_timeout_s": (1.0, "An input stream that sends nothing for this long (s) is lost: "
                          "WARN on /diagnostics, a throttled warning, and the fallback modality "
                          "if one is set.",
