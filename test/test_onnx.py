@@ -108,8 +108,6 @@ def test_backend_errors(static_onnx, tiny_checkpoint, tmp_path, monkeypatch):
     path, _ = static_onnx
     with pytest.raises(BackendError, match="unknown backend"):
         SegMiFPredictor(tiny_checkpoint, backend="tensorflow")
-    with pytest.raises(BackendError, match="needs an .onnx file"):
-        SegMiFPredictor(tiny_checkpoint, backend="onnxruntime")
     with pytest.raises(BackendError, match="is an ONNX file"):
         SegMiFPredictor(path, backend="torch")
     with pytest.raises(BackendError, match="not found"):
@@ -118,8 +116,10 @@ def test_backend_errors(static_onnx, tiny_checkpoint, tmp_path, monkeypatch):
     junk.write_bytes(np.random.default_rng(0).bytes(2000))
     with pytest.raises(BackendError, match="cannot load ONNX file"):
         SegMiFPredictor(junk, backend="onnxruntime")
-    with pytest.raises(BackendError, match="fixed at export"):
+    with pytest.raises(BackendError, match="fp32 graph"):
         SegMiFPredictor(path, backend="onnxruntime", precision="bf16")
+    with pytest.raises(BackendError, match="fixed in an exported"):
+        SegMiFPredictor(path, backend="onnxruntime", fusion_scale=0.5)
     with pytest.raises(BackendError, match="fp16 needs a CUDA device"):
         SegMiFPredictor(tiny_checkpoint, precision="fp16")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
@@ -190,3 +190,27 @@ def test_registration_on_the_device_matches_opencv(tiny_checkpoint):
                                                 vis.shape[:2]))[0, 0].numpy()
     assert np.abs(got - ref)[2:-2, 2:-2].max() < 1e-3
     assert np.abs(dev.fused.astype(int) - host.fused).mean() < 2.0
+
+
+def test_pt_checkpoint_on_onnxruntime_is_exported_once_and_cached(tiny_checkpoint, tmp_path,
+                                                                   monkeypatch):
+    from segmif_core.inference.backends import choose_backend
+    monkeypatch.setenv("SEGMIF_CACHE", str(tmp_path / "cache"))
+    lines = []
+    a = SegMiFPredictor(tiny_checkpoint, backend="onnxruntime", log=lines.append)
+    files = list((tmp_path / "cache").glob("*.onnx"))
+    assert len(files) == 1 and len(lines) == 1 and "exporting" in lines[0]
+    mtime = files[0].stat().st_mtime_ns
+    b = SegMiFPredictor(tiny_checkpoint, backend="auto", log=lines.append)  # cpu: ONNX Runtime
+    assert b.backend.name == "onnxruntime" and len(lines) == 1       # no second export
+    assert files[0].stat().st_mtime_ns == mtime
+    # another fusion_scale is another graph; a dynamic graph takes any camera and network size
+    SegMiFPredictor(tiny_checkpoint, backend="onnxruntime", fusion_scale=0.5)
+    assert len(list((tmp_path / "cache").glob("*.onnx"))) == 2
+    vis, ir = _real_pair(1, (120, 160))
+    t = SegMiFPredictor(tiny_checkpoint).predict(vis, ir)
+    o = a.predict(vis, ir)
+    assert np.abs(t.fused.astype(int) - o.fused).max() <= 1 and (t.labels == o.labels).mean() > 0.999
+    import torch
+    assert choose_backend("auto", None, torch.device("cpu"), "bf16") == "torch"
+    assert choose_backend("auto", "x.onnx", torch.device("cpu")) == "onnxruntime"

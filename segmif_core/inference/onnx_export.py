@@ -141,11 +141,12 @@ def export_onnx(out, checkpoint=None, size=None, camera=(480, 640), dynamic: boo
     return meta
 
 
-def set_fusion_scale(model, scale: float) -> None:
-    """Set SegMiF's ``fusion_scale`` on a built model (ValueError if out of (0, 1] or the model
-    has no fusion network)."""
-    if not hasattr(model.config, "fusion_scale"):
-        raise ValueError(f"model {model.name!r} has no fusion_scale (no fusion network)")
+def set_fusion_scale(model, scale: float) -> bool:
+    """Set SegMiF's ``fusion_scale`` on a built model; returns False (and changes nothing) for
+    a model without one (no fusion network: the baselines). ValueError if out of (0, 1]."""
     if not 0.0 < float(scale) <= 1.0:
         raise ValueError(f"fusion_scale must be in (0, 1], got {scale}")
+    if not hasattr(model.config, "fusion_scale"):
+        return False
     model.config.fusion_scale = float(scale)
+    return True

@@ -66,12 +66,16 @@ class SegMiFPredictor:
             full-resolution sources (``FusionSegModel.predict(full=...)``), never upscaled.
         thermal_norm, thermal_range, thermal_percentiles: rule for 16-bit thermal, see
             ``segmif_core.data.thermal.normalize_thermal`` (8-bit thermal is divided by 255).
-        backend: 'torch' or 'onnxruntime' (``inference.backends``).
+        backend: 'torch', 'onnxruntime' (an .onnx file, or a .pt checkpoint exported once and
+            cached) or 'auto' (ONNX Runtime on the CPU when installed, else torch); see
+            ``inference.backends.choose_backend``.
         precision: 'fp32', 'bf16' or (CUDA) 'fp16' autocast (torch backend).
         compile: torch.compile the model (torch backend).
         threads: ONNX Runtime intra-op threads (0 = torch's thread count).
-        fusion_scale: override SegMiF's ``fusion_scale`` (torch backend; see ``SegMiFConfig``).
+        fusion_scale: override SegMiF's ``fusion_scale`` (see ``SegMiFConfig``; for ONNX
+            Runtime applied at the export; ignored by models without a fusion network).
         device_preprocess: resize on the device with torch (default: on CUDA; torch backend).
+        log: callable for one line before a slow step (the ONNX export of a .pt checkpoint).
 
     Raises:
         CheckpointError: bad checkpoint; BackendError: bad backend, ONNX file or option;
@@ -82,7 +86,8 @@ class SegMiFPredictor:
                  thermal_norm: str = "percentile", thermal_range=(0.0, 65535.0),
                  thermal_percentiles=(1.0, 99.0), backend: str = "torch",
                  precision: str = "fp32", compile: bool = False, threads: int = 0,
-                 fusion_scale: float | None = None, device_preprocess: bool | None = None):
+                 fusion_scale: float | None = None, device_preprocess: bool | None = None,
+                 log=None):
         self.device = resolve_device(device)
         if thermal_norm not in ("fixed", "percentile"):
             raise ValueError(f"thermal_norm must be 'fixed' or 'percentile', got {thermal_norm!r}")
@@ -90,7 +95,7 @@ class SegMiFPredictor:
         self.backend = make_backend(backend, checkpoint, self.device, precision=precision,
                                     compile=compile, threads=threads or torch.get_num_threads(),
                                     fusion_scale=fusion_scale,
-                                    device_preprocess=device_preprocess)
+                                    device_preprocess=device_preprocess, log=log)
         self.classes, self.info = self.backend.classes, self.backend.info
         #: names of the detector's classes (empty: no detector)
         self.detection_classes = tuple(getattr(self.backend, "detection_classes", ()))
