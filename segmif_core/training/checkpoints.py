@@ -38,9 +38,9 @@ class CheckpointMixin:
     def _init_from(self, init: dict) -> None:
         """Start from the weights of a release checkpoint (``best.pt``, the shipped model):
         ``init = {checkpoint: PATH, parts: [fusion, segmenter]}`` copies the named sub-networks
-        (default: every one the model has, ``detector`` included for TSJNet)
         (e.g. fine-tuning the shipped model on a new rig, or training Psi on a frozen trained
-        Phi). Overridden by ``last.pt`` on resume.
+        Phi; default parts: every one the model has, TSJNet's ``detector`` included).
+        Overridden by ``last.pt`` on resume.
         Raises:
             ValueError: unknown parts, another model family, or shapes that do not match (a
                 different class count or model config).
