@@ -126,7 +126,9 @@ def test_executables_are_installed_for_ros2_run(share_dir):
 
 
 def test_msg_files_are_the_expected_ones():
-    assert MSG_NAMES == ['LabelInfo', 'SegmentationInfo', 'VisionClass']
+    assert MSG_NAMES == sorted(['BoundingBox2D', 'Detection2D', 'Detection2DArray', 'LabelInfo',
+                               'ObjectHypothesis', 'ObjectHypothesisWithPose', 'Point2D',
+                               'Pose2D', 'SegmentationInfo', 'VisionClass'])
 
 
 @pytest.mark.parametrize('name', MSG_NAMES)
