@@ -6,9 +6,9 @@ evaluation). Files written, each atomically (temporary file in the same folder +
 
 * ``report.md``: protocol, a segmentation table in the style of the SegMiF paper's Tables 1/2
   (one row per method: IoU per class, mIoU, mAcc), for a model with a detector (TSJNet) a
-  detection table (AP@0.5 per class, mAP@0.5, mAP@0.5:0.95, ground-truth boxes), a fusion table (one row per method: EN SD SF
-  AG MI SCD VIF Qabf SSIM, MI in bits) with the metric conventions, then stream/timing sections
-  when present;
+  detection table (AP@0.5 per class, mAP@0.5, mAP@0.5:0.95, ground-truth boxes), a fusion
+  table (one row per method: EN SD SF AG MI SCD VIF Qabf SSIM, MI in bits) with the metric
+  conventions, then stream/timing sections when present;
 * ``fusion_violins.png``: one panel per fusion metric, one violin per method across the pairs
   (like the paper's Fig. 8), individual pairs as dots and the mean as a bar;
 * ``confusion_matrix.png``: the segmentation confusion matrix, rows (ground truth) normalised to
