@@ -147,7 +147,7 @@ class JointMixin:
         jc = {**JOINT_DEFAULTS, **jc}
         if ("iters" in jc) == ("epochs" in jc):
             raise ValueError("train.joint needs exactly one of iters or epochs (models with a "
-                             "detector train in one joint stage)")
+                             "detector train in one joint stage; set the other to null)")
         self.per_epoch = max(1, len(self.train_set) // (self.tc["batch_size"] * self.world))
         iters = int(jc["iters"]) if "iters" in jc else int(jc["epochs"]) * self.per_epoch
         if iters < 0:
