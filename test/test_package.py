@@ -241,6 +241,7 @@ PIP_ONLY = {
     'efficientnet_lite_pytorch': 'efficientnet-lite-pytorch==0.1.0',
     'onnxruntime': 'onnxruntime==1.32.0',  # optional: backend onnxruntime
     'onnx': 'onnx==1.23.2',  # optional: segmif export
+    'onnxscript': 'onnxscript==0.7.2',  # optional: segmif export (torch's ONNX exporter)
 }
 # keys declared for something else than a Python import of this package's code
 NOT_IMPORTED = {
@@ -248,6 +249,8 @@ NOT_IMPORTED = {
     'rviz2': 'rviz:=true of the launch file',
     # launch_ros' LifecycleNode (the launch file) follows the node's transitions with it
     'lifecycle_msgs': 'launch_ros.actions.LifecycleNode',
+    # msg/ObjectHypothesisWithPose.msg (the vision_msgs mirror) uses PoseWithCovariance
+    'geometry_msgs': 'msg/ObjectHypothesisWithPose.msg',
 }
 
 
