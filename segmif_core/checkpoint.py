@@ -63,6 +63,19 @@ def save_checkpoint(path, model: FusionSegModel, classes: ClassSet, input_size=(
     }, path)
 
 
+def _read_error(path: Path, err: Exception) -> str:
+    """torch.load's exception as a plain reason (its own texts suggest weights_only=False or
+    are empty)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):
+        return (f"truncated or corrupt PyTorch archive ({path.stat().st_size} bytes; copy it "
+                "again)")
+    if "weights_only" in str(err) or "Unsupported" in str(err):
+        return "not a PyTorch checkpoint (unreadable or unsafe pickle data)"
+    return "not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)"
+
+
 def load_checkpoint(path=None, device: str | torch.device = "cpu"
                     ) -> tuple[FusionSegModel, ClassSet, dict]:
     """Load a checkpoint (default: ``DEFAULT_CHECKPOINT``) -> (model in eval mode, float32 on
@@ -74,12 +87,18 @@ def load_checkpoint(path=None, device: str | torch.device = "cpu"
     path = Path(path) if path else DEFAULT_CHECKPOINT
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path}: empty file (0 bytes)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling problem is a bad file
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+        raise CheckpointError(f"checkpoint {path}: {_read_error(path, err)}") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") not in (FORMAT,) + LEGACY_FORMATS:
         raise CheckpointError(f"{path} is not a {FORMAT} file")
+    missing = [k for k in ("model", "config", "state_dict", "classes") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: a {ckpt['format']} file without "
+                              f"{', '.join(repr(k) for k in missing)}")
     state, config = ckpt["state_dict"], dict(ckpt["config"])
     if ckpt["format"] in LEGACY_FORMATS:
         state = {("segmenter.encoder.model." + k[len("segmenter.encoder."):]

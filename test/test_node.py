@@ -154,8 +154,8 @@ def test_newest_pair_wins_and_stale_pairs_are_counted(context, tiny_checkpoint):
     ({"homography": [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]}, "singular"),
     ({"homography": [1.0, 0.0, 0.0, 1.0]}, "3x3"),
     ({"device": "tpu"}, "device"),
-    ({"backend": "tensorrt"}, "unknown backend"),
-    ({"backend": "onnxruntime"}, "needs an .onnx file"),
+    ({"backend": "tensorrt"}, "backend: 'tensorrt' is not one of torch, onnxruntime"),
+    ({"backend": "onnxruntime", "precision": "bf16"}, "precision and compile are torch"),
     ({"precision": "fp16"}, "fp16 needs a CUDA device"),
 ])
 def test_invalid_parameters_are_refused_at_construction(context, tiny_checkpoint, params, text):
@@ -508,3 +508,81 @@ def test_thermal_as_visible_is_the_thermal_rule_in_gray():
     assert gray.shape == (1, 4, 3) and gray.dtype == np.uint8
     assert gray[0, :, 0].tolist() == [0, 128, 255, 255] and (gray[..., 0] == gray[..., 2]).all()
     assert not blank_thermal(np.ones((3, 5, 3), np.uint8)).any()
+
+
+@pytest.mark.parametrize("params, text", [
+    ({"overlay_alpha": 2.0}, "overlay_alpha: 2.0 is out of range [0, 1]"),
+    ({"slop": 0.0}, "slop: 0.0 is out of range"),
+    ({"slop": "fast"}, "slop: expected a double"),
+    ({"queue_size": 2.5}, "queue_size: expected an integer"),
+    ({"homography": ["a"] * 9}, "homography: expected a list of doubles"),
+    ({"input_height": 64, "input_width": 0}, "input_height and input_width: give both"),
+    ({"fallback": "infrared"}, "fallback: 'infrared' is not one of none, visible, thermal"),
+    ({"thermal_min": 10, "thermal_max": 5}, "thermal_min 10 and thermal_max 5"),
+])
+def test_bad_parameter_values_are_refused_in_one_line(context, tiny_checkpoint, params, text):
+    overrides = [Parameter("checkpoint", value=str(tiny_checkpoint))]
+    overrides += [Parameter(k, value=v) for k, v in params.items()]
+    with pytest.raises(ConfigurationError) as err:
+        SegMiFNode(context=context, parameter_overrides=overrides)
+    assert text in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_integers_are_accepted_where_doubles_are_expected(context, tiny_checkpoint):
+    node = make_node(context, tiny_checkpoint, homography=[1, 0, 0, 0, 1, 0, 0, 0, 1],
+                     thermal_min=0, thermal_max=4000, slop=1, overlay_alpha=1)
+    try:
+        assert node.registration.is_identity
+        for name in ("thermal_min", "slop", "overlay_alpha"):
+            assert node.get_parameter(name).type_ == Parameter.Type.DOUBLE, name
+        assert node.get_parameter("homography").type_ == Parameter.Type.DOUBLE_ARRAY
+        assert list(node.get_parameter("homography").value) == [1.0, 0, 0, 0, 1, 0, 0, 0, 1]
+        assert node.sync.slop == 1.0 and node.predictor.thermal_range == (0.0, 4000.0)
+        # still typed and ranged as declared: ros2 param describe shows the double range
+        described = node.describe_parameter("overlay_alpha")
+        assert described.read_only is False and described.floating_point_range[0].to_value == 1
+    finally:
+        node.destroy_node()
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory):
+    import os
+    from segmif_core.checkpoint import FORMAT
+    import torch
+    d = tmp_path_factory.mktemp("bad_ckpt")
+    (d / "empty.pt").write_bytes(b"")
+    (d / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    torch.save({"format": FORMAT, "config": {}, "state_dict": {}, "classes": {}},
+               d / "no_model.pt")
+    del os
+    return d
+
+
+@pytest.mark.parametrize("name, text", [
+    ("empty.pt", "empty file (0 bytes)"),
+    ("random.pt", "not a PyTorch checkpoint"),
+    ("no_model.pt", "without 'model'"),
+])
+def test_bad_checkpoints_give_one_line_naming_the_file(context, bad_checkpoints, name, text):
+    with pytest.raises(ConfigurationError) as err:
+        make_node(context, bad_checkpoints / name)
+    line = str(err.value)
+    assert str(bad_checkpoints / name) in line and text in line, line
+    assert "\n" not in line and "weights_only" not in line
+
+
+@pytest.mark.parametrize("args, text", [
+    (["-p", "overlay_alpha:=2.0"], "overlay_alpha: 2.0 is out of range"),
+    (["-p", "input_height:=64"], "input_height and input_width"),
+])
+def test_start_up_errors_exit_1_with_one_line(tiny_checkpoint, args, text):
+    import subprocess
+    import sys
+    proc = subprocess.run(
+        [sys.executable, "-m", "segmif_ros.node", "--ros-args", "-p",
+         f"checkpoint:={tiny_checkpoint}", *args], capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert text in out and "Traceback" not in out, out
+    assert len([line for line in out.splitlines() if line.strip()]) == 1, out

@@ -59,9 +59,6 @@ class SegMiFNode(Node):
         self._debug = self.get_logger().get_effective_level() <= LoggingSeverity.DEBUG
         self._alpha = float(p["overlay_alpha"])
         self._no_pair_warn_s = float(p["no_pair_warn_s"])
-        if p["fallback"] not in FALLBACKS:
-            raise ConfigurationError(f"segmif_node: fallback must be one of {list(FALLBACKS)}, "
-                                     f"got {p['fallback']!r}")
         self._fallback = FALLBACKS[p["fallback"]]  # modality published when a stream is lost
         self._fallback_input = {"visible_only": 0, "thermal_only": 1}.get(self._fallback)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -80,7 +77,7 @@ class SegMiFNode(Node):
             in_qos = qos_profile(p["input_qos"], int(p["queue_size"]))
             out_qos = qos_profile(p["output_qos"], 5)
         except (RegistrationError, CheckpointError, BackendError, ValueError) as err:
-            raise ConfigurationError(f"segmif_node: invalid parameters: {err}") from err
+            raise ConfigurationError(str(err)) from None
 
         sync_kw = {"names": ("visible", "thermal"),  # reset log lines: at most one per 5 s
                    "log": lambda line: self.get_logger().warning(line, throttle_duration_sec=5.0)}
@@ -277,8 +274,8 @@ def main(args=None) -> int:
     try:
         node = SegMiFNode()
         rclpy.spin(node)
-    except ConfigurationError as err:
-        rclpy.logging.get_logger("segmif_node").fatal(str(err))
+    except ConfigurationError as err:  # one line, no traceback
+        rclpy.logging.get_logger("segmif_node").fatal(f"cannot start: {err}")
         return 1
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass

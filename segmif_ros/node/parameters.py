@@ -8,6 +8,7 @@ parameter with its default (test/test_launch.py compares the two).
 from __future__ import annotations
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.exceptions import ParameterException
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 QOS_CHOICES = ("sensor_data", "reliable", "default")
@@ -41,9 +42,10 @@ PARAMETERS = {
     "checkpoint": ("", "Checkpoint file (.pt); empty = the default checkpoint shipped with "
                    "segmif_core.", {}),
     "device": ("cpu", "Torch device: cpu, cuda or cuda:N.", {}),
-    "backend": ("torch", "Inference backend: torch (a .pt checkpoint) or onnxruntime (an .onnx "
-                "file from `segmif export --onnx` as checkpoint).",
-                {"additional_constraints": "one of: torch, onnxruntime"}),
+    "backend": ("torch", "Inference backend: torch (a .pt checkpoint), onnxruntime (an .onnx "
+                "file from `segmif export --onnx`, or a .pt exported once and cached) or auto "
+                "(ONNX Runtime on the CPU when installed, else torch).",
+                {"additional_constraints": "one of: torch, onnxruntime, auto"}),
     "precision": ("fp32", "torch backend: fp32, bf16 or (CUDA) fp16 autocast.",
                   {"additional_constraints": "one of: fp32, bf16, fp16"}),
     "threads": (0, "CPU threads of the network (torch intra-op threads, ONNX Runtime intra-op "
@@ -105,13 +107,120 @@ PARAMETERS = {
 DYNAMIC = ("overlay_alpha", "no_pair_warn_s")
 
 
+def _expected(default) -> str:
+    if isinstance(default, bool):
+        return "a boolean"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a double (integers are accepted)"
+    if isinstance(default, str):
+        return "a string"
+    if default and isinstance(default[0], float):
+        return "a list of doubles (integers are accepted)"
+    return "a list of integers"
+
+
+def _number(value, want_float: bool):
+    """``value`` as an int or (want_float: int or float ->) float; None when it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return float(value) if want_float else value
+    if isinstance(value, float) and want_float:
+        return value
+    return None
+
+
+def coerce(name: str, value):
+    """The value of parameter ``name`` in the type of its default: integers are accepted where
+    doubles are expected (``thermal_min: 0``, ``homography: [1, 0, 0, ...]``).
+
+    :raises ConfigurationError: (one line) a value of another type.
+    """
+    default = PARAMETERS[name][0]
+    out = None
+    if isinstance(default, bool):
+        out = value if isinstance(value, bool) else None
+    elif isinstance(default, (int, float)):
+        out = _number(value, isinstance(default, float))
+    elif isinstance(default, str):
+        out = value if isinstance(value, str) else None
+    elif isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
+        items = [_number(v, isinstance(default[0], float)) for v in list(value)]
+        out = None if any(v is None for v in items) else items
+    if out is None:
+        raise ConfigurationError(f"parameter {name}: expected {_expected(default)}, got "
+                                 f"{type(value).__name__} {value!r}")
+    return out
+
+
+def check(name: str, value) -> None:
+    """Range and choice of one (coerced) value, from its descriptor.
+
+    :raises ConfigurationError: (one line) a value out of range or not one of the choices.
+    """
+    extra = PARAMETERS[name][2]
+    ranges = extra.get("floating_point_range") or extra.get("integer_range")
+    if ranges and not ranges[0].from_value <= value <= ranges[0].to_value:
+        raise ConfigurationError(f"parameter {name}: {value!r} is out of range "
+                                 f"[{ranges[0].from_value:g}, {ranges[0].to_value:g}]")
+    choices = extra.get("additional_constraints", "")
+    if choices.startswith("one of: "):
+        allowed = [c.strip() for c in choices[len("one of: "):].split(",")]
+        if value not in allowed:
+            raise ConfigurationError(f"parameter {name}: {value!r} is not one of "
+                                     f"{', '.join(allowed)}")
+
+
+def check_together(values: dict) -> None:
+    """Checks that involve several parameters (ConfigurationError, one line)."""
+    if bool(values["input_height"]) != bool(values["input_width"]):
+        raise ConfigurationError("parameters input_height and input_width: give both (or "
+                                 f"neither), got {values['input_height']} x "
+                                 f"{values['input_width']}")
+    if not values["thermal_min"] < values["thermal_max"]:
+        raise ConfigurationError(f"parameters thermal_min {values['thermal_min']:g} and "
+                                 f"thermal_max {values['thermal_max']:g}: need min < max")
+    if not values["thermal_percentile_low"] < values["thermal_percentile_high"]:
+        raise ConfigurationError("parameters thermal_percentile_low and thermal_percentile_high:"
+                                 " need low < high")
+    if len(values["homography"]) != 9:
+        raise ConfigurationError(f"parameter homography: 9 values (row-major 3x3) expected, "
+                                 f"got {len(values['homography'])}")
+    if len(values["crop"]) != 4:
+        raise ConfigurationError(f"parameter crop: 4 integers (x, y, width, height) expected, "
+                                 f"got {len(values['crop'])}")
+
+
 def declare_parameters(node) -> dict:
     """Declare every parameter of :data:`PARAMETERS` on ``node`` (read only unless in
-    :data:`DYNAMIC`) and return their values, ``{name: value}``."""
+    :data:`DYNAMIC`), check them and return their values, ``{name: value}``.
+
+    Each parameter is first declared with dynamic typing to read the user's value (launch file,
+    YAML, command line) whatever its type, converted by :func:`coerce` (an integer where a
+    double is expected becomes a double) and checked (:func:`check`, :func:`check_together`),
+    then declared again with its own type, descriptor and the converted value, so
+    ``ros2 param get/describe`` show the declared type and range.
+
+    :raises ConfigurationError: one line naming the parameter and what is wrong with it.
+    """
+    values = {}
     for pname, (default, text, extra) in PARAMETERS.items():
-        node.declare_parameter(pname, default, ParameterDescriptor(
-            description=text, read_only=pname not in DYNAMIC, **extra))
-    return {k: node.get_parameter(k).value for k in PARAMETERS}
+        try:
+            node.declare_parameter(pname, default, ParameterDescriptor(dynamic_typing=True))
+            value = node.get_parameter(pname).value
+            node.undeclare_parameter(pname)
+            value = coerce(pname, value)
+            check(pname, value)
+            node.declare_parameter(pname, value, ParameterDescriptor(
+                description=text, read_only=pname not in DYNAMIC, **extra),
+                ignore_override=True)
+        except ParameterException as err:
+            raise ConfigurationError(f"parameter {pname}: {err}") from None
+        values[pname] = value
+    check_together(values)
+    return values
 
 
 def dynamic_parameter_error(prm) -> str | None:
