@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .modality import draw_modality, substitute
 from .layouts import (DatasetError, Layout, get_layout, image_info, missing_message,
                       read_label)
 from .thermal import normalize_thermal
@@ -261,7 +262,8 @@ class PairDataset(Dataset):
                  thermal_high: float = 99.0, thermal_min: float = 0, thermal_max: float = 65535,
                  scale_range: tuple[float, float] = (0.5, 2.0),
                  crop: tuple[int, int] | None = None, brightness: float = 0.2, flip: bool = True,
-                 ignore_index: int = 255, layout: str | Layout = "auto", cache: bool = False):
+                 ignore_index: int = 255, layout: str | Layout = "auto", cache: bool = False,
+                 modality_dropout: float = 0.0):
         for what, hw in (("size", size), ("crop", crop)):
             if hw is not None:
                 _check_hw(what, hw)
@@ -283,6 +285,8 @@ class PairDataset(Dataset):
         self.ignore_index = ignore_index
         self.layout = get_layout(layout, root)
         self._cache: dict[int, tuple] | None = {} if cache else None
+        draw_modality(np.random.default_rng(0), modality_dropout)  # validate
+        self.modality_dropout = float(modality_dropout)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -328,6 +332,8 @@ class PairDataset(Dataset):
         if self.train:
             rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
             vis, ir, label = self.augment(vis, ir, label, rng)
+            if self.modality_dropout:
+                vis, ir = substitute(vis, ir, draw_modality(rng, self.modality_dropout))
         elif self.size is not None:
             vis, ir, label = (_resize(vis, self.size), _resize(ir, self.size),
                               _resize(label, self.size, nearest=True))

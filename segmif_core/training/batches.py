@@ -85,7 +85,8 @@ def build_datasets(cfg: dict):
                     **layout)
     train = PairDataset(d["root"], train_names, train=True, crop=tuple(d["crop"]),
                         scale_range=tuple(d["scale_range"]), brightness=d["brightness"],
-                        flip=d["flip"], cache=bool(d.get("cache", False)), **common)
+                        flip=d["flip"], cache=bool(d.get("cache", False)),
+                        modality_dropout=float(d.get("modality_dropout", 0.0)), **common)
     val = PairDataset(d["root"], val_names, train=False, cache=bool(d.get("cache", False)),
                       **common)
     return train, val, classes
