@@ -1,11 +1,30 @@
 """segmif_node: visible + thermal in, SegMiF fused image and semantic labels out.
 
-Subscriptions (relative names, remap them in launch): ``visible/image`` (rgb8, bgr8, mono8,
-8UC1) and ``thermal/image`` (mono8, 8UC1, mono16, 16UC1), QoS from ``input_qos`` (sensor data,
-best effort, by default). Pairs are formed by header stamp with an approximate-time policy (``slop``
-seconds, ``queue_size`` messages per input; exact stamps with ``approximate_sync: false``).
-Only the newest pair is processed: a matched pair that is replaced by a newer one before the
-worker thread takes it is dropped and counted, so latency cannot grow with a queue of stale frames.
+A managed (lifecycle) node. With ``autostart`` (default true) it configures and activates
+itself at start, so ``ros2 run`` / ``ros2 launch`` behave like a plain node; with
+``autostart: false`` it waits in *unconfigured* for ``ros2 lifecycle set /segmif_node
+configure`` (services ``segmif_node/change_state``, ``get_state``, ...):
+
+configure   validates the parameters, loads the homography, the checkpoint (model on its
+            device) and the class map, creates the publishers and the synchroniser, publishes
+            segmentation/label_info. A failure leaves the node unconfigured, with one line.
+activate    subscribes to the inputs and starts the inference worker (and reloads the model
+            if deactivate released it).
+deactivate  unsubscribes, stops the worker (the waiting frame is dropped) and releases the
+            model's GPU memory (on CUDA the model is dropped and ``torch.cuda.empty_cache()``
+            called; activate loads it again; on the CPU it stays loaded).
+cleanup     drops the model, publishers and synchroniser (back to unconfigured).
+shutdown    the same from any state (finalized).
+/diagnostics is published in every state (level OK with "inactive" while not active).
+
+Subscriptions (while active; relative names, remap them in launch): ``visible/image`` (rgb8,
+bgr8, mono8, 8UC1) and ``thermal/image`` (mono8, 8UC1, mono16, 16UC1), QoS from ``input_qos``
+(sensor data, best effort, depth ``queue_size``, by default). Pairs are formed by header stamp
+with an approximate-time policy (``slop`` seconds, ``queue_size`` messages per input; exact
+stamps with ``approximate_sync: false``). Only the newest pair is processed: a matched pair that
+is replaced by a newer one before the worker thread takes it is dropped and counted, so latency
+cannot grow with a queue of stale frames. With ``fallback`` set, a lost camera does not stop the
+output (see :mod:`.pipeline`).
 
 Publications (QoS from ``output_qos``, reliable by default), all with the visible image's header
 (acquisition stamp and frame_id, never now()):
@@ -14,28 +33,31 @@ Publications (QoS from ``output_qos``, reliable by default), all with the visibl
     segmentation/color   sensor_msgs/Image bgr8, class colours over the fused image (for people)
     segmentation/info    segmif_ros/SegmentationInfo, per frame: classes, timings, counters
     segmentation/label_info  segmif_ros/LabelInfo, the class map, once, transient local
+    /diagnostics         diagnostic_msgs/DiagnosticArray, 1 Hz (:mod:`.diagnostics`)
 
 Bad messages (unknown encoding, malformed data, size problems) are refused with a throttled
-warning and counted; the node never dies on a message. Bad parameters (homography not 3x3 or
-singular, missing checkpoint, unknown device) stop the node at construction with a clear message.
+warning (one throttle per reason) and counted; the node never dies on a message. Bad parameters
+stop the node with one line and exit code 1: wrong type or range at construction
+(:mod:`.parameters`), homography, checkpoint, device or backend at configure.
 
-The parameters are declared in :mod:`.parameters`, the output messages built in :mod:`.publishers`.
+Module map: parameters -> encodings -> sync -> pipeline (registration, predictor) ->
+publishers; health and diagnostics watch it all.
 """
 from __future__ import annotations
 
+import gc
 import time
 
 import rclpy
+import torch
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import ClockChange, JumpThreshold
 from rclpy.duration import Duration
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.logging import LoggingSeverity
-from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from segmif_core.checkpoint import CheckpointError
-import torch
-
 from segmif_core.inference import BackendError, SegMiFPredictor
 from segmif_core.registration import Registration, RegistrationError
 
@@ -47,40 +69,78 @@ from .parameters import (ConfigurationError, declare_parameters, describe_qos,
 from .pipeline import FALLBACKS, Frame, FrameProcessor, Worker
 from .publishers import Outputs
 from .sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer, stamp_to_ns
+from .watch import WatchMixin
+
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
-class SegMiFNode(Node):
-    """The SegMiF ROS 2 node (see the module docstring). Raises ConfigurationError on bad
-    parameters."""
+class SegMiFNode(WatchMixin, LifecycleNode):
+    """The SegMiF ROS 2 node (see the module docstring).
+
+    Raises ConfigurationError (one line) on a parameter of the wrong type or out of range, and,
+    with ``autostart``, when configure fails (homography, checkpoint, device, backend).
+    """
 
     def __init__(self, name: str = "segmif_node", **kwargs):
         super().__init__(name, **kwargs)
-        p = declare_parameters(self)
+        self.p = p = declare_parameters(self)
         self._debug = self.get_logger().get_effective_level() <= LoggingSeverity.DEBUG
         self._alpha = float(p["overlay_alpha"])
         self._no_pair_warn_s = float(p["no_pair_warn_s"])
         self._fallback = FALLBACKS[p["fallback"]]  # modality published when a stream is lost
         self._fallback_input = {"visible_only": 0, "thermal_only": 1}.get(self._fallback)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.state = "unconfigured"
+        self.predictor = self.registration = self.sync = self.outputs = self.frames = None
+        self.worker = self.sub_vis = self.sub_ir = self._watchdog = self._time_jump = None
+        self.configure_error = ""
+        self._quiet = False  # autostart: configure errors go to the caller (one line)
+        # counters and stream state, shared by the executor thread and the worker (locked)
+        self.health = Health(stream_timeout_s=float(p["stream_timeout_s"]))
+        self._throttle = Throttle(5.0)  # log lines: one per key (reason, stream) per 5 s
+        self._lost = set()  # streams reported lost (a line when they come back)
+        self.diagnostics = Diagnostics(self)
+        self._diag_timer = self.create_timer(1.0, self.publish_diagnostics)
+        if p["autostart"]:
+            self._quiet = True
+            try:
+                if self.trigger_configure() != SUCCESS:
+                    raise ConfigurationError(self.configure_error)
+            finally:
+                self._quiet = False
+            self.trigger_activate()
+
+    # ---------------------------------------------------------------- lifecycle
+    def _load_predictor(self) -> None:
+        p = self.p
+        size = (p["input_height"], p["input_width"])
+        if p["threads"] and p["backend"] == "torch":
+            torch.set_num_threads(int(p["threads"]))
+        self.predictor = SegMiFPredictor(
+            p["checkpoint"] or None, p["device"], size if all(size) else None,
+            thermal_norm=p["thermal_norm"], thermal_range=(p["thermal_min"], p["thermal_max"]),
+            thermal_percentiles=(p["thermal_percentile_low"], p["thermal_percentile_high"]),
+            backend=p["backend"], precision=p["precision"], threads=int(p["threads"]),
+            fusion_scale=p["fusion_scale"] or None)
+        if self.frames is not None:
+            self.frames.predictor = self.predictor
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        """Homography, model, publishers, synchroniser; FAILURE (one line) on bad values."""
+        p = self.p
         try:
             self.registration = Registration(p["homography"], crop=p["crop"])
-            size = (p["input_height"], p["input_width"])
-            if p["threads"] and p["backend"] == "torch":
-                torch.set_num_threads(int(p["threads"]))
-            self.predictor = SegMiFPredictor(
-                p["checkpoint"] or None, p["device"], size if all(size) else None,
-                thermal_norm=p["thermal_norm"],
-                thermal_range=(p["thermal_min"], p["thermal_max"]),
-                thermal_percentiles=(p["thermal_percentile_low"], p["thermal_percentile_high"]),
-                backend=p["backend"], precision=p["precision"], threads=int(p["threads"]),
-                fusion_scale=p["fusion_scale"] or None)
-            in_qos = qos_profile(p["input_qos"], int(p["queue_size"]))
+            self._load_predictor()
+            self._in_qos = qos_profile(p["input_qos"], int(p["queue_size"]))
             out_qos = qos_profile(p["output_qos"], 5)
         except (RegistrationError, CheckpointError, BackendError, ValueError) as err:
-            raise ConfigurationError(str(err)) from None
-
-        sync_kw = {"names": ("visible", "thermal"),  # reset log lines: at most one per 5 s
-                   "log": lambda line: self.get_logger().warning(line, throttle_duration_sec=5.0)}
+            self.configure_error = str(err)
+            self.predictor = self.registration = None
+            if not self._quiet:
+                self.get_logger().error(f"configure failed: {err}")
+            return FAILURE
+        sync_kw = {"names": STREAMS,  # reset log lines: at most one per 5 s
+                   "log": lambda line: self._warn("sync_reset", line)}
         if p["approximate_sync"]:
             self.sync = ApproximateTimeSynchronizer(2, int(p["queue_size"]), float(p["slop"]),
                                                     **sync_kw)
@@ -94,40 +154,108 @@ class SegMiFNode(Node):
             post_callback=lambda jump: self.sync.reset(
                 "ROS time source changed" if jump.clock_change in source_change
                 else f"ROS time jumped back {-jump.delta.nanoseconds / 1e9:.3f} s"))
-
         self.outputs = Outputs(self, self.predictor.classes, out_qos)
         self.class_names = self.outputs.class_names
-
-        # (msg, info) callbacks: rclpy passes the rmw message info, whose received_timestamp
-        # gives the time each message waited for the executor (callback_delay_ms)
-        self.sub_vis = self.create_subscription(Image, "visible/image",
-                                                lambda m, i: self._on_image(0, m, i), in_qos)
-        self.sub_ir = self.create_subscription(Image, "thermal/image",
-                                               lambda m, i: self._on_image(1, m, i), in_qos)
-
-        # counters and stream state, shared by the executor thread and the worker (locked)
-        self.health = Health(stream_timeout_s=float(p["stream_timeout_s"]))
-        self._throttle = Throttle(5.0)  # log lines: one per key (reason, stream) per 5 s
-        self._lost = set()  # streams reported lost (a line when they come back)
         self.frames = FrameProcessor(self.predictor, self.registration, self.outputs,
                                      self.health, self.sync, self._reject,
                                      self.get_logger().debug if self._debug else None)
-        self.worker = Worker(self._handle)
-        self._watchdog = self.create_timer(0.5, self._check_inputs)  # stream loss within 2 s
-        self.diagnostics = Diagnostics(self)
-        self._diag_timer = self.create_timer(1.0, self.publish_diagnostics)
-
-        log = self.get_logger()
         info = self.predictor.info
-        log.info(f"model {info.get('model')} {info.get('config', {}).get('encoder', '')} on "
-                 f"{self.predictor.device} ({self.predictor.backend.name}), input {self.predictor.input_size[1]}x"
-                 f"{self.predictor.input_size[0]}, {len(self.class_names)} classes, checkpoint "
-                 f"{p['checkpoint'] or 'default'}")
-        log.info(f"inputs {self.sub_vis.topic_name}, {self.sub_ir.topic_name}: QoS "
-                 f"{describe_qos(in_qos)}; outputs QoS {describe_qos(out_qos)}; sync "
-                 f"{'approximate, slop %.3f s' % p['slop'] if p['approximate_sync'] else 'exact'}"
-                 f", queue {p['queue_size']}; homography "
-                 f"{'identity' if self.registration.is_identity else 'set'}")
+        self.get_logger().info(
+            f"model {info.get('model')} {info.get('config', {}).get('encoder', '')} on "
+            f"{self.predictor.device} ({self.predictor.backend.name}), input "
+            f"{self.predictor.input_size[1]}x{self.predictor.input_size[0]}, "
+            f"{len(self.class_names)} classes, checkpoint {p['checkpoint'] or 'default'}; "
+            f"outputs QoS {describe_qos(out_qos)}; sync "
+            f"{'approximate, slop %.3f s' % p['slop'] if p['approximate_sync'] else 'exact'}"
+            f", queue {p['queue_size']}; homography "
+            f"{'identity' if self.registration.is_identity else 'set'}; fallback "
+            f"{p['fallback']}")
+        self.state = "inactive"
+        return SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        """Subscribe and start the worker (the model is loaded again if deactivate dropped it)."""
+        if self.predictor is None:
+            try:
+                self._load_predictor()
+            except (CheckpointError, BackendError, ValueError) as err:
+                self.get_logger().error(f"activate failed: {err}")
+                return FAILURE
+        self.health.start()
+        self.worker = Worker(self._handle)
+        # (msg, info) callbacks: rclpy passes the rmw message info, whose received_timestamp
+        # gives the time each message waited for the executor (callback_delay_ms)
+        self.sub_vis = self.create_subscription(Image, "visible/image",
+                                                lambda m, i: self._on_image(0, m, i),
+                                                self._in_qos)
+        self.sub_ir = self.create_subscription(Image, "thermal/image",
+                                               lambda m, i: self._on_image(1, m, i),
+                                               self._in_qos)
+        self._watchdog = self.create_timer(0.5, self._check_inputs)  # stream loss within 2 s
+        self.get_logger().info(f"active: inputs {self.sub_vis.topic_name}, "
+                               f"{self.sub_ir.topic_name}, QoS {describe_qos(self._in_qos)}")
+        self.state = "active"
+        return super().on_activate(state)
+
+    def _stop_processing(self) -> None:
+        for sub in ("sub_vis", "sub_ir"):
+            if getattr(self, sub) is not None:
+                self.destroy_subscription(getattr(self, sub))
+                setattr(self, sub, None)
+        if self._watchdog is not None:
+            self.destroy_timer(self._watchdog)
+            self._watchdog = None
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
+
+    def release_model(self) -> bool:
+        """Free the model's GPU memory: on CUDA the predictor is dropped and the CUDA cache
+        emptied (True); on the CPU nothing is done (False)."""
+        if self.predictor is None or self.predictor.device.type != "cuda":
+            return False
+        self.predictor = None
+        if self.frames is not None:
+            self.frames.predictor = None
+        gc.collect()
+        torch.cuda.empty_cache()
+        return True
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        """Unsubscribe, stop the worker, release the GPU memory."""
+        self._stop_processing()
+        if self.release_model():
+            self.get_logger().info("inactive: model released from the GPU")
+        self.state = "inactive"
+        return super().on_deactivate(state)
+
+    def _clean(self) -> None:
+        self._stop_processing()
+        if self.outputs is not None:
+            self.outputs.destroy()
+        if self._time_jump is not None:
+            self._time_jump.unregister()
+        self.release_model()
+        self.predictor = self.registration = self.sync = self.outputs = self.frames = None
+        self._time_jump = None
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        """Drop the model, publishers and synchroniser."""
+        self._clean()
+        self.state = "unconfigured"
+        return SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        """Clean up from any state."""
+        self._clean()
+        self.state = "finalized"
+        return SUCCESS
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        """A transition raised: clean up and go back to unconfigured."""
+        self._clean()
+        self.state = "unconfigured"
+        return SUCCESS
 
     # ---------------------------------------------------------------- parameters
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -140,32 +268,6 @@ class SegMiFNode(Node):
             elif prm.name == "no_pair_warn_s":
                 self._no_pair_warn_s = float(prm.value)
         return SetParametersResult(successful=True)
-
-    # ---------------------------------------------------------------- health
-    @property
-    def counters(self) -> dict:
-        """A copy of the node's counters (see :data:`.health.COUNTERS`)."""
-        return self.health.snapshot()["counters"]
-
-    def _warn(self, key: str, text: str, period_s: float = 5.0) -> None:
-        """A warning throttled per ``key`` (one line per ``period_s``), saying how many lines
-        of that key were held back since the last one."""
-        held = self._throttle(key, period_s)
-        if held is not None:
-            self.get_logger().warning(text + (f" [{held} more not logged]" if held else ""))
-
-    def _reject(self, reason: str, what: str) -> None:
-        total = self.health.reject(reason)
-        self._warn("reject:" + reason, f"{what} (rejected so far: {total})")
-
-    def publish_diagnostics(self) -> None:
-        """Publish /diagnostics now (the 1 Hz timer calls it)."""
-        info = self.predictor.info
-        self.diagnostics.publish(
-            self.health.snapshot(), active=True, state="active", fallback=self.modality(),
-            sync_stats=self.sync.stats(), sync_diagnosis=self.sync.diagnose(),
-            device=str(self.predictor.device), backend=self.predictor.backend.name,
-            model=f"{info.get('model', '')} {info.get('config', {}).get('encoder', '')}".strip())
 
     # ---------------------------------------------------------------- inputs
 
@@ -212,36 +314,6 @@ class SegMiFNode(Node):
             return self._fallback
         return "pair"
 
-    def _check_inputs(self) -> None:
-        """Watchdog (every 0.5 s): a throttled warning when a stream stops or both do, a line
-        when a stream comes back, and the no-pair warning with the synchroniser's diagnosis."""
-        snap = self.health.snapshot()
-        c, silent = snap["counters"], snap["silent_s"]
-        lost = {i for i in range(len(STREAMS)) if silent[i] > snap["stream_timeout_s"]}
-        for i in sorted(self._lost - lost):
-            self.get_logger().info(f"{STREAMS[i]} stream is back")
-        self._lost = lost
-        received = f"received visible {c['received_visible']}, thermal {c['received_thermal']}"
-        if len(lost) == len(STREAMS):
-            if any(snap["seen"]):  # both stopped (a node that never got input: no-pair line)
-                self._warn("no_input", f"no input: nothing on visible or thermal for "
-                           f"{min(silent):.1f} s ({received})", 10.0)
-        elif lost:
-            (i,) = lost
-            other = 1 - i
-            self._warn(f"lost:{STREAMS[i]}", f"{STREAMS[i]} stream "
-                       f"{'stopped' if snap['seen'][i] else 'has sent nothing'} "
-                       f"({silent[i]:.1f} s) while {STREAMS[other]} arrives at "
-                       f"{snap['rate_hz'][other]:.1f} Hz: "
-                       + (f"publishing {self._fallback.replace('_', '-')} frames (fallback)"
-                          if other == self._fallback_input else "no output")
-                       + f" ({received})", 10.0)
-        if snap["since_pair_s"] > self._no_pair_warn_s and any(snap["seen"]) \
-                and len(lost) < len(STREAMS):
-            self._warn("no_pair", f"no visible/thermal pair for {snap['since_pair_s']:.0f} s "
-                       f"({received}, rejected {c['messages_rejected']}): "
-                       f"{self.sync.diagnose()}", max(self._no_pair_warn_s, 5.0))
-
     # ---------------------------------------------------------------- processing
     def _handle(self, frame: Frame) -> None:
         """The worker's handler: process one frame; never raises (errors counted, logged)."""
@@ -258,17 +330,17 @@ class SegMiFNode(Node):
         return self.frames.process(Frame("pair", vis_msg, ir_msg), self._alpha)
 
     def destroy_node(self):
-        for timer in ("_watchdog", "_diag_timer"):
-            if getattr(self, timer, None) is not None:
-                self.destroy_timer(getattr(self, timer))
-        worker = getattr(self, "worker", None)  # absent when construction failed
-        if worker is not None:
-            worker.stop()
+        if getattr(self, "_diag_timer", None) is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        if getattr(self, "state", "finalized") != "finalized":
+            self._clean()
         return super().destroy_node()
 
 
 def main(args=None) -> int:
-    """Entry point of ``ros2 run segmif_ros segmif_node``."""
+    """Entry point of ``ros2 run segmif_ros segmif_node``: 0 on a normal end, 1 (one line, no
+    traceback) when the parameters or, with autostart, configure fail."""
     rclpy.init(args=args)
     node = None
     try:

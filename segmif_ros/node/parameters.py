@@ -39,6 +39,8 @@ def describe_qos(qos: QoSProfile) -> str:
 
 # name: (default, description, extra descriptor fields)
 PARAMETERS = {
+    "autostart": (True, "Configure and activate the (lifecycle) node right after start; false: "
+                  "wait in unconfigured for `ros2 lifecycle set <node> configure`.", {}),
     "checkpoint": ("", "Checkpoint file (.pt); empty = the default checkpoint shipped with "
                    "segmif_core.", {}),
     "device": ("cpu", "Torch device: cpu, cuda or cuda:N.", {}),

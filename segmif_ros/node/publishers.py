@@ -63,6 +63,12 @@ class Outputs:
         label_info.header.stamp = node.get_clock().now().to_msg()
         self.pub_label_info.publish(label_info)
 
+    def destroy(self) -> None:
+        """Destroy the five publishers (lifecycle cleanup)."""
+        for pub in (self.pub_fused, self.pub_labels, self.pub_color, self.pub_info,
+                    self.pub_label_info):
+            self._node.destroy_publisher(pub)
+
     def publish_images(self, header, pred, alpha: float) -> None:
         """fused/image, segmentation/labels and segmentation/color of one prediction
         (segmif_core Prediction: RGB ``fused``, ``labels``), colours weighted by ``alpha``.
