@@ -1,8 +1,13 @@
 """The segmif_node: the ROS node and its own modules.
 
-    node.py        the SegMiFNode class and ``main`` (``segmif_node``, ``ros2 run``)
-    parameters.py  parameter declarations (defaults, descriptors, checks), QoS profiles
+    node.py        the SegMiFNode lifecycle node and ``main`` (``segmif_node``, ``ros2 run``)
+    parameters.py  parameter declarations (defaults, descriptors, type conversion, checks), QoS
+    pipeline.py    one frame through conversion, registration, predictor, outputs; the worker;
+                   the single-modality substitutes of ``fallback``
     publishers.py  the output messages and their publishers
+    health.py      thread-safe counters, input rates, stream loss, per-key log throttles
+    watch.py       the watchdog warnings and /diagnostics publishing (mixin of the node)
+    diagnostics.py the diagnostic_msgs/DiagnosticArray and its levels
     sync.py        approximate/exact-time synchroniser (no rclpy)
     sync_base.py   its queues, counters, eviction, jump detection, reset, diagnosis
     encodings.py   sensor_msgs/Image <-> numpy (no rclpy)
