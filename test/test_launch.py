@@ -816,29 +816,55 @@ def test_substitutions_in_a_launch_context():
         'device': 'cuda:1', 'use_sim_time': True, 'autostart': True}}}  # checkpoint not given
 
 
-def _run_launch(launch_arguments, started):
-    """LaunchService.run() of the launch file; started collects the processes that started."""
+def _processes_with(marker):
+    """pids of this host's processes whose command line contains marker."""
+    pids = []
+    for entry in Path('/proc').iterdir():
+        if entry.name.isdigit() and entry.name != str(os.getpid()):
+            try:
+                if marker.encode() in (entry / 'cmdline').read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def _run_failing_launch(launch_arguments):
+    """LaunchService.run() of the launch file, expected to fail: (return code, processes of the
+    launch still running afterwards). A process launch started is found by its unique namespace:
+    launch's own ProcessStarted event is not emitted for a process spawned while the service is
+    already stopping, which is how the orphan of defect 5 came about."""
     from launch import LaunchDescription, LaunchService
-    from launch.actions import IncludeLaunchDescription, RegisterEventHandler
-    from launch.event_handlers import OnProcessStart
+    from launch.actions import IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
 
+    namespace = f'segmif_failing_launch_{os.getpid()}_{time.monotonic_ns()}'
+    # explicit files: the defaults (FindPackageShare) would fail where segmif_ros is not installed
+    launch_arguments = dict({'params_file': str(PARAMS_FILE), 'rviz_config': str(RVIZ_FILE),
+                             'namespace': namespace}, **launch_arguments)
     service = LaunchService()
-    service.include_launch_description(LaunchDescription([
-        RegisterEventHandler(OnProcessStart(
-            on_start=lambda event, context: started.append(event.action.name))),
-        IncludeLaunchDescription(PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
-                                 launch_arguments=launch_arguments.items()),
-    ]))
-    return service
+    service.include_launch_description(LaunchDescription([IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
+        launch_arguments=launch_arguments.items())]))
+    # a launch that does not fail keeps running: stop it, so that the test fails, not hangs
+    stopper = threading.Timer(30.0, service.shutdown)
+    stopper.start()
+    try:
+        code = service.run()
+    finally:
+        stopper.cancel()
+    time.sleep(2.0)  # a process spawned at the last moment is visible by now
+    left = _processes_with(f'__ns:=/{namespace}')
+    for pid in left:  # do not leave them to the next test
+        os.kill(pid, 9)
+    return code, left
 
 
 def test_launch_fails_without_starting_anything_on_a_missing_params_file(tmp_path):
     _load_launch_module()
-    started = []
-    service = _run_launch({'params_file': str(tmp_path / 'missing.yaml')}, started)
-    assert service.run() == 1
-    assert started == []
+    code, left = _run_failing_launch({'params_file': str(tmp_path / 'missing.yaml')})
+    assert code == 1
+    assert left == []
 
 
 def test_launch_fails_without_starting_anything_when_rviz2_is_missing():
@@ -850,10 +876,13 @@ def test_launch_fails_without_starting_anything_when_rviz2_is_missing():
         pytest.skip('rviz2 is installed here')
     except (PackageNotFoundError, KeyError, ValueError):
         pass
-    started = []
-    service = _run_launch({'rviz': 'true'}, started)
-    assert service.run() == 1
-    assert started == []
+    try:
+        get_package_prefix(PACKAGE)
+    except (PackageNotFoundError, KeyError, ValueError):
+        pytest.skip(f'{PACKAGE} is not installed in AMENT_PREFIX_PATH (run `make test`)')
+    code, left = _run_failing_launch({'rviz': 'true'})
+    assert code == 1
+    assert left == [], 'segmif_node left running after the failed launch'
 
 
 def test_launch_service_starts_the_node(tiny_checkpoint):
