@@ -88,16 +88,16 @@ def load_checkpoint(path=None, device: str | torch.device = "cpu"
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path}: empty file (0 bytes)")
+        raise CheckpointError(f"cannot read checkpoint {path}: empty file (0 bytes)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling problem is a bad file
-        raise CheckpointError(f"checkpoint {path}: {_read_error(path, err)}") from err
+        raise CheckpointError(f"cannot read checkpoint {path}: {_read_error(path, err)}") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") not in (FORMAT,) + LEGACY_FORMATS:
         raise CheckpointError(f"{path} is not a {FORMAT} file")
     missing = [k for k in ("model", "config", "state_dict", "classes") if k not in ckpt]
     if missing:
-        raise CheckpointError(f"checkpoint {path}: a {ckpt['format']} file without "
+        raise CheckpointError(f"cannot use checkpoint {path}: a {ckpt['format']} file without "
                               f"{', '.join(repr(k) for k in missing)}")
     state, config = ckpt["state_dict"], dict(ckpt["config"])
     if ckpt["format"] in LEGACY_FORMATS:

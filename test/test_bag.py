@@ -271,6 +271,10 @@ def test_typestore_has_project_messages(tmp_path):
         class_fractions=np.array([0.75, 0.25], dtype=np.float32),
         mean_confidence=0.5, inference_time_ms=1.0, processing_time_ms=2.0, latency_ms=3.0,
         pairs_processed=10, pairs_dropped=1, messages_unmatched=2, messages_rejected=0,
+        convert_time_ms=0.1, registration_time_ms=0.2, preprocess_time_ms=0.3,
+        postprocess_time_ms=0.4, publish_time_ms=0.5, callback_delay_ms=0.6,
+        pairs_matched=11, received_visible=12, received_thermal=13, processing_errors=0,
+        sync_resets=0, frames_fallback=0, modality="pair",
     )
     with Writer(tmp_path / "custom", version=9) as writer:
         conn = writer.add_connection("/segmentation/info", "segmif_ros/msg/SegmentationInfo", typestore=store)
