@@ -68,6 +68,12 @@ def _read_error(path: Path, err: Exception) -> str:
     are empty)."""
     with open(path, "rb") as f:
         head = f.read(4)
+    unsafe = "Unsupported global" in str(err) or "WeightsUnpickler" in str(err)
+    if head.startswith(b"PK") and unsafe:
+        # a whole archive that holds more than tensors: e.g. a trainer's last.pt (optimiser and
+        # RNG state), which is not a release checkpoint
+        return ("a PyTorch file that holds objects other than tensors and plain data (a "
+                "trainer's last.pt? use its best.pt, or a file written by save_checkpoint)")
     if head.startswith(b"PK"):
         return (f"truncated or corrupt PyTorch archive ({path.stat().st_size} bytes; copy it "
                 "again)")

@@ -165,6 +165,14 @@ def test_checkpoint_errors(tmp_path):
     torch.save({"hello": 1}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a segmif"):
         load_checkpoint(tmp_path / "other.pt")
+    # a trainer's last.pt keeps numpy RNG state: a whole archive, not a truncated one
+    torch.save({"rng": np.random.default_rng(0).random(3)}, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match="trainer's last.pt"):
+        load_checkpoint(tmp_path / "last.pt")
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(tmp_path / "cut.pt")
 
 
 class TestPredictor:
