@@ -7,6 +7,10 @@ import random
 os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "SHM"
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 200)))
+# ONNX files exported for backend onnxruntime/auto go to the build folder, not ~/.cache (the key
+# is the checkpoint's bytes, so the seeded tiny checkpoints hit it across runs)
+os.environ.setdefault("SEGMIF_CACHE", os.path.join(os.path.dirname(__file__), "..", "build",
+                                                   "onnx_cache"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -121,7 +121,7 @@ class SegMiFNode(WatchMixin, LifecycleNode):
             thermal_norm=p["thermal_norm"], thermal_range=(p["thermal_min"], p["thermal_max"]),
             thermal_percentiles=(p["thermal_percentile_low"], p["thermal_percentile_high"]),
             backend=p["backend"], precision=p["precision"], threads=int(p["threads"]),
-            fusion_scale=p["fusion_scale"] or None)
+            fusion_scale=p["fusion_scale"] or None, log=self.get_logger().info)
         if self.frames is not None:
             self.frames.predictor = self.predictor
 

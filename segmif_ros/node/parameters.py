@@ -44,7 +44,7 @@ PARAMETERS = {
     "checkpoint": ("", "Checkpoint file (.pt); empty = the default checkpoint shipped with "
                    "segmif_core.", {}),
     "device": ("cpu", "Torch device: cpu, cuda or cuda:N.", {}),
-    "backend": ("torch", "Inference backend: torch (a .pt checkpoint), onnxruntime (an .onnx "
+    "backend": ("auto", "Inference backend: torch (a .pt checkpoint), onnxruntime (an .onnx "
                 "file from `segmif export --onnx`, or a .pt exported once and cached) or auto "
                 "(ONNX Runtime on the CPU when installed, else torch).",
                 {"additional_constraints": "one of: torch, onnxruntime, auto"}),
