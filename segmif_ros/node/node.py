@@ -32,7 +32,11 @@ Publications (QoS from ``output_qos``, reliable by default), all with the visibl
     segmentation/labels  sensor_msgs/Image mono8, class id per pixel
     segmentation/color   sensor_msgs/Image bgr8, class colours over the fused image (for people)
     segmentation/info    segmif_ros/SegmentationInfo, per frame: classes, timings, counters
-    segmentation/label_info  segmif_ros/LabelInfo, the class map, once, transient local
+    segmentation/label_info  segmif_ros/LabelInfo, the class map (and the detector's
+                         ``detection_classes``), once, transient local
+    detections           segmif_ros/Detection2DArray (vision_msgs mirror), every processed
+                         frame, boxes in pixels of the published images: only for a model with
+                         a detector (TSJNet); with SegMiF the topic does not exist
     /diagnostics         diagnostic_msgs/DiagnosticArray, 1 Hz (:mod:`.diagnostics`)
 
 Bad messages (unknown encoding, malformed data, size problems) are refused with a throttled
@@ -59,6 +63,7 @@ from sensor_msgs.msg import Image
 
 from segmif_core.checkpoint import CheckpointError
 from segmif_core.inference import BackendError, SegMiFPredictor
+from segmif_core.inference.onnx_export import ExportError
 from segmif_core.registration import Registration, RegistrationError
 
 from .diagnostics import Diagnostics
@@ -116,12 +121,21 @@ class SegMiFNode(WatchMixin, LifecycleNode):
         size = (p["input_height"], p["input_width"])
         if p["threads"] and p["backend"] == "torch":
             torch.set_num_threads(int(p["threads"]))
-        self.predictor = SegMiFPredictor(
-            p["checkpoint"] or None, p["device"], size if all(size) else None,
+        kwargs = dict(
             thermal_norm=p["thermal_norm"], thermal_range=(p["thermal_min"], p["thermal_max"]),
             thermal_percentiles=(p["thermal_percentile_low"], p["thermal_percentile_high"]),
-            backend=p["backend"], precision=p["precision"], threads=int(p["threads"]),
+            precision=p["precision"], threads=int(p["threads"]),
             fusion_scale=p["fusion_scale"] or None, log=self.get_logger().info)
+        args = (p["checkpoint"] or None, p["device"], size if all(size) else None)
+        try:
+            self.predictor = SegMiFPredictor(*args, backend=p["backend"], **kwargs)
+        except ExportError as err:
+            if p["backend"] != "auto":
+                raise BackendError(str(err)) from err
+            # 'auto' chose ONNX Runtime but the model cannot be exported (TSJNet: its detector's
+            # boxes have no place in the graph): the torch backend runs it, detections included
+            self.get_logger().info(f"backend auto: {err}; using the torch backend")
+            self.predictor = SegMiFPredictor(*args, backend="torch", **kwargs)
         if self.frames is not None:
             self.frames.predictor = self.predictor
 
@@ -154,7 +168,8 @@ class SegMiFNode(WatchMixin, LifecycleNode):
             post_callback=lambda jump: self.sync.reset(
                 "ROS time source changed" if jump.clock_change in source_change
                 else f"ROS time jumped back {-jump.delta.nanoseconds / 1e9:.3f} s"))
-        self.outputs = Outputs(self, self.predictor.classes, out_qos)
+        self.outputs = Outputs(self, self.predictor.classes, out_qos,
+                               self.predictor.detection_classes)
         self.class_names = self.outputs.class_names
         self.frames = FrameProcessor(self.predictor, self.registration, self.outputs,
                                      self.health, self.sync, self._reject,
@@ -164,7 +179,9 @@ class SegMiFNode(WatchMixin, LifecycleNode):
             f"model {info.get('model')} {info.get('config', {}).get('encoder', '')} on "
             f"{self.predictor.device} ({self.predictor.backend.name}), input "
             f"{self.predictor.input_size[1]}x{self.predictor.input_size[0]}, "
-            f"{len(self.class_names)} classes, checkpoint {p['checkpoint'] or 'default'}; "
+            f"{len(self.class_names)} classes"
+            + (f", detector ({', '.join(self.predictor.detection_classes)}) on detections"
+               if self.predictor.detection_classes else "") + f", checkpoint {p['checkpoint'] or 'default'}; "
             f"outputs QoS {describe_qos(out_qos)}; sync "
             f"{'approximate, slop %.3f s' % p['slop'] if p['approximate_sync'] else 'exact'}"
             f", queue {p['queue_size']}; homography "
