@@ -9,6 +9,14 @@ statistics: ``stream`` (frames in/out, pairs dropped by the node, pairs never an
 ``frames`` (per-frame latency and timing lists) and ``timing`` summaries, and mosaics (visible |
 thermal | fused | colour labels | ground truth).
 
+Detection (a node with a detector, TSJNet): the recorded ``detections``
+(segmif_ros/Detection2DArray) of each frame are matched to the ground-truth boxes derived from
+the ground-truth label message of the same stamp (``segmif_core.data.boxes.boxes_from_labels``,
+components of at least ``box_min_area`` pixels, as ``segmif evaluate``) and scored with
+``segmif_core.metrics.detection.DetectionEvaluator``: ``map50``, ``map50_95`` (percent) and
+``detection`` in the report, next to mIoU. Frames with ground truth but no recorded detections
+message are listed in ``detection.pairs_without_boxes``.
+
 Fusion metrics assume registered input (identity homography, no crop): a frame whose thermal
 and fused sizes differ from the visible one is listed in ``fusion_skipped``. 16-bit thermal is
 scaled with the node's default rule (per-frame percentiles 1/99) unless the node's parameters
@@ -61,6 +69,58 @@ def thermal_rule_from_params(params: Mapping | None) -> dict:
     return rule
 
 
+def detections_from_message(msg, names) -> dict:
+    """A recorded ``segmif_ros/Detection2DArray`` (rosbags dataclass or rclpy message) -> the
+    ``Prediction.detections`` dict: 'boxes' (D, 4) float64 x1, y1, x2, y2 in pixels (centre -/+
+    half size), 'scores' (D,), 'classes' (D,) int64 indices into ``names`` (list of str, the
+    detector's classes), 'names'. The first hypothesis of each detection is used; detections
+    without one or of a class not in ``names`` are left out."""
+    index = {str(n): k for k, n in enumerate(names)}
+    boxes, scores, classes = [], [], []
+    for det in msg.detections:
+        if not len(det.results) or det.results[0].hypothesis.class_id not in index:
+            continue
+        hyp, b = det.results[0].hypothesis, det.bbox
+        cx, cy = float(b.center.position.x), float(b.center.position.y)
+        hw, hh = float(b.size_x) / 2.0, float(b.size_y) / 2.0
+        boxes.append([cx - hw, cy - hh, cx + hw, cy + hh])
+        scores.append(float(hyp.score))
+        classes.append(index[hyp.class_id])
+    return {"boxes": np.asarray(boxes, np.float64).reshape(-1, 4),
+            "scores": np.asarray(scores, np.float64), "classes": np.asarray(classes, np.int64),
+            "names": list(names)}
+
+
+def detection_part(dets_by: Mapping, gt: Mapping, answered, classes, method: str,
+                   detection_classes=None, box_min_area: int = 50) -> dict | None:
+    """The report's detection keys ({'map50', 'map50_95', 'detection'}, see
+    ``segmif_core.detection_eval.DetectionTable.report_part``) of the recorded detections
+    ``dets_by`` ``{stamp_ns: (receive_ns, Detection2DArray)}`` against the boxes of the
+    ground-truth label messages ``gt`` (same form, mono8 class ids of ``classes``, a ClassSet)
+    of the ``answered`` stamps. ``detection_classes``: the detector's class names (default: the
+    MFNet car, person, bike, plus any other name found in the messages). None when nothing was
+    recorded on ``detections`` and no class is given."""
+    from segmif_core.data.boxes import MFNET_DETECTION_CLASSES
+    from segmif_core.detection_eval import DetectionTable, GroundTruthBoxes
+
+    from ..node.encodings import image_to_numpy
+
+    if not dets_by and not detection_classes:
+        return None
+    names = list(detection_classes or [n for n, _ in MFNET_DETECTION_CLASSES])
+    if not detection_classes:
+        seen = {d.results[0].hypothesis.class_id for _, m in dets_by.values()
+                for d in m.detections if len(d.results)}
+        names += sorted(seen - set(names))
+    table = DetectionTable(method, GroundTruthBoxes(names, list(classes.names), "labels",
+                                                    box_min_area))
+    for s in answered:
+        if s in gt:
+            dets = detections_from_message(dets_by[s][1], names) if s in dets_by else None
+            table.add(str(s), dets, image_to_numpy(gt[s][1]))
+    return table.report_part()
+
+
 # ---------------------------------------------------------------------------------- analysis
 #: per-stage fields of segmif_ros/SegmentationInfo (ms) -> names in the report's stages_ms
 STAGE_FIELDS = {"convert": "convert_time_ms", "registration": "registration_time_ms",
@@ -83,7 +143,8 @@ def analyse_output_bag(output_bag, out_dir, topics: Mapping[str, str], *, classe
                        absent: str = "skip", rules: Iterable[str] | None = None,
                        thermal_rule: Mapping | None = None, n_mosaics: int = 4,
                        counters_since_node_start: bool = True,
-                       replay_rate: float = 1.0) -> dict:
+                       replay_rate: float = 1.0, detection_classes=None,
+                       box_min_area: int = 50) -> dict:
     """Evaluate a recorded output bag (see the module docstring); returns the report dict.
 
     Args:
@@ -104,6 +165,8 @@ def analyse_output_bag(output_bag, out_dir, topics: Mapping[str, str], *, classe
             with the frame index and are not reported (None, with a warning); the
             input-to-output latency (receive times of the visible input and of the output, one
             clock) is real at any rate and is the report's ``latency_ms``.
+        detection_classes, box_min_area: the detector's class names and the smallest boxed
+            component (pixels) for the detection part (see :func:`detection_part`).
     """
     from segmif_core.data.classes import ClassSet
     from segmif_core.evaluation import (RULE_NAMES, FusionTable, assemble_report, luma8,
@@ -122,6 +185,7 @@ def analyse_output_bag(output_bag, out_dir, topics: Mapping[str, str], *, classe
     vis_by, ir_by, gt = get("visible"), get("thermal"), get("ground_truth")
     labels, infos = get("segmentation/labels"), get("segmentation/info")
     fused_by, color_by = get("fused/image"), get("segmentation/color")
+    dets_by = by_topic.get(topics["detections"], {}) if "detections" in topics else {}
 
     if infos:
         first = infos[min(infos)][1]
@@ -226,6 +290,12 @@ def analyse_output_bag(output_bag, out_dir, topics: Mapping[str, str], *, classe
             "output_fps": output_rate(labels),
         },
         mosaics=[], warnings=[])
+    det = detection_part(dets_by, gt, answered, classes, method, detection_classes,
+                         box_min_area)
+    if det is not None:
+        report.update(det)
+        if not n_labelled:
+            report["warnings"].append("detections recorded but no ground truth: no mAP")
     if not answered:
         report["warnings"].append("the node answered no frame")
     if not stamps_real:

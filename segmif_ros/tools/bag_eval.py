@@ -5,10 +5,12 @@
    ``NS/ground_truth/labels``), restamped so that they look live. By default ``segmif_node`` is
    started as its own process (``--no-start-node``: an already running node in namespace NS).
 2. Record the node's outputs (``fused/image``, ``segmentation/labels``, ``segmentation/color``,
-   ``segmentation/info``) and the replayed inputs into ``OUT/output_bag``.
+   ``segmentation/info``, and ``detections`` when the node publishes it: a model with a
+   detector) and the replayed inputs into ``OUT/output_bag``.
 3. Match outputs to inputs and ground truth by header stamp and build the evaluation report
    (:func:`segmif_ros.tools.bag_analysis.analyse_output_bag`: segmentation and fusion metrics,
-   the node's frame statistics, mosaics), written by :mod:`segmif_core.report`.
+   the node's frame statistics, mosaics; mAP@0.5 and mAP@0.5:0.95 of the recorded detections
+   against boxes derived from the ground-truth labels), written by :mod:`segmif_core.report`.
 
 A visible frame the node never answered was either dropped by the node (it processes only the
 newest pair) or lost on the way in: the node's default input QoS is best effort, and large images
@@ -37,6 +39,7 @@ OUTPUT_TYPES = {
     "segmentation/labels": "sensor_msgs/msg/Image",
     "segmentation/color": "sensor_msgs/msg/Image",
     "segmentation/info": "segmif_ros/msg/SegmentationInfo",
+    "detections": "segmif_ros/msg/Detection2DArray",  # recorded only when the node has it
 }
 INPUT_NAMES = {"visible": "visible/image", "thermal": "thermal/image",
                "ground_truth": "ground_truth/labels"}
@@ -171,11 +174,13 @@ def run_bag_eval(bag, out="runs/bag_eval", *, visible_topic: str = "/visible/ima
     if has_gt:
         remap[gt_topic] = live["ground_truth"]
 
-    classes, method = None, "segmif_node"
+    classes, method, det_classes = None, "segmif_node", ()
     if start_node:
         from segmif_core.checkpoint import load_checkpoint
-        _, classes, ck_info = load_checkpoint(checkpoint)  # fail early on a bad checkpoint
+        model, classes, ck_info = load_checkpoint(checkpoint)  # fail early on a bad checkpoint
         method = model_method_name(ck_info)
+        det_classes = tuple(getattr(model, "detection_classes", ()) or ())
+        del model
     out.mkdir(parents=True, exist_ok=True)
     log(f"[bag eval] ROS env: {ros}; node inputs {live['visible']}, {live['thermal']}")
     t0 = time.monotonic()
@@ -221,9 +226,15 @@ def run_bag_eval(bag, out="runs/bag_eval", *, visible_topic: str = "/visible/ima
                 raise TimeoutError(f"segmif_node not up after {node_timeout_s} s{hint}")
             time.sleep(0.2)
         log(f"[bag eval] segmif_node is up ({time.monotonic() - t0:.1f} s)")
-        out_pubs = [i for k in OUTPUT_TYPES for i in node.get_publishers_info_by_topic(live[k])]
+        wanted = dict(OUTPUT_TYPES)
+        until = time.monotonic() + (0.0 if start_node else 2.0)  # a running node: ask the graph
+        while not node.count_publishers(live["detections"]) and time.monotonic() < until:
+            time.sleep(0.1)  # a detector's publisher is created with the others
+        if not (det_classes or node.count_publishers(live["detections"])):
+            wanted.pop("detections")  # SegMiF: the node has no detections topic
+        out_pubs = [i for k in wanted for i in node.get_publishers_info_by_topic(live[k])]
         reliable = all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in out_pubs)
-        topics = {live[k]: t for k, t in OUTPUT_TYPES.items()}
+        topics = {live[k]: t for k, t in wanted.items()}
         topics.update({live["visible"]: _IMAGE, live["thermal"]: _IMAGE})
         if has_gt:
             topics[live["ground_truth"]] = _IMAGE
@@ -268,7 +279,8 @@ def run_bag_eval(bag, out="runs/bag_eval", *, visible_topic: str = "/visible/ima
         include_background=include_background, absent=absent,
         rules=RULE_NAMES if rules is None else rules,
         thermal_rule=thermal_rule_from_params(params), n_mosaics=mosaics,
-        counters_since_node_start=start_node, replay_rate=rate)
+        counters_since_node_start=start_node, replay_rate=rate,
+        detection_classes=det_classes or None)
     report["stream"]["published_visible"] = n_expected
     report["stream"]["replay_all_acked"] = stats.get("all_acked")
     report["stream"]["replay_max_lag_ms"] = round(stats.get("max_lag_ms", 0.0), 1)
