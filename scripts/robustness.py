@@ -542,7 +542,7 @@ def run_startup(args, env, ckpt, out_dir: Path) -> dict:
             print(f"  [startup] {name:28s} {'ok ' if row['ok'] else 'BAD'} rc={rc} "
                   f"{row['seconds']} s, {len(error_lines)} non-info line(s), traceback "
                   f"{row['traceback']}: {row['first_error_line']}", flush=True)
-    return rows
+    return {"import_floor_s": floor, "limit_s": args.startup_limit, "cases": rows}
 
 
 # ------------------------------------------------------------------------------------- main
@@ -562,6 +562,8 @@ def main(argv=None) -> int:
     ap.add_argument("--startup-limit", type=float, default=10.0,
                     help="seconds within which a bad start-up must exit")
     ap.add_argument("--out", default="runs/robustness/robustness.json")
+    ap.add_argument("--fresh", action="store_true",
+                    help="do not keep the other phases' results of an existing --out")
     args = ap.parse_args(argv)
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     out = Path(args.out)
@@ -577,6 +579,16 @@ def main(argv=None) -> int:
               "host": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
               "ros_domain_id": env["ROS_DOMAIN_ID"], "node_params": node_params(ckpt),
               "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if out.is_file() and not args.fresh:  # keep the phases not run now from an earlier run
+        import json
+
+        earlier = json.loads(out.read_text())
+        kept = {k: earlier[k] for k in ("fuzz", "fuzz_compressed", "soak", "startup")
+                if k in earlier and k.split("_")[0] not in phases}
+        if kept:
+            report.update(kept)
+            report["phases_from_earlier_run"] = {"phases": sorted(kept), "git": earlier.get(
+                "git"), "started": earlier.get("started"), "command": earlier.get("command")}
     write = lambda: write_json_atomic(report, out)  # noqa: E731
     if "fuzz" in phases:
         print("fuzz (Image):", flush=True)
