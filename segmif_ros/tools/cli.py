@@ -1,7 +1,7 @@
 """The ``segmif`` command line.
 
     segmif fuse --vis DIR --ir DIR --out DIR [--checkpoint PATH] [--device cpu] [--labels]
-    segmif evaluate --data DIR [--split FILE] [--checkpoint PATH] --out DIR
+    segmif evaluate --data DIR [--split FILE] [--checkpoint [NAME=]PATH ...] --out DIR
                     [--method model|visible|thermal|average|maximum] [--no-rules]
                     [--exclude-background] [--absent skip|zero|present]
     segmif train --config FILE [--set section.key=value ...]
@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from .evaluate_cmd import cmd_evaluate, print_detection, print_fusion as _print_fusion
 
 
 def _predictor(args):
@@ -73,51 +75,6 @@ def cmd_fuse(args) -> int:
                 cv2.imwrite(str(out / "color" / f"{name}.png"),
                             cv2.cvtColor(color, cv2.COLOR_RGB2BGR))
             print(f"{i + 1}/{len(names)} {name}: {p.total_ms:.0f} ms")
-    return 0
-
-
-def _print_fusion(report: dict) -> None:
-    """One line per fusion method: its mean metrics ('-' where undefined)."""
-    for method, row in report["fusion"].items():
-        print(f"  {method:12s} " + "  ".join(
-            f"{k} {'-' if v is None else format(v, '.3f')}" for k, v in row.items()))
-
-
-def cmd_evaluate(args) -> int:
-    from segmif_core.evaluation import MODEL_METHOD, evaluate_folder
-    from segmif_core.report import protocol_sentence, write_report
-
-    rule = {"mode": args.thermal_norm, "low": args.thermal_percentiles[0],
-            "high": args.thermal_percentiles[1], "vmin": args.thermal_range[0],
-            "vmax": args.thermal_range[1]}
-    if args.method == MODEL_METHOD:
-        from segmif_core.inference import SegMiFPredictor
-        size = tuple(args.size) if args.size else None
-        predictor = SegMiFPredictor(args.checkpoint, args.device, size,
-                                    thermal_norm=rule["mode"],
-                                    thermal_range=(rule["vmin"], rule["vmax"]),
-                                    thermal_percentiles=(rule["low"], rule["high"]))
-        rules = () if args.no_rules else None
-    else:
-        if args.checkpoint:
-            raise ValueError(f"--method {args.method} evaluates a fusion rule alone: "
-                             "--checkpoint is not used")
-        predictor, rules = None, (args.method,)
-    kwargs = {} if rules is None else {"rules": rules}
-    report = evaluate_folder(predictor, args.data, args.split, log=print,
-                             include_background=not args.exclude_background,
-                             absent=args.absent, thermal_rule=rule, **kwargs)
-    out = Path(args.out)
-    files = write_report(report, out, title="segmif evaluate report")
-    if report["mIoU"] is not None:
-        print(f"mIoU {report['mIoU']:.2f}  mAcc {report['mAcc']:.2f}  over "
-              f"{report['n_labelled']} labelled pairs ({protocol_sentence(report['protocol'])})")
-        for name, v in report["per_class"].items():
-            print(f"  {name:12s} IoU {'-' if v['iou'] is None else format(v['iou'], '.2f')}")
-    else:
-        print(f"no segmentation metrics ({'rule only' if predictor is None else 'no labels'})")
-    _print_fusion(report)
-    print(f"{report['n_pairs']} pairs -> {', '.join(str(out / f) for f in files)}")
     return 0
 
 
@@ -169,6 +126,7 @@ def _cmd_bag_eval(args) -> int:
     if report["mIoU"] is not None:
         print(f"[bag eval] mIoU {report['mIoU']:.2f}  mAcc {report['mAcc']:.2f} over "
               f"{report['n_labelled']} labelled frames ({protocol_sentence(report['protocol'])})")
+    print_detection(report, "[bag eval] ")
     _print_fusion(report)
     print(f"[bag eval] report: {Path(args.out) / 'report.md'}, {Path(args.out) / 'report.json'}")
     return 0
@@ -253,8 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    def model_args(p):
-        p.add_argument("--checkpoint", default=None, help="checkpoint file (default: shipped)")
+    def model_args(p, repeat=False):
+        if repeat:  # evaluate: several checkpoints make a comparison table
+            p.add_argument("--checkpoint", action="append", metavar="[NAME=]PATH",
+                           help="checkpoint (default: shipped); repeat it to compare models in "
+                                "one table (OUT/comparison.md; rows named NAME or the model's)")
+        else:
+            p.add_argument("--checkpoint", default=None,
+                           help="checkpoint file (default: shipped)")
         p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
         p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                        help="network input size (default: the checkpoint's)")
@@ -274,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--split", default=None, help="file of names (default: all pairs)")
     p.add_argument("--out", required=True)
-    model_args(p)
+    model_args(p, repeat=True)
     from segmif_core.fusion_rules import FUSION_RULES  # numpy only: parsing stays light
     p.add_argument("--method", choices=("model",) + tuple(FUSION_RULES), default="model",
                    help="model (default: the checkpoint plus every fusion rule as comparison "
