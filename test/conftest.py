@@ -36,3 +36,27 @@ def tiny_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
     save_checkpoint(path, model, MFNET_CLASSES, input_size=(64, 64), meta={"note": "random"})
     return path
+
+
+#: A tiny TSJNet (fusion, FCOS detector, segmentation head) for tests on CPU.
+TINY_TSJNET = {"pretrained": None, "stem_channels": [8, 8, 16], "planes": 4,
+               "reduce_channels": [8, 8, 8], "nat_dims": [8, 16, 32, 64], "nat_heads": [1, 1, 2, 4],
+               "nat_head_hidden": 8, "det_width": 16, "det_convs": 1, "seg_width": 16,
+               "seg_low_channels": 8}
+
+
+@pytest.fixture(scope="session")
+def tiny_tsjnet_checkpoint(tmp_path_factory):
+    """A randomly initialised tiny TSJNet checkpoint (MFNet classes, 64x64 input) whose detector
+    emits boxes (classification bias 2: scores above the threshold)."""
+    from segmif_core.checkpoint import save_checkpoint
+    from segmif_core.data.classes import MFNET_CLASSES
+    from segmif_core.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("tsjnet", dict(TINY_TSJNET))
+    with torch.no_grad():
+        model.detector.head.cls_logits.bias.fill_(2.0)
+    path = tmp_path_factory.mktemp("tsj_ckpt") / "tsj.pt"
+    save_checkpoint(path, model, MFNET_CLASSES, input_size=(64, 64))
+    return path

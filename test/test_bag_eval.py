@@ -177,3 +177,28 @@ def test_demo_is_make_bag_plus_bag_eval(tmp_path, small_pairs, tiny_checkpoint, 
     topics = bag_info(bag)["topics"]
     # the 3 pairs, 4 times over
     assert topics["/visible/image"]["count"] == 12 and topics["/ground_truth/labels"]["count"] == 12
+
+
+def test_bag_eval_records_tsjnet_detections_and_reports_map(tmp_path, small_pairs,
+                                                            tiny_tsjnet_checkpoint):
+    root, names = small_pairs
+    bag = tmp_path / "bag"
+    make_bag(root, bag, names=names, rate_hz=5.0, **TOPICS)
+    out = tmp_path / "eval"
+    rc = cli.main(["bag", "eval", str(bag), "--out", str(out), "--visible-topic", "/cam/rgb",
+                   "--thermal-topic", "/cam/lwir", "--gt-topic", "/cam/gt", "--rate", "0.2",
+                   "--checkpoint", str(tiny_tsjnet_checkpoint), "--mosaics", "0", "--no-rules",
+                   "--quiet", "5", "--node-timeout", "60"])
+    assert rc == 0
+    r = json.loads((out / "report.json").read_text())
+    assert "/detections" in r["topics"]["recorded"]
+    assert r["stream"]["frames_out"] == 3 and r["n_labelled"] == 3
+    from segmif_ros.tools.bag import read_bag
+    dets = [m for _, _, m in read_bag(out / "output_bag", ["/detections"])]
+    stamps = sorted(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in dets)
+    assert stamps == r["frames"]["stamp_ns"]          # one array per frame, the visible stamp
+    assert all(len(m.detections) > 0 for m in dets)
+    assert isinstance(r["map50"], float) and 0.0 <= r["map50_95"] <= r["map50"] <= 100.0
+    assert r["detection"]["images"] == 3 and r["detection"]["classes"] == ["car", "person", "bike"]
+    assert isinstance(r["mIoU"], float) and r["methods"] == ["TSJNet"]
+    assert "## Detection" in (out / "report.md").read_text()

@@ -15,26 +15,13 @@ from segmif_ros.node.node import ConfigurationError  # noqa: E402
 
 from test_node import make_node, spin_until, stamped  # noqa: E402
 
-TINY = {"pretrained": None, "stem_channels": [8, 8, 16], "planes": 4, "reduce_channels": [8, 8, 8],
-        "nat_dims": [8, 16, 32, 64], "nat_heads": [1, 1, 2, 4], "nat_head_hidden": 8,
-        "det_width": 16, "det_convs": 1, "seg_width": 16, "seg_low_channels": 8}
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-@pytest.fixture(scope="module")
-def tsj_checkpoint(tmp_path_factory):
-    from segmif_core.checkpoint import save_checkpoint
-    from segmif_core.data.classes import MFNET_CLASSES
-    from segmif_core.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model("tsjnet", dict(TINY))
-    with torch.no_grad():  # some boxes pass the score threshold
-        model.detector.head.cls_logits.bias.fill_(2.0)
-    path = tmp_path_factory.mktemp("tsj_node") / "tsj.pt"
-    save_checkpoint(path, model, MFNET_CLASSES, input_size=(64, 64))
-    return path
+@pytest.fixture
+def tsj_checkpoint(tiny_tsjnet_checkpoint):
+    return tiny_tsjnet_checkpoint
 
 
 @pytest.fixture
