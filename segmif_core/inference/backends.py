@@ -250,6 +250,10 @@ class OnnxRuntimeBackend:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = int(threads)
+        # no busy-waiting between operators: on a CPU shared with the ROS graph (callbacks,
+        # drivers, recorder) spinning threads take the cores the rest of the frame needs
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=wanted)
         except Exception as err:  # noqa: BLE001

@@ -125,7 +125,9 @@ class SegMiFNode(WatchMixin, LifecycleNode):
             thermal_norm=p["thermal_norm"], thermal_range=(p["thermal_min"], p["thermal_max"]),
             thermal_percentiles=(p["thermal_percentile_low"], p["thermal_percentile_high"]),
             precision=p["precision"], threads=int(p["threads"]),
-            fusion_scale=p["fusion_scale"] or None, log=self.get_logger().info)
+            # an exported .onnx file has its fusion_scale built in
+            fusion_scale=None if str(p["checkpoint"]).lower().endswith(".onnx")
+            else p["fusion_scale"] or None, log=self.get_logger().info)
         args = (p["checkpoint"] or None, p["device"], size if all(size) else None)
         try:
             self.predictor = SegMiFPredictor(*args, backend=p["backend"], **kwargs)

@@ -52,7 +52,7 @@ def run_live(camera, out: Path, *, checkpoint=None, device="cpu", backend="torch
              precision="fp32", threads=0, fusion_scale=None, seconds=10.0, data=None,
              log=print) -> dict:
     """One live-graph run (module docstring); returns its summary dict."""
-    from segmif_core.inference import export_onnx
+    from segmif_core.inference.onnx_cache import cached_onnx
 
     from .bag_eval import run_bag_eval
     from .bag_make import make_bag
@@ -69,14 +69,12 @@ def run_live(camera, out: Path, *, checkpoint=None, device="cpu", backend="torch
         make_bag(work / "pairs", work / "bag", names=(names * (frames // len(names) + 1))[:frames],
                  include_labels=False)
         params = {"backend": backend, "precision": precision, "threads": threads}
-        ckpt = checkpoint
-        if backend == "onnxruntime":
-            ckpt = out / f"model_{camera[0]}x{camera[1]}.onnx"
-            export_onnx(ckpt, checkpoint, camera=camera, fusion_scale=fusion_scale)
-        elif fusion_scale:
+        if fusion_scale:
             params["fusion_scale"] = fusion_scale
+        if backend == "onnxruntime":  # export now (once, cached), not during the node's start
+            cached_onnx(checkpoint, fusion_scale, log)
         report = run_bag_eval(work / "bag", out / f"live_{camera[0]}x{camera[1]}_{backend}",
-                              gt_topic=None, rate=1.0, start_node=True, checkpoint=ckpt,
+                              gt_topic=None, rate=1.0, start_node=True, checkpoint=checkpoint,
                               device=device, node_params=params, rules=(), mosaics=0,
                               large_shm=True, quiet_s=5.0, log=log)
     except (ValueError, RuntimeError, TimeoutError) as err:
