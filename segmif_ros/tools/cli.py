@@ -33,7 +33,7 @@ from .evaluate_cmd import cmd_evaluate, print_detection, print_fusion as _print_
 def _predictor(args):
     from segmif_core.inference import SegMiFPredictor
     size = tuple(args.size) if args.size else None
-    return SegMiFPredictor(args.checkpoint, args.device, size)
+    return SegMiFPredictor(args.checkpoint, args.device, size, fusion_scale=args.fusion_scale)
 
 
 def cmd_fuse(args) -> int:
@@ -222,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
         p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                        help="network input size (default: the checkpoint's)")
+        p.add_argument("--fusion-scale", type=float, default=None, metavar="S",
+                       help="SegMiF: fusion network resolution in (0, 1] (default: the "
+                            "checkpoint's; segmif_node runs 0.5)")
 
     p = sub.add_parser("fuse", help="fuse folders of visible and thermal images")
     p.add_argument("--vis", required=True)

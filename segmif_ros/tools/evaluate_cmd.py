@@ -77,7 +77,8 @@ def cmd_evaluate(args) -> int:
         return SegMiFPredictor(path, args.device, tuple(args.size) if args.size else None,
                                thermal_norm=rule["mode"],
                                thermal_range=(rule["vmin"], rule["vmax"]),
-                               thermal_percentiles=(rule["low"], rule["high"]))
+                               thermal_percentiles=(rule["low"], rule["high"]),
+                               fusion_scale=getattr(args, "fusion_scale", None))
 
     protocol = {"include_background": not args.exclude_background, "absent": args.absent}
     if len(specs) > 1:
