@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import DEFAULT_CHECKPOINT, CheckpointError
+from ..checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
 from .onnx_export import ONNX_FORMAT, export_onnx
 
 
@@ -49,6 +49,9 @@ def cached_onnx(checkpoint=None, fusion_scale: float | None = None, log=None) ->
     ExportError (exporter packages missing or export failed)."""
     path = cache_dir() / f"{cache_key(checkpoint, fusion_scale)}.onnx"
     if not path.is_file():
+        # a bad file (truncated, random bytes, a dict without 'model') fails here with the
+        # checkpoint's one-line error, before the export line is logged
+        load_checkpoint(checkpoint)
         if log:
             log(f"exporting {checkpoint or DEFAULT_CHECKPOINT} to ONNX once (cached as {path})")
         export_onnx(path, checkpoint, dynamic=True, fusion_scale=fusion_scale)

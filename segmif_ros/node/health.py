@@ -22,7 +22,11 @@ STREAMS = ("visible", "thermal")
 #: rejection reasons (keys of ``rejected`` in :meth:`Health.snapshot`) and what they mean
 REJECT_REASONS = {
     "encoding": "unsupported image encoding",
-    "malformed": "inconsistent size, step or data length",
+    "malformed": "zero size, or data shorter than step x height",
+    "step": "row step smaller than width x bytes per pixel of the encoding",
+    "undecodable": "compressed data OpenCV cannot decode (compressed input)",
+    "channels": "decoded image with the wrong number of channels (compressed input)",
+    "depth": "decoded image of the wrong bit depth (compressed input)",
     "size_mismatch": "thermal size differs from the visible one with the identity homography",
     "invalid": "image the conversion or registration refused",
 }

@@ -69,6 +69,7 @@ from segmif_core.registration import Registration, RegistrationError
 from .diagnostics import Diagnostics
 from .encodings import THERMAL_ENCODINGS, VISIBLE_ENCODINGS
 from .health import STREAMS, Health, Throttle
+from .inputs import check_raw, decode_compressed
 from .parameters import (ConfigurationError, declare_parameters, describe_qos,
                          dynamic_parameter_error, qos_profile)
 from .pipeline import FALLBACKS, Frame, FrameProcessor, Worker
@@ -91,6 +92,7 @@ class SegMiFNode(WatchMixin, LifecycleNode):
         self.p = p = declare_parameters(self)
         self._debug = self.get_logger().get_effective_level() <= LoggingSeverity.DEBUG
         self._alpha = float(p["overlay_alpha"])
+        self._compressed = p["input_transport"] == "compressed"
         self._no_pair_warn_s = float(p["no_pair_warn_s"])
         self._fallback = FALLBACKS[p["fallback"]]  # modality published when a stream is lost
         self._fallback_input = {"visible_only": 0, "thermal_only": 1}.get(self._fallback)
@@ -300,15 +302,13 @@ class SegMiFNode(WatchMixin, LifecycleNode):
             delays[stamp_to_ns(msg.header.stamp)] = delay
             while len(delays) > 64:
                 delays.pop(next(iter(delays)))
-        allowed = (VISIBLE_ENCODINGS, THERMAL_ENCODINGS)[index]
-        topic = ("visible", "thermal")[index]
-        if msg.encoding not in allowed:
-            self._reject("encoding", f"{topic} image with unsupported encoding {msg.encoding!r} "
-                         f"(accepted: {', '.join(allowed)})")
-            return
-        if msg.height < 1 or msg.width < 1 or len(msg.data) < msg.step * msg.height:
-            self._reject("malformed", f"{topic} image {msg.width}x{msg.height} step {msg.step} with only "
-                         f"{len(msg.data)} bytes of data")
+        if self._compressed:
+            msg, refused = decode_compressed(msg, index)
+        else:
+            refused = check_raw(msg, (VISIBLE_ENCODINGS, THERMAL_ENCODINGS)[index],
+                                STREAMS[index])
+        if refused is not None:  # on arrival: a bad message never takes a valid partner
+            self._reject(*refused)
             return
         if index == 0:
             self.frames.last_visible = (msg.header.frame_id, msg.height, msg.width)

@@ -61,6 +61,17 @@ def thermal_as_visible(ir: np.ndarray, predictor) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
+def _error(convert, msg) -> Optional[ValueError]:
+    """The ValueError ``convert(msg)`` raises, None when it converts (or ``msg`` is None)."""
+    if msg is None:
+        return None
+    try:
+        convert(msg)
+    except ValueError as err:
+        return err
+    return None
+
+
 class FrameProcessor:
     """Processes frames and publishes their outputs.
 
@@ -121,7 +132,11 @@ class FrameProcessor:
             self._reject("size_mismatch", f"{frame.modality} refused: {err}")
             return False
         except ValueError as err:
-            self._reject("invalid", f"{frame.modality} refused: {err}")
+            # each bad message of the frame is counted (a pair of two bad ones: 2)
+            bad = [(name, e) for name, e in (("visible", _error(to_rgb8, frame.vis)),
+                                               ("thermal", _error(to_thermal, frame.ir))) if e]
+            for name, e in bad or [("frame", err)]:
+                self._reject("invalid", f"{frame.modality} refused: {name}: {e}")
             return False
         t2 = time.perf_counter()
         pred = self.predictor.predict(vis, ir, on_device)
