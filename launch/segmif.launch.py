@@ -269,6 +269,9 @@ def _launch_setup(context):
         remappings=[
             ('visible/image', LaunchConfiguration('visible_topic')),
             ('thermal/image', LaunchConfiguration('thermal_topic')),
+            # input_transport: compressed: image_transport's <image topic>/compressed
+            ('visible/image/compressed', [LaunchConfiguration('visible_topic'), '/compressed']),
+            ('thermal/image/compressed', [LaunchConfiguration('thermal_topic'), '/compressed']),
         ],
         arguments=log_level_arguments(fqn, values['log_level']),
     )

@@ -241,7 +241,11 @@ def test_segmif_node_remappings(source, segmif_node_call):
         assert isinstance(rule, ast.Tuple) and len(rule.elts) == 2
         pairs[source.value(rule.elts[0])] = ast.unparse(rule.elts[1])
     assert pairs == {'visible/image': "LaunchConfiguration('visible_topic')",
-                     'thermal/image': "LaunchConfiguration('thermal_topic')"}
+                     'thermal/image': "LaunchConfiguration('thermal_topic')",
+                     'visible/image/compressed': "[LaunchConfiguration('visible_topic'), "
+                                                 "'/compressed']",
+                     'thermal/image/compressed': "[LaunchConfiguration('thermal_topic'), "
+                                                 "'/compressed']"}
     # the sources are the node's subscription topics
     node_topics = _node_topics('create_subscription')
     assert set(pairs) == node_topics

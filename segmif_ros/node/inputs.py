@@ -107,3 +107,27 @@ def decode_compressed(msg: Any, index: int) -> Tuple[Optional[DecodedImage],
     if pixels.dtype == np.uint16:
         return DecodedImage(msg.header, pixels.reshape(pixels.shape[:2]), "mono16"), None
     return None, ("depth", f"{what}: {pixels.dtype} thermal image, 8 or 16 bit expected")
+
+
+def subscribe_inputs(node, compressed: bool, qos, on_image, warn):
+    """The two image subscriptions of ``node`` (visible, thermal): ``visible/image`` and
+    ``thermal/image`` (sensor_msgs/Image), or with ``compressed`` ``visible/image/compressed``
+    and ``thermal/image/compressed`` (sensor_msgs/CompressedImage), QoS ``qos`` with overrides
+    (:mod:`.qos`); ``on_image(index, msg, info)`` is called with the rmw message info."""
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from .qos import subscription_options
+
+    def options(topic):
+        return subscription_options(node, topic, qos, warn)
+
+    def cb(index):
+        return lambda msg, info: on_image(index, msg, info)
+
+    if compressed:
+        return (node.create_subscription(CompressedImage, "visible/image/compressed", cb(0),
+                                         **options("visible/image/compressed")),
+                node.create_subscription(CompressedImage, "thermal/image/compressed", cb(1),
+                                         **options("thermal/image/compressed")))
+    return (node.create_subscription(Image, "visible/image", cb(0), **options("visible/image")),
+            node.create_subscription(Image, "thermal/image", cb(1), **options("thermal/image")))

@@ -19,7 +19,11 @@ shutdown    the same from any state (finalized).
 
 Subscriptions (while active; relative names, remap them in launch): ``visible/image`` (rgb8,
 bgr8, mono8, 8UC1) and ``thermal/image`` (mono8, 8UC1, mono16, 16UC1), QoS from ``input_qos``
-(sensor data, best effort, depth ``queue_size``, by default). Pairs are formed by header stamp
+(sensor data, best effort, depth ``queue_size``, by default; per-topic ``qos_overrides``, see
+:mod:`.qos`), or with ``input_transport: compressed`` sensor_msgs/CompressedImage on
+``visible/image/compressed`` and ``thermal/image/compressed`` (decoded on arrival, see
+:mod:`.inputs`); the optional ``visible/camera_info`` is republished with every output (see
+:mod:`.camera_info`). Pairs are formed by header stamp
 with an approximate-time policy (``slop`` seconds, ``queue_size`` messages per input; exact
 stamps with ``approximate_sync: false``). Only the newest pair is processed: a matched pair that
 is replaced by a newer one before the worker thread takes it is dropped and counted, so latency
@@ -37,6 +41,8 @@ Publications (QoS from ``output_qos``, reliable by default), all with the visibl
     detections           segmif_ros/Detection2DArray (vision_msgs mirror), every processed
                          frame, boxes in pixels of the published images: only for a model with
                          a detector (TSJNet); with SegMiF the topic does not exist
+    fused/camera_info, segmentation/camera_info  sensor_msgs/CameraInfo, the latest
+                         visible/camera_info with the output header (crop-adjusted)
     /diagnostics         diagnostic_msgs/DiagnosticArray, 1 Hz (:mod:`.diagnostics`)
 
 Bad messages (unknown encoding, malformed data, size problems) are refused with a throttled
@@ -57,6 +63,8 @@ import torch
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import ClockChange, JumpThreshold
 from rclpy.duration import Duration
+from rclpy.exceptions import ParameterException
+from rclpy.qos_overriding_options import InvalidQosOverridesError
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.logging import LoggingSeverity
 from sensor_msgs.msg import Image
@@ -69,7 +77,9 @@ from segmif_core.registration import Registration, RegistrationError
 from .diagnostics import Diagnostics
 from .encodings import THERMAL_ENCODINGS, VISIBLE_ENCODINGS
 from .health import STREAMS, Health, Throttle
-from .inputs import check_raw, decode_compressed
+from .camera_info import CameraInfoRelay
+from .inputs import check_raw, decode_compressed, subscribe_inputs
+from .qos import subscription_options
 from .parameters import (ConfigurationError, declare_parameters, describe_qos,
                          dynamic_parameter_error, qos_profile)
 from .pipeline import FALLBACKS, Frame, FrameProcessor, Worker
@@ -172,8 +182,16 @@ class SegMiFNode(WatchMixin, LifecycleNode):
             post_callback=lambda jump: self.sync.reset(
                 "ROS time source changed" if jump.clock_change in source_change
                 else f"ROS time jumped back {-jump.delta.nanoseconds / 1e9:.3f} s"))
-        self.outputs = Outputs(self, self.predictor.classes, out_qos,
-                               self.predictor.detection_classes)
+        try:
+            self.outputs = Outputs(self, self.predictor.classes, out_qos,
+                                   self.predictor.detection_classes, warn=self._warn)
+        except (InvalidQosOverridesError, ParameterException, ValueError) as err:
+            self.configure_error = f"QoS overrides of the outputs: {err}"
+            if not self._quiet:
+                self.get_logger().error(f"configure failed: {self.configure_error}")
+            return FAILURE
+        self.outputs.camera_info = CameraInfoRelay(self, out_qos, self.registration.crop_box,
+                                                   self.outputs.create_publisher)
         self.class_names = self.outputs.class_names
         self.frames = FrameProcessor(self.predictor, self.registration, self.outputs,
                                      self.health, self.sync, self._reject,
@@ -186,7 +204,7 @@ class SegMiFNode(WatchMixin, LifecycleNode):
             f"{len(self.class_names)} classes"
             + (f", detector ({', '.join(self.predictor.detection_classes)}) on detections"
                if self.predictor.detection_classes else "") + f", checkpoint {p['checkpoint'] or 'default'}; "
-            f"outputs QoS {describe_qos(out_qos)}; sync "
+            f"outputs QoS {describe_qos(self.outputs.pub_fused.qos_profile)}; sync "
             f"{'approximate, slop %.3f s' % p['slop'] if p['approximate_sync'] else 'exact'}"
             f", queue {p['queue_size']}; homography "
             f"{'identity' if self.registration.is_identity else 'set'}; fallback "
@@ -206,19 +224,29 @@ class SegMiFNode(WatchMixin, LifecycleNode):
         self.worker = Worker(self._handle)
         # (msg, info) callbacks: rclpy passes the rmw message info, whose received_timestamp
         # gives the time each message waited for the executor (callback_delay_ms)
-        self.sub_vis = self.create_subscription(Image, "visible/image",
-                                                lambda m, i: self._on_image(0, m, i),
-                                                self._in_qos)
-        self.sub_ir = self.create_subscription(Image, "thermal/image",
-                                               lambda m, i: self._on_image(1, m, i),
-                                               self._in_qos)
+        try:
+            self.sub_vis, self.sub_ir = subscribe_inputs(self, self._compressed, self._in_qos,
+                                                         self._on_image, self._warn)
+            self.outputs.camera_info.start(
+                self._in_qos, lambda msg_type, topic, callback, qos: self.create_subscription(
+                    msg_type, topic, callback, **subscription_options(self, topic, qos,
+                                                                      self._warn)))
+        except (InvalidQosOverridesError, ParameterException, ValueError) as err:
+            self.get_logger().error(f"activate failed: QoS overrides: {err}")
+            self._stop_processing()
+            return FAILURE
         self._watchdog = self.create_timer(0.5, self._check_inputs)  # stream loss within 2 s
-        self.get_logger().info(f"active: inputs {self.sub_vis.topic_name}, "
-                               f"{self.sub_ir.topic_name}, QoS {describe_qos(self._in_qos)}")
+        self.get_logger().info(
+            f"active: inputs ({'CompressedImage' if self._compressed else 'Image'}) "
+            + ", ".join(f"{s.topic_name} QoS {describe_qos(s.qos_profile)}"
+                        for s in (self.sub_vis, self.sub_ir))
+            + f"; camera_info {self.outputs.camera_info.sub.topic_name} (optional)")
         self.state = "active"
         return super().on_activate(state)
 
     def _stop_processing(self) -> None:
+        if self.outputs is not None and self.outputs.camera_info is not None:
+            self.outputs.camera_info.stop()
         for sub in ("sub_vis", "sub_ir"):
             if getattr(self, sub) is not None:
                 self.destroy_subscription(getattr(self, sub))

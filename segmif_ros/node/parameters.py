@@ -86,6 +86,11 @@ PARAMETERS = {
                                                           step=0.0)]}),
     "queue_size": (5, "Messages kept per input while waiting for a partner.",
                    {"integer_range": [IntegerRange(from_value=1, to_value=1000, step=0)]}),
+    "input_transport": ("raw", "Input messages: raw (sensor_msgs/Image on visible/image, "
+                        "thermal/image) or compressed (sensor_msgs/CompressedImage, jpeg/png, "
+                        "16-bit png for thermal, on visible/image/compressed, "
+                        "thermal/image/compressed; decoded with OpenCV on arrival).",
+                        {"additional_constraints": "one of: raw, compressed"}),
     "input_qos": ("sensor_data", "Subscription QoS: sensor_data (best effort) or reliable.",
                   {"additional_constraints": "one of: sensor_data, reliable"}),
     "output_qos": ("default", "Publisher QoS: default (reliable) or sensor_data (best effort).",

@@ -27,6 +27,7 @@ from std_msgs.msg import ColorRGBA
 
 from .detections import detections_message, draw_detections
 from .encodings import numpy_to_image
+from .qos import publisher_options
 from .sync import stamp_to_ns
 
 
@@ -52,29 +53,32 @@ class Outputs:
     non-empty creates the ``detections`` publisher. A box is drawn in the colour of the
     segmentation class of the same name (case-insensitive), white when there is none."""
 
-    def __init__(self, node, classes, qos: QoSProfile, detection_classes=()):
+    def __init__(self, node, classes, qos: QoSProfile, detection_classes=(), warn=None):
         from segmif_ros.msg import Detection2DArray, LabelInfo, SegmentationInfo, VisionClass
 
         self._node = node
+        # publishers with QoS overrides and incompatible-QoS warnings (``warn(key, text)``)
+        self._warn = warn
+        self.camera_info = None  # a .camera_info.CameraInfoRelay, published with the images
         self.class_names = list(classes.names)
         self.detection_classes = [str(n) for n in detection_classes]
         by_name = {n.lower(): tuple(int(v) for v in c[::-1])  # RGB -> BGR
                    for n, c in zip(self.class_names, classes.colors)}
         self._det_colors_bgr = [by_name.get(n.lower(), (255, 255, 255))
                                 for n in self.detection_classes]
-        self.pub_detections = (node.create_publisher(Detection2DArray, "detections", qos)
+        self.pub_detections = (self.create_publisher(Detection2DArray, "detections", qos)
                                if self.detection_classes else None)
         self._lut_bgr = class_lut(classes.colors)
         self._colors_msg = [ColorRGBA(r=c[0] / 255.0, g=c[1] / 255.0, b=c[2] / 255.0, a=1.0)
                             for c in classes.colors]
         self._info_cls = SegmentationInfo
-        self.pub_fused = node.create_publisher(Image, "fused/image", qos)
-        self.pub_labels = node.create_publisher(Image, "segmentation/labels", qos)
-        self.pub_color = node.create_publisher(Image, "segmentation/color", qos)
-        self.pub_info = node.create_publisher(SegmentationInfo, "segmentation/info", qos)
+        self.pub_fused = self.create_publisher(Image, "fused/image", qos)
+        self.pub_labels = self.create_publisher(Image, "segmentation/labels", qos)
+        self.pub_color = self.create_publisher(Image, "segmentation/color", qos)
+        self.pub_info = self.create_publisher(SegmentationInfo, "segmentation/info", qos)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.pub_label_info = node.create_publisher(LabelInfo, "segmentation/label_info", latched)
+        self.pub_label_info = self.create_publisher(LabelInfo, "segmentation/label_info", latched)
         label_info = LabelInfo(class_map=[VisionClass(class_id=i, class_name=n)
                                           for i, n in enumerate(self.class_names)],
                                class_colors=self._colors_msg, threshold=0.0,
@@ -82,12 +86,23 @@ class Outputs:
         label_info.header.stamp = node.get_clock().now().to_msg()
         self.pub_label_info.publish(label_info)
 
+    def create_publisher(self, msg_type, topic: str, qos: QoSProfile):
+        """``node.create_publisher`` with QoS overrides and, given ``warn``, the
+        incompatible-QoS warning (:mod:`.qos`)."""
+        if self._warn is None:
+            return self._node.create_publisher(msg_type, topic, qos)
+        return self._node.create_publisher(msg_type, topic,
+                                           **publisher_options(self._node, topic, qos,
+                                                               self._warn))
+
     def destroy(self) -> None:
         """Destroy the publishers (lifecycle cleanup)."""
         for pub in (self.pub_fused, self.pub_labels, self.pub_color, self.pub_info,
                     self.pub_label_info, self.pub_detections):
             if pub is not None:
                 self._node.destroy_publisher(pub)
+        if self.camera_info is not None:
+            self.camera_info.destroy()
 
     def publish_images(self, header, pred, alpha: float) -> None:
         """fused/image, segmentation/labels and segmentation/color of one prediction
@@ -112,6 +127,8 @@ class Outputs:
         self.pub_color.publish(numpy_to_image(color, "bgr8", header))
         if dets is not None:
             self.pub_detections.publish(det_msg)
+        if self.camera_info is not None:
+            self.camera_info.publish(header)
 
     def publish_info(self, header, thermal_stamp, pred, t0: float, counters: dict,
                      sync_stats: dict, stages: dict | None = None,
