@@ -312,3 +312,18 @@ def test_qos_override_sets_the_subscription_reliability_and_incompatible_peers_w
         ex.shutdown()
         node.destroy_node()
         peer.destroy_node()
+
+
+def test_node_with_a_bad_checkpoint_and_backend_auto_says_no_export(tmp_path):
+    import os
+    import subprocess
+    import sys
+    bad = tmp_path / "random.pt"
+    bad.write_bytes(np.random.default_rng(2).bytes(4096))
+    env = dict(os.environ, SEGMIF_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "segmif_ros.node", "--ros-args", "-p", f"checkpoint:={bad}",
+         "-p", "backend:=auto"], capture_output=True, text=True, timeout=120, env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "exporting" not in out and "not a PyTorch checkpoint" in out, out

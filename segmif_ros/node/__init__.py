@@ -11,6 +11,9 @@
     sync.py        approximate/exact-time synchroniser (no rclpy)
     sync_base.py   its queues, counters, eviction, jump detection, reset, diagnosis
     encodings.py   sensor_msgs/Image <-> numpy (no rclpy)
+    inputs.py      arrival checks of raw and compressed images, the input subscriptions
+    camera_info.py visible/camera_info passed through with the output header (crop-adjusted)
+    qos.py         QoS overrides and incompatible-QoS warnings of the topics
 
 Importing this package does not import rclpy (:mod:`.sync` and :mod:`.encodings` are used
 without ROS); :func:`main` imports the node when called. ``python -m segmif_ros.node`` runs it.

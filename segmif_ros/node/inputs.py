@@ -28,6 +28,7 @@ its valid partner with it, which is the defect the raw arrival check removes.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any, Optional, Tuple
 
 import cv2
@@ -37,6 +38,18 @@ from .encodings import bytes_per_pixel
 
 TRANSPORTS = ("raw", "compressed")
 _LITTLE = sys.byteorder == "little"
+
+
+def note_callback_delay(delays: dict, msg: Any, info) -> None:
+    """Record in ``delays`` (visible stamp ns -> ms) how long ``msg`` waited between its DDS
+    receipt (``info["received_timestamp"]``, the system clock) and its callback; bounded to the
+    64 newest stamps (read when the pair is processed)."""
+    if info is not None and info.get("received_timestamp"):
+        stamp = msg.header.stamp
+        delays[stamp.sec * 1_000_000_000 + stamp.nanosec] = \
+            (time.time_ns() - int(info["received_timestamp"])) / 1e6
+        while len(delays) > 64:
+            delays.pop(next(iter(delays)))
 
 
 def check_raw(msg: Any, allowed, topic: str) -> Optional[Tuple[str, str]]:

@@ -19,13 +19,11 @@ shutdown    the same from any state (finalized).
 
 Subscriptions (while active; relative names, remap them in launch): ``visible/image`` (rgb8,
 bgr8, mono8, 8UC1) and ``thermal/image`` (mono8, 8UC1, mono16, 16UC1), QoS from ``input_qos``
-(sensor data, best effort, depth ``queue_size``, by default; per-topic ``qos_overrides``, see
-:mod:`.qos`), or with ``input_transport: compressed`` sensor_msgs/CompressedImage on
-``visible/image/compressed`` and ``thermal/image/compressed`` (decoded on arrival, see
-:mod:`.inputs`); the optional ``visible/camera_info`` is republished with every output (see
-:mod:`.camera_info`). Pairs are formed by header stamp
-with an approximate-time policy (``slop`` seconds, ``queue_size`` messages per input; exact
-stamps with ``approximate_sync: false``). Only the newest pair is processed: a matched pair that
+(sensor data, best effort, depth ``queue_size``, by default; ``qos_overrides``: :mod:`.qos`),
+or CompressedImage on ``<input>/compressed`` with ``input_transport: compressed``
+(:mod:`.inputs`); optional ``visible/camera_info`` (:mod:`.camera_info`). Pairs are formed by
+header stamp with an approximate-time policy (``slop`` s, ``queue_size`` per input; exact stamps
+with ``approximate_sync: false``). Only the newest pair is processed: a matched pair that
 is replaced by a newer one before the worker thread takes it is dropped and counted, so latency
 cannot grow with a queue of stale frames. With ``fallback`` set, a lost camera does not stop the
 output (see :mod:`.pipeline`).
@@ -41,8 +39,7 @@ Publications (QoS from ``output_qos``, reliable by default), all with the visibl
     detections           segmif_ros/Detection2DArray (vision_msgs mirror), every processed
                          frame, boxes in pixels of the published images: only for a model with
                          a detector (TSJNet); with SegMiF the topic does not exist
-    fused/camera_info, segmentation/camera_info  sensor_msgs/CameraInfo, the latest
-                         visible/camera_info with the output header (crop-adjusted)
+    fused/camera_info, segmentation/camera_info  the latest visible/camera_info, output header
     /diagnostics         diagnostic_msgs/DiagnosticArray, 1 Hz (:mod:`.diagnostics`)
 
 Bad messages (unknown encoding, malformed data, size problems) are refused with a throttled
@@ -50,13 +47,11 @@ warning (one throttle per reason) and counted; the node never dies on a message.
 stop the node with one line and exit code 1: wrong type or range at construction
 (:mod:`.parameters`), homography, checkpoint, device or backend at configure.
 
-Module map: parameters -> encodings -> sync -> pipeline (registration, predictor) ->
-publishers; health and diagnostics watch it all.
+Modules: parameters, inputs, sync, pipeline, publishers; health and diagnostics watch.
 """
 from __future__ import annotations
 
 import gc
-import time
 
 import rclpy
 import torch
@@ -78,7 +73,7 @@ from .diagnostics import Diagnostics
 from .encodings import THERMAL_ENCODINGS, VISIBLE_ENCODINGS
 from .health import STREAMS, Health, Throttle
 from .camera_info import CameraInfoRelay
-from .inputs import check_raw, decode_compressed, subscribe_inputs
+from .inputs import check_raw, decode_compressed, note_callback_delay, subscribe_inputs
 from .qos import subscription_options
 from .parameters import (ConfigurationError, declare_parameters, describe_qos,
                          dynamic_parameter_error, qos_profile)
@@ -186,6 +181,7 @@ class SegMiFNode(WatchMixin, LifecycleNode):
             self.outputs = Outputs(self, self.predictor.classes, out_qos,
                                    self.predictor.detection_classes, warn=self._warn)
         except (InvalidQosOverridesError, ParameterException, ValueError) as err:
+            self._clean()
             self.configure_error = f"QoS overrides of the outputs: {err}"
             if not self._quiet:
                 self.get_logger().error(f"configure failed: {self.configure_error}")
@@ -233,8 +229,7 @@ class SegMiFNode(WatchMixin, LifecycleNode):
                                                                       self._warn)))
         except (InvalidQosOverridesError, ParameterException, ValueError) as err:
             self.get_logger().error(f"activate failed: QoS overrides: {err}")
-            self._stop_processing()
-            return FAILURE
+            return self._stop_processing() or FAILURE
         self._watchdog = self.create_timer(0.5, self._check_inputs)  # stream loss within 2 s
         self.get_logger().info(
             f"active: inputs ({'CompressedImage' if self._compressed else 'Image'}) "
@@ -322,14 +317,8 @@ class SegMiFNode(WatchMixin, LifecycleNode):
 
     def _on_image(self, index: int, msg: Image, info=None) -> None:
         self.health.received(index, stamp_to_ns(msg.header.stamp))
-        if index == 0 and info is not None and info.get("received_timestamp"):
-            # both clocks are the system clock (ns); keyed by the stamp, read when the pair is
-            # processed (bounded: old entries go with the queue)
-            delay = (time.time_ns() - int(info["received_timestamp"])) / 1e6
-            delays = self.frames.callback_delay
-            delays[stamp_to_ns(msg.header.stamp)] = delay
-            while len(delays) > 64:
-                delays.pop(next(iter(delays)))
+        if index == 0:
+            note_callback_delay(self.frames.callback_delay, msg, info)
         if self._compressed:
             msg, refused = decode_compressed(msg, index)
         else:
