@@ -45,6 +45,9 @@ from robustness_lib import NS  # noqa: E402
 QUEUE_SIZE = 5
 SLOP_NS = 20_000_000
 
+#: rejection reasons the node applies on arrival (before the synchroniser)
+AT_INPUT = ("encoding", "malformed", "step", "undecodable", "channels", "depth")
+
 
 def node_params(ckpt: Path, extra: dict | None = None) -> dict:
     p = {"checkpoint": str(ckpt), "input_height": 64, "input_width": 64, "threads": 1,
@@ -179,7 +182,7 @@ class Fuzz:
         after, exact = self.c.settled_counters(time.time_ns(), timeout=10.0)
         after = L.counters(after)
         d = L.delta(after, before)
-        rej_input = (d.get("rejected:encoding") or 0) + (d.get("rejected:malformed") or 0)
+        rej_input = sum(d.get(f"rejected:{r}") or 0 for r in AT_INPUT)
         rej_any = d.get("messages_rejected") or 0
         sent_msgs = items if kind in ("reject", "stamp") else items * 2
         # messages the node never received (reliable, but its reader history is queue_size deep)
@@ -313,7 +316,7 @@ def run_fuzz(args, env, ckpt, out_dir: Path, transport: str = "raw") -> dict:
         })
         c = result["counters_diagnostics"]
         if None not in (c.get("received_visible"), c.get("messages_unmatched")):
-            at_input = (c.get("rejected:encoding") or 0) + (c.get("rejected:malformed") or 0)
+            at_input = sum(c.get(f"rejected:{r}") or 0 for r in AT_INPUT)
             result["messages_unaccounted"] = (c["received_visible"] + c["received_thermal"]
                                               - at_input - 2 * c["pairs_matched"]
                                               - c["messages_unmatched"])
