@@ -91,17 +91,20 @@ def test_fixed_size_file_refuses_other_sizes(static_onnx):
         pred.predict(vis, ir)
 
 
-def test_dynamic_export_takes_any_size(tiny_checkpoint, tmp_path):
+def test_dynamic_export_takes_any_camera_size(tiny_checkpoint, tmp_path):
     path = tmp_path / "dyn.onnx"
-    export_onnx(path, tiny_checkpoint, dynamic=True)
+    export_onnx(path, tiny_checkpoint, size=(64, 96), dynamic=True)
     pt = SegMiFPredictor(tiny_checkpoint, input_size=(64, 96))
-    po = SegMiFPredictor(path, backend="onnxruntime", input_size=(64, 96))
+    po = SegMiFPredictor(path, backend="onnxruntime")
+    assert po.input_size == (64, 96)       # the network size stays fixed in a dynamic export
     for size in ((120, 160), (90, 200)):
         vis, ir = _real_pair(1, size)
         a, b = pt.predict(vis, ir), po.predict(vis, ir)
         assert b.fused.shape == (*size, 3)
         assert np.abs(a.fused.astype(int) - b.fused).max() <= 1
         assert (a.labels == b.labels).mean() > 0.999
+    with pytest.raises(ValueError, match="exported for network input 64x96"):
+        SegMiFPredictor(path, backend="onnxruntime", input_size=(64, 64))
 
 
 def test_backend_errors(static_onnx, tiny_checkpoint, tmp_path, monkeypatch):
@@ -204,9 +207,13 @@ def test_pt_checkpoint_on_onnxruntime_is_exported_once_and_cached(tiny_checkpoin
     b = SegMiFPredictor(tiny_checkpoint, backend="auto", log=lines.append)  # cpu: ONNX Runtime
     assert b.backend.name == "onnxruntime" and len(lines) == 1       # no second export
     assert files[0].stat().st_mtime_ns == mtime
-    # another fusion_scale is another graph; a dynamic graph takes any camera and network size
+    # another fusion_scale or network size is another graph (a graph traced at one network size
+    # fails at another: the export keeps it fixed); each takes any camera size
     SegMiFPredictor(tiny_checkpoint, backend="onnxruntime", fusion_scale=0.5)
-    assert len(list((tmp_path / "cache").glob("*.onnx"))) == 2
+    other = SegMiFPredictor(tiny_checkpoint, backend="onnxruntime", input_size=(96, 128),
+                            fusion_scale=0.5)
+    assert len(list((tmp_path / "cache").glob("*.onnx"))) == 3
+    assert other.predict(*_real_pair(2, (120, 160))).fused.shape == (120, 160, 3)
     vis, ir = _real_pair(1, (120, 160))
     t = SegMiFPredictor(tiny_checkpoint).predict(vis, ir)
     o = a.predict(vis, ir)

@@ -324,11 +324,12 @@ def choose_backend(backend: str, checkpoint, device: torch.device, precision: st
 
 def make_backend(backend: str, checkpoint, device: torch.device, *, precision: str = "fp32",
                  compile: bool = False, threads: int = 0, fusion_scale: float | None = None,
-                 device_preprocess: bool | None = None, log=None):
+                 device_preprocess: bool | None = None, log=None, input_size=None):
     """Build the backend ``backend`` ('auto' | 'torch' | 'onnxruntime'; see
     :func:`choose_backend` and the classes). For 'onnxruntime' the checkpoint is an .onnx file
     or a .pt checkpoint (None = the shipped one), which is exported once and cached
-    (``inference.onnx_cache``; ``log`` gets a line before the export). Raises BackendError for
+    (``inference.onnx_cache``, for the network ``input_size``, None = the checkpoint's; ``log``
+    gets a line before the export). Raises BackendError for
     an unknown backend or an option the backend does not take."""
     backend = choose_backend(backend, checkpoint, device, precision, compile)
     if backend == "torch":
@@ -350,7 +351,7 @@ def make_backend(backend: str, checkpoint, device: torch.device, *, precision: s
                 raise BackendError("backend 'onnxruntime' with a .pt checkpoint exports it "
                                    "first, which needs the onnx and onnxscript packages")
             from .onnx_cache import cached_onnx
-            checkpoint = cached_onnx(checkpoint, fusion_scale, log)
+            checkpoint = cached_onnx(checkpoint, fusion_scale, log, size=input_size)
         return OnnxRuntimeBackend(checkpoint, device, threads)
     raise BackendError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
 

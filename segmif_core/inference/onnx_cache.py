@@ -1,10 +1,10 @@
 """The ONNX file of a checkpoint for the ONNX Runtime backend, exported once and cached.
 
-``cached_onnx(checkpoint, fusion_scale)`` returns ``CACHE/<key>.onnx``, exporting the checkpoint
-first (a dynamic-size graph, ``export_onnx(dynamic=True)``: one file for every camera and
-network size, as fast in ONNX Runtime as a fixed-size one, measured 138 vs 142 ms on this CPU)
-when it is not there yet. The key hashes the checkpoint file's bytes, the fusion_scale override,
-the export format and the torch version, so a retrained checkpoint or another exporter never
+``cached_onnx(checkpoint, fusion_scale, size)`` returns ``CACHE/<key>.onnx``, exporting the
+checkpoint first (``export_onnx(dynamic=True)``: any camera size, the network input ``size``; as
+fast in ONNX Runtime as a fully fixed-size graph, measured 138 vs 142 ms on this CPU) when it is
+not there yet. The key hashes the checkpoint file's bytes, the fusion_scale override, the network
+size, the export format and the torch version, so a retrained checkpoint or another exporter never
 reuses a stale graph. CACHE is ``$SEGMIF_CACHE`` or ``$XDG_CACHE_HOME/segmif/onnx``
 (default ``~/.cache/segmif/onnx``). The export takes 20-70 s on a 2-core CPU; later starts load
 the cached file.
@@ -29,7 +29,7 @@ def cache_dir() -> Path:
     return Path(base) / "segmif" / "onnx"
 
 
-def cache_key(checkpoint, fusion_scale: float | None) -> str:
+def cache_key(checkpoint, fusion_scale: float | None, size=None) -> str:
     """Hex key of a checkpoint file's bytes plus the export settings. Raises CheckpointError if
     the file does not exist."""
     path = Path(checkpoint or DEFAULT_CHECKPOINT)
@@ -39,20 +39,23 @@ def cache_key(checkpoint, fusion_scale: float | None) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    h.update(f"|{fusion_scale}|{ONNX_FORMAT}|{torch.__version__}".encode())
+    size = None if size is None else tuple(int(v) for v in size)
+    h.update(f"|{fusion_scale}|{size}|{ONNX_FORMAT}|{torch.__version__}".encode())
     return h.hexdigest()[:24]
 
 
-def cached_onnx(checkpoint=None, fusion_scale: float | None = None, log=None) -> Path:
-    """The cached ONNX file of ``checkpoint`` (None = the shipped one), exported now if needed.
+def cached_onnx(checkpoint=None, fusion_scale: float | None = None, log=None,
+                size=None) -> Path:
+    """The cached ONNX file of ``checkpoint`` (None = the shipped one) for network input ``size``
+    (h, w; None = the checkpoint's), exported now if needed.
     ``log``: optional callable for one line before a (slow) export. Raises CheckpointError,
     ExportError (exporter packages missing or export failed)."""
-    path = cache_dir() / f"{cache_key(checkpoint, fusion_scale)}.onnx"
+    path = cache_dir() / f"{cache_key(checkpoint, fusion_scale, size)}.onnx"
     if not path.is_file():
         # a bad file (truncated, random bytes, a dict without 'model') fails here with the
         # checkpoint's one-line error, before the export line is logged
         load_checkpoint(checkpoint)
         if log:
             log(f"exporting {checkpoint or DEFAULT_CHECKPOINT} to ONNX once (cached as {path})")
-        export_onnx(path, checkpoint, dynamic=True, fusion_scale=fusion_scale)
+        export_onnx(path, checkpoint, size=size, dynamic=True, fusion_scale=fusion_scale)
     return path

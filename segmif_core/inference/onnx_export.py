@@ -10,7 +10,9 @@ and four outputs:
     (1, h, w) float32 softmax probability of the chosen class, ``fused`` (1, 3, H, W) float32 RGB
     in [0, 1].
 Sizes are fixed by default (h x w from the checkpoint or ``size``, H x W from ``camera``);
-``dynamic=True`` leaves h, w, H, W free (one file for every camera and network size).
+``dynamic=True`` leaves the camera size H, W free (one file for every camera); the network size
+stays fixed even then, because torch.export bakes shapes derived from it into reshapes (a graph
+traced at 240x320 fails at 192x256 in ONNX Runtime): export once per network size.
 
 The checkpoint's description travels in the file's metadata (key ``segmif``, JSON: model name,
 config, classes, input size, camera size, source checkpoint), so the ONNX Runtime backend
@@ -75,8 +77,8 @@ def export_onnx(out, checkpoint=None, size=None, camera=(480, 640), dynamic: boo
 
     Args:
         size: network input (h, w); None = the checkpoint's input size.
-        camera: camera size (H, W) of the fixed-size graph (ignored shapes with ``dynamic``).
-        dynamic: leave the spatial sizes free.
+        camera: camera size (H, W) of the fixed-size graph (only the example with ``dynamic``).
+        dynamic: leave the camera size free (the network size stays ``size``).
         fusion_scale: override SegMiF's ``fusion_scale`` (see ``SegMiFConfig``).
     Returns the metadata dict written into the file.
     Raises:
@@ -108,11 +110,10 @@ def export_onnx(out, checkpoint=None, size=None, camera=(480, 640), dynamic: boo
     dynamic_shapes = None
     if dynamic:
         d = torch.export.Dim
-        h, w = d("h", min=model.min_size, max=4096), d("w", min=model.min_size, max=4096)
         hh, ww = d("H", min=model.min_size, max=8192), d("W", min=model.min_size, max=8192)
-        dynamic_shapes = ({2: h, 3: w}, {2: h, 3: w}, {2: hh, 3: ww}, {2: hh, 3: ww})
+        dynamic_shapes = (None, None, {2: hh, 3: ww}, {2: hh, 3: ww})
     meta = {"format": ONNX_FORMAT, "model": info.get("model"), "config": model.config_dict(),
-            "classes": info.get("classes"), "input_size": None if dynamic else list(size),
+            "classes": info.get("classes"), "input_size": list(size),
             "camera_size": None if dynamic else list(camera), "dynamic": bool(dynamic),
             "checkpoint": str(Path(checkpoint or DEFAULT_CHECKPOINT)),
             "checkpoint_meta": info.get("meta", {}), "trained_input_size": info.get("input_size")}

@@ -95,7 +95,8 @@ class SegMiFPredictor:
         self.backend = make_backend(backend, checkpoint, self.device, precision=precision,
                                     compile=compile, threads=threads or torch.get_num_threads(),
                                     fusion_scale=fusion_scale,
-                                    device_preprocess=device_preprocess, log=log)
+                                    device_preprocess=device_preprocess, log=log,
+                                    input_size=tuple(input_size) if input_size else None)
         self.classes, self.info = self.backend.classes, self.backend.info
         #: names of the detector's classes (empty: no detector)
         self.detection_classes = tuple(getattr(self.backend, "detection_classes", ()))
@@ -107,8 +108,7 @@ class SegMiFPredictor:
         if fixed and self.input_size != tuple(fixed):
             raise ValueError(f"the ONNX file {checkpoint} was exported for network input "
                              f"{fixed[0]}x{fixed[1]}, input_size {self.input_size[0]}x"
-                             f"{self.input_size[1]} requested: export again with --size or "
-                             "--dynamic")
+                             f"{self.input_size[1]} requested: export again with --size")
         self.thermal_norm = thermal_norm
         self.thermal_range = tuple(thermal_range)
         self.thermal_percentiles = tuple(thermal_percentiles)

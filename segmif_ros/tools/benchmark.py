@@ -50,7 +50,7 @@ def _resized_pairs(data: Path, camera, n: int, dest: Path) -> list[str]:
 
 def run_live(camera, out: Path, *, checkpoint=None, device="cpu", backend="torch",
              precision="fp32", threads=0, fusion_scale=None, seconds=10.0, data=None,
-             log=print) -> dict:
+             input_size=None, log=print) -> dict:
     """One live-graph run (module docstring); returns its summary dict."""
     from segmif_core.inference.onnx_cache import cached_onnx
 
@@ -62,13 +62,16 @@ def run_live(camera, out: Path, *, checkpoint=None, device="cpu", backend="torch
     out = Path(out)
     work = Path(tempfile.mkdtemp(prefix="segmif_live_"))
     cfg = {"camera": list(camera), "device": device, "backend": backend, "precision": precision,
-           "threads": threads, "fusion_scale": fusion_scale, "mode": "live"}
+           "threads": threads, "fusion_scale": fusion_scale, "mode": "live",
+           "input_size": list(input_size) if input_size else None}
     try:
         names = _resized_pairs(data, camera, 24, work / "pairs")
         frames = max(1, int(round(seconds * 30)))
         make_bag(work / "pairs", work / "bag", names=(names * (frames // len(names) + 1))[:frames],
                  include_labels=False)
         params = {"backend": backend, "precision": precision, "threads": threads}
+        if input_size:
+            params["input_height"], params["input_width"] = int(input_size[0]), int(input_size[1])
         if fusion_scale:
             params["fusion_scale"] = fusion_scale
         if backend == "onnxruntime":  # export now (once, cached), not during the node's start
@@ -136,7 +139,7 @@ def cmd_benchmark(args) -> int:
                 row = run_live(camera, out, checkpoint=args.checkpoint, device=args.device,
                                backend=backend, threads=args.threads,
                                fusion_scale=args.fusion_scale, seconds=args.live_seconds,
-                               data=args.data)
+                               data=args.data, input_size=tuple(args.size) if args.size else None)
                 live.append(row)
                 print(json.dumps(row, default=str), flush=True)
     result = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "hardware": bench.hardware(),

@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="network input size (default: the checkpoint's)")
     p.add_argument("--camera", type=int, nargs=2, metavar=("H", "W"), default=(480, 640),
                    help="camera size of a fixed-size graph (default 480 640)")
-    p.add_argument("--dynamic", action="store_true", help="any network and camera size")
+    p.add_argument("--dynamic", action="store_true", help="any camera size (the network size stays --size: a graph traced at one network size fails at another)")
     p.add_argument("--fusion-scale", type=float, default=None,
                    help="SegMiF: fusion network resolution in (0, 1] (default: checkpoint's)")
     p.set_defaults(func=cmd_export)
