@@ -88,4 +88,11 @@ class FusionSegModel(nn.Module):
             self.train(was_training)
         prob = torch.softmax(out["logits"].float(), dim=1)
         confidence, labels = prob.max(dim=1)
-        return {"labels": labels, "confidence": confidence, "fused_rgb": fused.float()}
+        return {"labels": labels, "confidence": confidence, "fused_rgb": fused.float(),
+                **self.extra_predictions(out, vis, full)}
+
+    def extra_predictions(self, out: dict, vis: torch.Tensor,
+                          full: tuple[torch.Tensor, torch.Tensor] | None) -> dict:
+        """Keys a subclass adds to ``predict``'s result from the forward output ``out`` (e.g.
+        TSJNet's detections); none by default."""
+        return {}

@@ -244,32 +244,15 @@ class TSJNet(FusionSegModel):
         y_hi, cbcr_hi = split_luminance(vis_hi)
         return merge_luminance(self.upsampler(out["fused"], y_lo, ir, y_hi, ir_hi), cbcr_hi)
 
-    @torch.no_grad()
-    def predict(self, vis: torch.Tensor, ir: torch.Tensor,
-                full: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
-        """``FusionSegModel.predict`` ('labels', 'confidence', 'fused_rgb') plus 'detections':
-        one dict per image ('boxes', 'scores', 'classes', see ``postprocess_detections``); with
-        ``full`` the boxes are scaled to the full-resolution size (x by W'/W, y by H'/H)."""
-        was_training = self.training
-        self.eval()
-        try:
-            out = self(vis, ir)
-            fused = out["fused_rgb"]
-            if full is not None:
-                vis_hi, ir_hi = full
-                if vis_hi.shape[0] != vis.shape[0] or vis_hi.shape[-2:] != ir_hi.shape[-2:]:
-                    raise ValueError(f"full-resolution pair {tuple(vis_hi.shape)} / "
-                                     f"{tuple(ir_hi.shape)} does not match the batch")
-                fused = self.full_resolution_fused(out, vis, ir, vis_hi, ir_hi)
-        finally:
-            self.train(was_training)
+    def extra_predictions(self, out: dict, vis: torch.Tensor,
+                          full: tuple[torch.Tensor, torch.Tensor] | None) -> dict:
+        """'detections' for ``FusionSegModel.predict``: one dict per image ('boxes', 'scores',
+        'classes', see ``postprocess_detections``); with ``full`` the boxes are scaled to the
+        full-resolution size (x by W'/W, y by H'/H)."""
         h, w = vis.shape[-2:]
         dets = self.postprocess_detections(out["detections"], (h, w))
         if full is not None:
             sy, sx = full[0].shape[-2] / h, full[0].shape[-1] / w
             scale = torch.tensor([sx, sy, sx, sy], device=vis.device)
             dets = [dict(d, boxes=d["boxes"] * scale) for d in dets]
-        prob = torch.softmax(out["logits"].float(), dim=1)
-        confidence, labels = prob.max(dim=1)
-        return {"labels": labels, "confidence": confidence, "fused_rgb": fused.float(),
-                "detections": dets}
+        return {"detections": dets}
