@@ -14,30 +14,23 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from model_card_eval import protocols, val_confusion  # the model card's val protocols
 
 from segmif_core.data.modality import MODALITIES, substitute
-from segmif_core.data.pairs import list_pairs, read_pair
 from segmif_core.data.thermal import normalize_thermal, to_uint8
 from segmif_core.evaluation import write_json_atomic
 from segmif_core.inference import SegMiFPredictor
-from segmif_core.metrics import ConfusionMatrix
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mfnet"
 
 
 def evaluate(pred: SegMiFPredictor, modality: str) -> dict:
     """mIoU (both protocols) and per-class IoU of ``pred`` on val with ``modality``."""
-    cm = ConfusionMatrix(pred.classes.num_classes, class_names=list(pred.classes.names))
-    for name in list_pairs(str(DATA), "val.txt"):
-        vis, ir, label = read_pair(str(DATA), name)
+    def drop(vis, ir):
         if ir.dtype != np.uint8:  # the thermal image as the network sees it, in 8 bits
             ir = to_uint8(normalize_thermal(ir, pred.thermal_norm, *pred.thermal_percentiles,
                                             *pred.thermal_range))
-        vis, ir = substitute(vis, ir, modality)
-        cm.update(pred.predict(vis, ir).labels, label)
-    zero, present = cm.summary(absent="zero"), cm.summary(absent="present")
-    return {"mIoU_9": zero["mIoU"], "mIoU_present": present["mIoU"],
-            "per_class": {k: v["iou"] for k, v in zero["per_class"].items()}}
+        return substitute(vis, ir, modality)
+
+    return protocols(val_confusion(pred, drop))
 
 
 def main(argv=None) -> int:

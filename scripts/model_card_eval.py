@@ -25,12 +25,15 @@ RULES = ("average", "maximum")  # scored beside each fusion model
 FUSION_KEYS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM")
 
 
-def val_confusion(pred: SegMiFPredictor) -> ConfusionMatrix:
-    """Confusion matrix of ``pred`` on the MFNet val split at the labels' native size."""
+def val_confusion(pred: SegMiFPredictor, transform=None) -> ConfusionMatrix:
+    """Confusion matrix of ``pred`` on the MFNet val split at the labels' native size;
+    ``transform(vis, ir) -> (vis, ir)`` is applied to each pair first (e.g. a missing camera)."""
     root = str(DATA / "mfnet")
     cm = ConfusionMatrix(pred.classes.num_classes, class_names=list(pred.classes.names))
     for name in list_pairs(root, "val.txt"):
         vis, ir, label = read_pair(root, name)
+        if transform is not None:
+            vis, ir = transform(vis, ir)
         cm.update(pred.predict(vis, ir).labels, label)
     return cm
 
