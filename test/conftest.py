@@ -60,3 +60,13 @@ def tiny_tsjnet_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("tsj_ckpt") / "tsj.pt"
     save_checkpoint(path, model, MFNET_CLASSES, input_size=(64, 64))
     return path
+
+
+@pytest.fixture
+def context():
+    """A fresh rclpy context for one live-graph test, shut down afterwards."""
+    rclpy = pytest.importorskip("rclpy")
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    ctx.try_shutdown()

@@ -15,14 +15,6 @@ from segmif_ros.node.node import ConfigurationError, SegMiFNode  # noqa: E402
 OUTPUTS = {"fused/image": "bgr8", "segmentation/labels": "mono8", "segmentation/color": "bgr8"}
 
 
-@pytest.fixture
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    ctx.try_shutdown()
-
-
 def make_node(ctx, checkpoint, **params):
     overrides = [Parameter("checkpoint", value=str(checkpoint)),
                  Parameter("input_height", value=64), Parameter("input_width", value=64)]
@@ -30,7 +22,7 @@ def make_node(ctx, checkpoint, **params):
     return SegMiFNode(context=ctx, parameter_overrides=overrides)
 
 
-def stamped(array, encoding, sec, nanosec, frame):
+def stamped(array, encoding, sec=1, nanosec=0, frame="cam"):
     msg = numpy_to_image(array, encoding)
     msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
     msg.header.frame_id = frame

@@ -24,14 +24,6 @@ def tsj_checkpoint(tiny_tsjnet_checkpoint):
     return tiny_tsjnet_checkpoint
 
 
-@pytest.fixture
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    ctx.try_shutdown()
-
-
 def _network_boxes(checkpoint, vis, ir):
     """The model's own boxes at its 64x64 input (x1, y1, x2, y2 in network pixels)."""
     from segmif_core.checkpoint import load_checkpoint

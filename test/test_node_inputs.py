@@ -1,47 +1,19 @@
 """segmif_node's inputs: arrival checks (step too small, one count per bad message), compressed
 input, camera_info pass-through, QoS overrides and incompatible-QoS warnings, and the
 checkpoint checked before an ONNX export."""
-import time
 
 import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from segmif_ros.node.encodings import numpy_to_image  # noqa: E402
-from segmif_ros.node.node import SegMiFNode  # noqa: E402
-
-
-@pytest.fixture
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    ctx.try_shutdown()
+from test_node import make_node as _make_node, spin_until, stamped  # noqa: E402
 
 
 def make_node(ctx, checkpoint, **params):
-    overrides = [Parameter("checkpoint", value=str(checkpoint)),
-                 Parameter("input_height", value=64), Parameter("input_width", value=64),
-                 Parameter("backend", value="torch")]
-    overrides += [Parameter(k, value=v) for k, v in params.items()]
-    return SegMiFNode(context=ctx, parameter_overrides=overrides)
-
-
-def stamped(array, encoding, sec=1, nanosec=0, frame="cam"):
-    msg = numpy_to_image(array, encoding)
-    msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
-    msg.header.frame_id = frame
-    return msg
-
-
-def spin_until(executor, predicate, timeout=30.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and not predicate():
-        executor.spin_once(timeout_sec=0.05)
-    return predicate()
+    """test_node's node, on the torch backend (no ONNX export for these input tests)."""
+    return _make_node(ctx, checkpoint, **{"backend": "torch", **params})
 
 
 def rejected(node):
