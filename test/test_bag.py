@@ -528,3 +528,40 @@ def test_custom_message_record_and_restamp(ros_env, tmp_path):
         assert after.pairs_processed == before.pairs_processed
     assert ns(received[0].thermal_stamp) == ns(sent[0].thermal_stamp) + off
     assert ns(received[1].thermal_stamp) == 0  # unset stamps stay unset
+
+
+def test_restamp_in_bytes_equals_restamp_of_the_message():
+    """The replay's fast path (header-first messages restamped in their CDR bytes) gives the
+    bytes of the slow path (deserialise, shift every Time, serialise); zero stamps stay zero,
+    messages with other times take the slow path."""
+    pytest.importorskip("rclpy")
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+    from segmif_ros.tools.replay import _Restamper, header_only, restamp_header_cdr
+
+    assert header_only(Image) and header_only(CompressedImage)
+    assert not header_only(CameraInfo)  # roi is a message field: slow path
+    rng = np.random.default_rng(0)
+    for cls, offset, (sec, nsec) in [(Image, 1_234_567_890_123, (12, 999_999_999)),
+                                     (CompressedImage, -5_000_000_000, (7, 1)),
+                                     (Image, 10**18, (0, 0)),            # unset: stays unset
+                                     (Image, -10**12, (3, 5))]:          # clamped at 0
+        msg = cls()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nsec
+        msg.header.frame_id = "visible_optical"
+        if cls is Image:
+            msg.height, msg.width, msg.encoding, msg.step = 2, 3, "rgb8", 9
+            msg.data = rng.integers(0, 256, 18, dtype=np.uint8).tobytes()
+        else:
+            msg.format, msg.data = "jpeg", rng.integers(0, 256, 11, dtype=np.uint8).tobytes()
+        data = serialize_message(msg)
+        slow = deserialize_message(data, cls)
+        _Restamper(offset).apply(slow)
+        fast = restamp_header_cdr(data, offset)
+        assert fast == serialize_message(slow)
+        back = deserialize_message(fast, cls)
+        expect = 0 if (sec, nsec) == (0, 0) else max(0, sec * 10**9 + nsec + offset)
+        assert back.header.stamp.sec * 10**9 + back.header.stamp.nanosec == expect
+    with pytest.raises(ValueError, match="CDR"):
+        restamp_header_cdr(b"\x01\x02\x00\x00" + bytes(8), 1)

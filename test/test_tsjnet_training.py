@@ -39,8 +39,9 @@ def _config(tmp_path, out="run", fusion_lr=1e-3, **joint):
            "model": {"name": "tsjnet", "config": TINY},
            "train": {"batch_size": 2, "max_minutes": 0, "val_every": 100, "log_every": 1,
                      "ckpt_every": 1, "loss": {"class_weighting": "none"},
+                     "fusion_warmup_iters": 0,  # the recipe's staged schedule off: joint only
                      "seg_optim": {"warmup_iters": 0}, "fusion_optim": {"lr": fusion_lr},
-                     "joint": dict({"iters": 3, "box_min_area": 4}, **joint)}}
+                     "joint": dict({"iters": 3, "task_iters": 0, "box_min_area": 4}, **joint)}}
     path = tmp_path / f"{out}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return load_config(path)
@@ -103,6 +104,58 @@ def test_run_writes_a_loadable_checkpoint_and_resumes_exactly(tmp_path, monkeypa
         assert torch.equal(v, b["model"][k]), k
 
 
+def test_task_stage_trains_the_task_networks_on_cached_fused_images(tmp_path, monkeypatch):
+    import segmif_core.training.trainer as trainer_mod
+    import segmif_core.training.validation as validation_mod
+    for mod in (trainer_mod, validation_mod):  # plots cost seconds and are tested above
+        monkeypatch.setattr(mod, "write_plots", lambda *a: None)
+    cfg = _config(tmp_path, out="staged", iters=1, task_iters=2)
+    cfg["train"]["fusion_warmup_iters"] = 1
+    tr = Trainer(cfg, log=lambda *_: None)
+    assert [tr.phase_of(s)[1] for s in range(4)] == ["warmup", "task", "task", "joint"]
+    assert tr.total_steps == 4
+    seen, warmed = [], []
+
+    class Spy(Trainer):
+        def train_step(self, batch, phase):
+            fusion = {k: v.clone() for k, v in self.model.fusion.state_dict().items()}
+            seg = {k: v.clone() for k, v in self.model.segmenter.state_dict().items()}
+            row = super().train_step(batch, phase)
+            same = lambda mod, before: all(torch.equal(v, mod.state_dict()[k])  # noqa: E731
+                                           for k, v in before.items())
+            seen.append((phase, "ir" in batch, same(self.model.fusion, fusion),
+                         same(self.model.segmenter, seg)))
+            if phase == "warmup":
+                warmed.append({k: v.clone() for k, v in self.model.fusion.state_dict().items()})
+            return row
+
+    summary = Spy(cfg, log=lambda *_: None).run()
+    assert summary["task_steps"] == 2 and summary["joint_steps"] == 1
+    # warm-up: fusion only; task: no pair loaded (cached fused image), fusion untouched,
+    # segmenter updated; joint: everything
+    assert seen == [("warmup", True, False, True), ("task", False, True, False),
+                                     ("task", False, True, False), ("joint", True, False, False)]
+    saved = torch.load(tmp_path / "staged" / "fused_cache.pt", weights_only=False)
+    assert saved["round"] == 0 and len(saved["fused"]) == 2
+    # the cached image is the fused RGB image of the warmed-up fusion network (its weights after
+    # step 1) on the un-augmented pair
+    ref = TSJNet(tr.model.config, load_pretrained=False).eval()
+    ref.fusion.load_state_dict(warmed[0])
+    plain = tr.train_set.without_augmentation()
+    item = plain[0]
+    with torch.no_grad():
+        rgb = ref.fuse(item["vis"][None], item["ir"][None])["fused_rgb"][0]
+    expect = (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    assert np.abs(saved["fused"][0].astype(int) - expect.astype(int)).max() <= 1
+    rows = (tmp_path / "staged" / "log.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    phase_col, lr_f, lr_s = (header.index(k) for k in ("phase", "lr_fusion", "lr_seg"))
+    cells = [r.split(",") for r in rows[1:]]
+    assert [c[phase_col] for c in cells] == ["warmup", "task", "task", "joint"]
+    assert cells[1][lr_f] == "" and cells[0][lr_s] == ""  # each stage logs its own rates only
+    assert float(cells[1][lr_s]) > 0 and float(cells[3][lr_f]) > 0
+
+
 def test_paper_recipe_constants():
     cfg = load_config(PAPER_RECIPE)
     j = cfg["train"]["joint"]
@@ -114,7 +167,10 @@ def test_paper_recipe_constants():
     assert cfg["model"]["config"]["nat_depths"] == [3, 4, 6, 5]
     cpu = load_config(CPU_RECIPE)
     assert cpu["model"]["config"]["stem_channels"] == [16, 16, 32]  # not the paper's widths
-    assert cpu["train"]["max_minutes"] == 40 and cpu["train"]["threads"] == 1
+    assert cpu["train"]["max_minutes"] == 70 and cpu["train"]["threads"] == 1
+    # the staged CPU schedule (ours): fusion warm-up, task stage on cached fused images, joint
+    assert cpu["train"]["fusion_warmup_iters"] == 300 and cpu["train"]["joint"]["task_iters"] == 2000
+    assert PAPER_RECIPE.read_text().count("task_iters") == 0  # the paper has one joint stage
 
 
 def test_config_errors(tmp_path):

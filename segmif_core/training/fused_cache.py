@@ -1,6 +1,7 @@
 """The fused-image cache of the segmentation phases (``train.fused_cache``; see the docstring
-of ``trainer.py``): Phi's fused images of every training pair, made once per round, kept in
-memory and in ``out/fused_cache.pt``, and augmented into segmentation batches."""
+of ``trainer.py``) and of TSJNet's task stage (``tsjnet_steps.py``): the fusion network's fused
+images of every training pair, made once per round (TSJNet: once, when the task stage starts),
+kept in memory and in ``out/fused_cache.pt``, and augmented into segmentation batches."""
 from __future__ import annotations
 
 import time
@@ -53,7 +54,8 @@ class FusedCacheMixin:
                 vis = torch.stack([it["vis"] for it in group]).to(self.device)
                 ir = torch.stack([it["ir"] for it in group]).to(self.device)
                 with self._autocast():
-                    rgb = self.model.fuse(vis, ir)[1].float()
+                    fused = self.model.fuse(vis, ir)  # SegMiF: (Y, RGB); TSJNet: a dict
+                    rgb = (fused["fused_rgb"] if isinstance(fused, dict) else fused[1]).float()
                 rgb = (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
                 for it, img in zip(group, rgb.numpy()):
                     self._fused.append(np.ascontiguousarray(img))

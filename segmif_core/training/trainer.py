@@ -25,8 +25,9 @@ Fusion and warm-up steps crop their pairs to ``data.fusion_crop`` (optional, def
 segmentation steps to ``data.crop``: Phi costs per pixel, so small fusion crops and large
 segmentation crops (context for Psi) share a budget well.
 Models with a detector (TSJNet, Jie et al. 2024) train in ONE joint stage instead (paper Sec. 3.4;
-``tsjnet_steps.py``): ``fusion_warmup_iters`` fusion-only steps, then ``train.joint.iters`` (or
-``.epochs``) steps that update the fusion network, the detector and the segmenter together on the
+``tsjnet_steps.py``): ``fusion_warmup_iters`` fusion-only steps, ``train.joint.task_iters`` steps
+of the task networks alone on the cached fused images (ours, default 0), then ``train.joint.iters``
+(or ``.epochs``) steps that update the fusion network, the detector and the segmenter together on the
 MFF + reconstruction + attention + segmentation + detection loss, with boxes derived from each
 augmented label crop; val mAP@0.5 is logged beside val mIoU (``config/train/tsjnet_*.yaml``).
 Baselines (no fusion network) only run segmentation steps (``rounds * (seg_iters + fusion_iters)``
@@ -195,6 +196,7 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
         self._plan: StepBatches | None = None
         self._resumed = False
         self.state = {"step": 0, "seg_steps": 0, "fusion_steps": 0, "joint_steps": 0,
+                      "task_steps": 0,
                       "elapsed_s": 0.0,
                       "best": {"mIoU": -1.0}, "run_id": uuid.uuid4().hex}
         if self.tc["resume"] and (self.out / "last.pt").is_file():
@@ -227,7 +229,7 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
         if self.rank == 0:
             with open(self.out / "config.yaml", "w") as f:
                 yaml.safe_dump(self.cfg, f, sort_keys=False)
-        skip = ((lambda st: self.phase_of(st)[1] == "seg") if self.fused_cache else None)
+        skip = lambda st: self._cached(self.phase_of(st)[1])  # noqa: E731
         # fusion and warm-up steps load pairs cropped to data.fusion_crop, segmentation steps
         # to data.crop (the same unless fusion_crop is set)
         plan = StepBatches(len(self.train_set), tc["batch_size"], self.cfg["seed"],
@@ -280,13 +282,13 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
                 # the step's own RNG stream (dropout, drop path): a function of (seed, step, rank)
                 # only, so a resumed run draws what an uninterrupted one draws
                 torch.manual_seed((self.cfg["seed"] * 1_000_033 + step) * 64 + self.rank)
-                if phase == "seg" and self.fused_cache:
-                    if self._fused_round != rnd:  # made once per segmentation phase
+                if self._cached(phase):
+                    if self._fused_round != rnd:  # made once per segmentation / task phase
                         secs = self.refresh_fused_cache(rnd)
                         self._fused_round = rnd
                         if self.rank == 0:
                             self.log(f"round {rnd + 1}: fused {len(self._fused)} training pairs "
-                                     f"for the segmentation phase in {secs:.1f} s")
+                                     f"for the {phase} phase in {secs:.1f} s")
                     batch = self.fused_batch(step)
                 batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
                          for k, v in batch.items()}
@@ -296,7 +298,8 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
                             batch[k] = batch[k].contiguous(memory_format=torch.channels_last)
                 lrs = self.set_learning_rates(time_progress)
                 row = self.train_step(batch, phase)
-                self.state["fusion_steps" if phase == "warmup" else f"{phase}_steps"] += 1
+                key = "fusion_steps" if phase == "warmup" else f"{phase}_steps"
+                self.state[key] = self.state.get(key, 0) + 1
                 self.state["step"] = step = step + 1
                 now = time.time()
                 elapsed, stop = self._agree(now - t_start)
@@ -343,6 +346,7 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
                    "seg_steps": self.state["seg_steps"],
                    "fusion_steps": self.state["fusion_steps"],
                    "joint_steps": self.state.get("joint_steps", 0),
+                   "task_steps": self.state.get("task_steps", 0),
                    "wall_minutes": round(self.state["elapsed_s"] / 60, 2),
                    "device": str(self.device), "world_size": self.world,
                    "threads": torch.get_num_threads(),
@@ -352,6 +356,11 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
         if self.distributed:
             dist.destroy_process_group()
         return summary
+
+    def _cached(self, phase: str) -> bool:
+        """Whether a step of ``phase`` trains on the fused-image cache (no pair loaded): SegMiF's
+        segmentation steps with ``fused_cache``, and always TSJNet's task steps."""
+        return phase == "task" or (phase == "seg" and self.fused_cache)
 
     def _agree(self, elapsed: float) -> tuple[float, bool]:
         """(elapsed seconds, stop requested) as all processes see them: the maximum over ranks

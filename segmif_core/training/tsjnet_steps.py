@@ -36,12 +36,21 @@ which quantity its ReduceLROnPlateau watches: the training loss is our reading) 
 trainer's warm-up + poly decay over the joint steps or the time budget).
 
 Schedule: ``fusion_warmup_iters`` steps of the fusion network alone on MFF + reconstruction +
-attention (ours; the paper has none: 0 in tsjnet_paper.yaml), then ``joint.iters`` joint steps
-(or ``joint.epochs`` x steps per epoch; the paper: 100 epochs, batch 2). Joint steps crop their
-pairs to ``data.fusion_crop`` (default ``data.crop``).
+attention (ours; the paper has none: 0 in tsjnet_paper.yaml), then ``joint.task_iters`` task steps
+(ours; default 0, the paper has none), then ``joint.iters`` joint steps (or ``joint.epochs`` x
+steps per epoch; the paper: 100 epochs, batch 2). A task step trains the detector and the
+segmenter alone on the fused images of the frozen, warmed-up fusion network: every training pair
+is fused once at ``data.size`` when the task stage starts (the fused-image cache of
+``fused_cache.py``, saved in ``out/fused_cache.pt`` for a resumed run), and each step augments
+the cached images and their labels (random resize, crop to ``data.crop``, flip) and derives its
+boxes from the augmented labels. The task networks then learn at the speed of two single-image
+networks, without the fusion network's forward and backward passes; this stands in for the
+authors' code, whose task networks arrive trained (and stay frozen), and lets the joint stage
+start from task networks that already see targets in the fused image. Warm-up and joint steps
+crop their pairs to ``data.fusion_crop`` (default ``data.crop``).
 
 Config ``train.joint`` (optional for SegMiF, required keys for TSJNet: iters or epochs):
-``iters`` | ``epochs``, ``loss_weights`` {name: weight}, ``clip_grad`` (0 = off),
+``iters`` | ``epochs``, ``task_iters``, ``loss_weights`` {name: weight}, ``clip_grad`` (0 = off),
 ``box_min_area``, ``det_optim`` (optimiser dict, keys as ``seg_optim``), ``lr_schedule``,
 ``plateau_factor``, ``plateau_patience``.
 """
@@ -58,9 +67,9 @@ from .schedule import _lr, _optimizer, _set_lr
 from .tsjnet_losses import (LOSS_WEIGHTS, attention_diversity_loss, detection_loss, mff_loss,
                             reconstruction_loss)
 
-JOINT_KEYS = ("iters", "epochs", "loss_weights", "clip_grad", "box_min_area", "det_optim",
+JOINT_KEYS = ("iters", "epochs", "task_iters", "loss_weights", "clip_grad", "box_min_area", "det_optim",
               "lr_schedule", "plateau_factor", "plateau_patience")
-JOINT_DEFAULTS = {"loss_weights": {}, "clip_grad": 1.0, "box_min_area": 50,
+JOINT_DEFAULTS = {"task_iters": 0, "loss_weights": {}, "clip_grad": 1.0, "box_min_area": 50,
                   "lr_schedule": "plateau", "plateau_factor": 0.1, "plateau_patience": 3}
 #: log.csv columns of a joint run (after ``Trainer.FIELDS``)
 JOINT_FIELDS = ["lr_det", "mff", "mff_int", "mff_grad", "mff_ssim", "recon", "attention", "det",
@@ -152,18 +161,21 @@ class JointMixin:
         iters = int(jc["iters"]) if "iters" in jc else int(jc["epochs"]) * self.per_epoch
         if iters < 0:
             raise ValueError(f"train.joint iters/epochs must be >= 0, got {iters}")
+        task_iters = int(jc["task_iters"])
+        if task_iters < 0:
+            raise ValueError(f"train.joint.task_iters must be >= 0, got {task_iters}")
         if jc["lr_schedule"] not in ("plateau", "poly"):
             raise ValueError(f"train.joint.lr_schedule must be 'plateau' or 'poly', got "
                              f"{jc['lr_schedule']!r}")
         bad = set(jc["loss_weights"]) - set(LOSS_WEIGHTS)
         if bad:
             raise ValueError(f"unknown loss weights {sorted(bad)}; known: {list(LOSS_WEIGHTS)}")
-        self.jc, self.joint_iters = jc, iters
+        self.jc, self.joint_iters, self.task_iters = jc, iters, task_iters
         self.loss_weights = {**LOSS_WEIGHTS, **jc["loss_weights"]}
         self.box_class_ids = detection_class_ids(self.model.detection_classes,
                                                  self.classes.names)
         self.fused_cache = False
-        self.total_steps = self.warmup + iters
+        self.total_steps = self.warmup + task_iters + iters
         self.det_optim = {**self.tc["seg_optim"], **(jc.get("det_optim") or {})}
         det = self.model.detector
         enc = [p for n, p in det.named_parameters() if n.startswith("encoder.")]
@@ -177,19 +189,25 @@ class JointMixin:
                             self.model.detector, self.model.segmenter]
 
     def joint_phase_of(self, step: int) -> tuple[int, str]:
-        """(-1, 'warmup') for the first ``fusion_warmup_iters`` steps, then (0, 'joint')."""
-        return (-1, "warmup") if step < self.warmup else (0, "joint")
+        """(-1, 'warmup') for the first ``fusion_warmup_iters`` steps, (0, 'task') for the next
+        ``joint.task_iters``, then (0, 'joint')."""
+        if step < self.warmup:
+            return -1, "warmup"
+        return (0, "task") if step < self.warmup + self.task_iters else (0, "joint")
 
     # -- learning rates
     def joint_lrs(self, time_progress: float) -> dict:
         """Set and return the learning rates of this step: {'lr_fusion', 'lr_seg', 'lr_det'}
-        (warm-up steps: the fusion network only; the others are reported as None)."""
+        (warm-up steps: the fusion network only, task steps: the task networks only; the others
+        are reported as None). Each optimiser's schedule runs over its own steps: the fusion
+        network's over warm-up + joint, the task networks' over task + joint."""
         fusion_step = self.state["fusion_steps"] + self.state["joint_steps"]
-        total_f = self.total_steps
-        j = self.state["joint_steps"]
+        total_f = self.warmup + self.joint_iters
+        j = self.state.get("task_steps", 0) + self.state["joint_steps"]
+        total_t = self.task_iters + self.joint_iters
         pairs = [("lr_fusion", self.opt_fusion, self.tc["fusion_optim"], fusion_step, total_f),
-                 ("lr_seg", self.opt_seg, self.tc["seg_optim"], j, self.joint_iters),
-                 ("lr_det", self.opt_det, self.det_optim, j, self.joint_iters)]
+                 ("lr_seg", self.opt_seg, self.tc["seg_optim"], j, total_t),
+                 ("lr_det", self.opt_det, self.det_optim, j, total_t)]
         out = {}
         for key, opt, oc, step, total in pairs:
             if self.jc["lr_schedule"] == "poly":
@@ -199,15 +217,50 @@ class JointMixin:
                       else oc["lr"] * self.plateau.state["scale"])
             _set_lr(opt, lr)
             out[key] = lr
-        if self.state["step"] < self.warmup:
+        phase = self.joint_phase_of(self.state["step"])[1]
+        if phase == "warmup":
             out["lr_seg"] = out["lr_det"] = None
+        elif phase == "task":
+            out["lr_fusion"] = None
         return out
+
+    def task_step(self, batch: dict) -> dict:
+        """One step of the detector and the segmenter on a cached fused batch (``vis`` the
+        augmented fused RGB image (B, 3, H, W) in [0, 1], ``label`` (B, H, W)); the fusion network
+        is not run. Returns the log row (unweighted parts, weighted 'total')."""
+        w = self.loss_weights
+        rgb, label = batch["vis"], batch["label"]
+        image = split_luminance(rgb)[0] if self.model.config.task_input == "gray" else rgb
+        targets = targets_from_labels(label, self.box_class_ids, self.jc["box_min_area"],
+                                      self.device)
+        with self._autocast():
+            out = self.net(image, None, phase="fused")
+        seg = segmentation_loss(out["logits"].float(), label, self.class_weight,
+                                self.tc["loss"]["ignore_index"])
+        det = detection_loss(out["detections"], targets, self.model.config.center_radius)
+        total = w["segmentation"] * seg + w["detection"] * det["total"]
+        for opt in (self.opt_seg, self.opt_det):
+            opt.zero_grad(set_to_none=True)
+        total.backward()
+        clip = float(self.jc["clip_grad"] or 0)
+        if clip > 0:
+            for mod in self.clip_groups[4:]:
+                torch.nn.utils.clip_grad_norm_(mod.parameters(), clip)
+        for opt in (self.opt_seg, self.opt_det):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return {"seg": seg.item(), "det": det["total"].item(), "det_cls": det["cls"].item(),
+                "det_box": det["box"].item(), "det_ctr": det["centerness"].item(),
+                "det_pos": det["positives"], "total": total.item()}
 
     # -- one step
     def joint_step(self, batch: dict, phase: str) -> dict:
-        """One optimiser step: 'warmup' (fusion network on MFF + reconstruction + attention) or
-        'joint' (all three networks on the full loss of the module docstring). Returns the log
+        """One optimiser step: 'warmup' (fusion network on MFF + reconstruction + attention),
+        'task' (``task_step``) or 'joint' (all three networks on the full loss of the module
+        docstring). Returns the log
         row (unweighted parts, weighted 'total')."""
+        if phase == "task":
+            return self.task_step(batch)
         w = self.loss_weights
         vis, ir, label = batch["vis"], batch["ir"], batch["label"]
         joint = phase == "joint"
