@@ -221,3 +221,68 @@ def test_pt_checkpoint_on_onnxruntime_is_exported_once_and_cached(tiny_checkpoin
     import torch
     assert choose_backend("auto", None, torch.device("cpu"), "bf16") == "torch"
     assert choose_backend("auto", "x.onnx", torch.device("cpu")) == "onnxruntime"
+
+
+def _conv_weight_sources(path):
+    """[(weight name, 'dq' | 'plain')] for every Conv node of an ONNX file (Psi's encoder runs
+    twice, guidance pass and Psi, so a weight can appear twice), read with the onnx package,
+    independently of the quantiser's own bookkeeping."""
+    import onnx
+    g = onnx.load(str(path)).graph
+    producer = {o: n for n in g.node for o in n.output}
+    out = []
+    for n in g.node:
+        if n.op_type != "Conv":
+            continue
+        src = producer.get(n.input[1])
+        if src is not None and src.op_type == "DequantizeLinear":
+            out.append((src.input[0], "dq"))
+        else:
+            out.append((n.input[1], "plain"))
+    return out
+
+
+def test_int8_quantises_only_psi_convolutions_and_stays_close(static_onnx, tmp_path):
+    from segmif_core.inference.onnx_quantize import quantize_onnx
+    path, _ = static_onnx
+    before = _conv_weight_sources(path)
+    psi = [k for k, _ in before if k.startswith("model.segmenter.")]
+    assert psi and all(v == "plain" for _, v in before)
+    out = tmp_path / "int8.onnx"
+    meta = quantize_onnx(path, out, MFNET, pairs=3)
+    q = meta["quantization"]
+    assert q["part"] == "segmenter" and 0 < q["convolutions"] <= len(psi)
+    assert q["calibration_pairs"] == 3
+    after = _conv_weight_sources(out)
+    # every convolution still there; those with int8 weights are Psi's (the pre-processing may
+    # rewrite some weights, which then stay fp32), never Phi's
+    assert len(after) == len(before)
+    dq = [k for k, v in after if v == "dq"]
+    assert len(dq) == q["convolutions"] and all(k.startswith("model.segmenter.") for k in dq)
+    # the file is a normal exported file for the backend: metadata carried, camera size kept
+    assert read_onnx_metadata(out)["quantization"]["convolutions"] == len(dq)
+    vis, ir = _real_pair(3)
+    a = SegMiFPredictor(str(path), backend="onnxruntime").predict(vis, ir)
+    b = SegMiFPredictor(str(out), backend="onnxruntime").predict(vis, ir)
+    assert b.labels.shape == a.labels.shape and b.fused.shape == a.fused.shape
+    # int8 ranges from real pairs: most labels and the fused image survive (a random tiny model
+    # has close logits, so some labels flip); the fused image moves only through Psi's guidance
+    assert (a.labels == b.labels).mean() > 0.8
+    diff = np.abs(a.fused.astype(int) - b.fused.astype(int))
+    assert diff.mean() < 3.0 and not np.array_equal(a.confidence, b.confidence)
+
+
+def test_int8_errors(static_onnx, tmp_path):
+    from segmif_core.inference.onnx_quantize import quantize_onnx
+    path, _ = static_onnx
+    with pytest.raises(ValueError, match="part must be one of"):
+        quantize_onnx(path, tmp_path / "x.onnx", MFNET, part="decoder")
+    with pytest.raises(ValueError, match="pairs must be >= 1"):
+        quantize_onnx(path, tmp_path / "x.onnx", MFNET, pairs=0)
+    (tmp_path / "empty" / "vis").mkdir(parents=True)
+    (tmp_path / "empty" / "ir").mkdir()
+    with pytest.raises(ValueError, match="no calibration pairs|no pairs"):
+        quantize_onnx(path, tmp_path / "x.onnx", tmp_path / "empty")
+    assert not (tmp_path / "x.onnx").exists()  # nothing half-written
+    from segmif_ros.tools.cli import main
+    assert main(["export", "--onnx", str(tmp_path / "y.onnx"), "--int8"]) == 2

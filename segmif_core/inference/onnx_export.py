@@ -105,7 +105,7 @@ def export_onnx(out, checkpoint=None, size=None, camera=(480, 640), dynamic: boo
         except ImportError as err:
             raise ExportError(f"ONNX export needs the {mod} package (pip install onnx onnxscript; "
                               "the versions are pinned in the Makefile)") from err
-    graph = WholeModel(model)
+    graph = WholeModel(model).eval()
     args = example_inputs(size, camera)
     dynamic_shapes = None
     if dynamic:
