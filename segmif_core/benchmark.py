@@ -131,7 +131,7 @@ def run_config(camera, *, checkpoint=None, device="cpu", backend="torch", precis
                warmup=5, data=None, onnx_dir=None) -> dict:
     """Benchmark one configuration (see the module docstring). For backend 'onnxruntime' the
     checkpoint is exported first into ``onnx_dir`` (a fixed-size graph for this camera and
-    network size). Returns a dict: the configuration, 'fps', 'latency_ms' (p50/p90/p99/max of
+    network size); an .onnx checkpoint (e.g. ``segmif export --int8``) is used as it is. Returns a dict: the configuration, 'fps', 'latency_ms' (p50/p90/p99/max of
     the whole prediction), 'stages_ms' (per stage summaries), 'subnetworks_ms' or 'skipped'."""
     cfg = {"camera": list(camera), "device": device, "backend": backend, "precision": precision,
            "compile": bool(compile), "threads": threads or torch.get_num_threads(),
@@ -146,7 +146,9 @@ def run_config(camera, *, checkpoint=None, device="cpu", backend="torch", precis
             except ImportError as err:
                 raise BackendError("onnxruntime is not installed") from err
             onnx_dir = Path(onnx_dir or tempfile.mkdtemp(prefix="segmif_bench_"))
-            ckpt = onnx_dir / f"model_{camera[0]}x{camera[1]}_{fusion_scale or 'ckpt'}.onnx"
+            given = checkpoint is not None and str(checkpoint).lower().endswith(".onnx")
+            ckpt = Path(checkpoint) if given else \
+                onnx_dir / f"model_{camera[0]}x{camera[1]}_{fusion_scale or 'ckpt'}.onnx"
             if not ckpt.is_file():
                 export_onnx(ckpt, checkpoint, size=input_size, camera=camera,
                             fusion_scale=fusion_scale)
@@ -175,8 +177,16 @@ def run_config(camera, *, checkpoint=None, device="cpu", backend="torch", precis
 
 
 def model_description(checkpoint=None) -> dict:
-    """Model name, config and parameter count of a checkpoint (for the benchmark's record)."""
+    """Model name, config and parameter count of a checkpoint (for the benchmark's record); for
+    an exported .onnx file its metadata (quantization included)."""
     from .checkpoint import load_checkpoint
+    if checkpoint is not None and str(checkpoint).lower().endswith(".onnx"):
+        from .inference.backends import read_onnx_metadata
+        meta = read_onnx_metadata(checkpoint)
+        return {"checkpoint": str(checkpoint), "model": meta.get("model"),
+                "config": meta.get("config"), "input_size": meta.get("input_size"),
+                "classes": list(meta["classes"]["names"]),
+                "quantization": meta.get("quantization")}
     model, classes, info = load_checkpoint(checkpoint)
     return {"checkpoint": str(checkpoint) if checkpoint else "default", "model": info["model"],
             "config": info["config"], "input_size": info.get("input_size"),

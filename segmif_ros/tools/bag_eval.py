@@ -175,7 +175,14 @@ def run_bag_eval(bag, out="runs/bag_eval", *, visible_topic: str = "/visible/ima
         remap[gt_topic] = live["ground_truth"]
 
     classes, method, det_classes = None, "segmif_node", ()
-    if start_node:
+    if start_node and str(checkpoint or "").lower().endswith(".onnx"):
+        from segmif_core.data.classes import ClassSet
+        from segmif_core.inference.backends import read_onnx_metadata
+        meta = read_onnx_metadata(checkpoint)  # fail early on a bad file (BackendError)
+        c = meta["classes"]
+        classes = ClassSet(c["name"], tuple(c["names"]), tuple(tuple(x) for x in c["colors"]))
+        method = model_method_name(meta)
+    elif start_node:
         from segmif_core.checkpoint import load_checkpoint
         model, classes, ck_info = load_checkpoint(checkpoint)  # fail early on a bad checkpoint
         method = model_method_name(ck_info)

@@ -74,7 +74,9 @@ def run_live(camera, out: Path, *, checkpoint=None, device="cpu", backend="torch
             params["input_height"], params["input_width"] = int(input_size[0]), int(input_size[1])
         if fusion_scale:
             params["fusion_scale"] = fusion_scale
-        if backend == "onnxruntime":  # export now (once, cached), not during the node's start
+        is_onnx = str(checkpoint or "").lower().endswith(".onnx")
+        if backend == "onnxruntime" and not is_onnx:  # export now (once, cached), not during
+            # the node's start
             cached_onnx(checkpoint, fusion_scale, log)
         report = run_bag_eval(work / "bag", out / f"live_{camera[0]}x{camera[1]}_{backend}",
                               gt_topic=None, rate=1.0, start_node=True, checkpoint=checkpoint,
