@@ -147,8 +147,9 @@ def test_newest_pair_wins_and_stale_pairs_are_counted(context, tiny_checkpoint):
     ({"homography": [1.0, 0.0, 0.0, 1.0]}, "3x3"),
     ({"device": "tpu"}, "device"),
     ({"backend": "tensorrt"}, "backend: 'tensorrt' is not one of torch, onnxruntime"),
-    ({"backend": "onnxruntime", "precision": "bf16"}, "precision and compile are torch"),
+    ({"backend": "onnxruntime", "precision": "bf16"}, "takes precision"),
     ({"precision": "fp16"}, "fp16 needs a CUDA device"),
+    ({"precision": "int8"}, "needs int8_calibration"),
 ])
 def test_invalid_parameters_are_refused_at_construction(context, tiny_checkpoint, params, text):
     with pytest.raises(ConfigurationError, match=text):

@@ -119,7 +119,7 @@ def test_backend_errors(static_onnx, tiny_checkpoint, tmp_path, monkeypatch):
     junk.write_bytes(np.random.default_rng(0).bytes(2000))
     with pytest.raises(BackendError, match="cannot load ONNX file"):
         SegMiFPredictor(junk, backend="onnxruntime")
-    with pytest.raises(BackendError, match="fp32 graph"):
+    with pytest.raises(BackendError, match="takes precision"):
         SegMiFPredictor(path, backend="onnxruntime", precision="bf16")
     with pytest.raises(BackendError, match="fixed in an exported"):
         SegMiFPredictor(path, backend="onnxruntime", fusion_scale=0.5)
@@ -286,3 +286,37 @@ def test_int8_errors(static_onnx, tmp_path):
     assert not (tmp_path / "x.onnx").exists()  # nothing half-written
     from segmif_ros.tools.cli import main
     assert main(["export", "--onnx", str(tmp_path / "y.onnx"), "--int8"]) == 2
+
+
+def test_int8_precision_quantises_a_pt_checkpoint_once_and_caches_it(tiny_checkpoint, static_onnx,
+                                                                     tmp_path, monkeypatch):
+    import segmif_core.inference.onnx_quantize as oq
+    monkeypatch.setenv("SEGMIF_CACHE", str(tmp_path / "cache"))
+    pred = SegMiFPredictor(tiny_checkpoint, backend="auto", precision="int8",
+                           int8_calibration=MFNET)
+    assert pred.backend.name == "onnxruntime"
+    assert pred.info["onnx"]["quantization"]["part"] == "segmenter"
+    vis, ir = _real_pair(1)
+    fp32 = SegMiFPredictor(tiny_checkpoint, backend="onnxruntime").predict(vis, ir)
+    out = pred.predict(vis, ir)
+    assert (out.labels == fp32.labels).mean() > 0.8
+    cached = sorted((tmp_path / "cache").glob("*.int8.onnx"))
+    assert len(cached) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("quantised again")
+    monkeypatch.setattr(oq, "quantize_onnx", boom)
+    again = SegMiFPredictor(tiny_checkpoint, backend="auto", precision="int8",
+                            int8_calibration=MFNET)
+    assert again.info["onnx"]["quantization"]["calibration_pairs"] == 16
+    # errors: no calibration, the torch backend, an fp32 .onnx file, a missing folder
+    with pytest.raises(BackendError, match="needs int8_calibration"):
+        SegMiFPredictor(tiny_checkpoint, backend="auto", precision="int8")
+    with pytest.raises(BackendError, match="not torch"):
+        SegMiFPredictor(tiny_checkpoint, backend="torch", precision="int8",
+                        int8_calibration=MFNET)
+    with pytest.raises(BackendError, match="fp32 ONNX file"):
+        SegMiFPredictor(str(static_onnx[0]), backend="auto", precision="int8")
+    with pytest.raises(ValueError, match="calibration folder not found"):
+        SegMiFPredictor(tiny_checkpoint, backend="auto", precision="int8",
+                        int8_calibration=tmp_path / "none")

@@ -33,7 +33,8 @@ from ..data.classes import ClassSet
 from .onnx_export import INPUT_NAMES, METADATA_KEY, ONNX_FORMAT, set_fusion_scale
 
 BACKENDS = ("auto", "torch", "onnxruntime")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16")     # the torch backend's
+ORT_PRECISIONS = ("fp32", "int8")         # ONNX Runtime's (int8: ``onnx_quantize``)
 _AUTOCAST = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -317,6 +318,8 @@ def choose_backend(backend: str, checkpoint, device: torch.device, precision: st
         return backend
     if checkpoint is not None and str(checkpoint).lower().endswith(".onnx"):
         return "onnxruntime"
+    if precision == "int8":
+        return "onnxruntime"
     if device.type == "cpu" and precision == "fp32" and not compile and onnxruntime_usable():
         return "onnxruntime"
     return "torch"
@@ -324,24 +327,40 @@ def choose_backend(backend: str, checkpoint, device: torch.device, precision: st
 
 def make_backend(backend: str, checkpoint, device: torch.device, *, precision: str = "fp32",
                  compile: bool = False, threads: int = 0, fusion_scale: float | None = None,
-                 device_preprocess: bool | None = None, log=None, input_size=None):
+                 device_preprocess: bool | None = None, log=None, input_size=None,
+                 int8_calibration=None):
     """Build the backend ``backend`` ('auto' | 'torch' | 'onnxruntime'; see
     :func:`choose_backend` and the classes). For 'onnxruntime' the checkpoint is an .onnx file
     or a .pt checkpoint (None = the shipped one), which is exported once and cached
     (``inference.onnx_cache``, for the network ``input_size``, None = the checkpoint's; ``log``
-    gets a line before the export). Raises BackendError for
+    gets a line before the export). ``precision`` 'int8' (ONNX Runtime only): an .onnx file
+    written by ``segmif export --int8``, or a .pt checkpoint quantised once and cached, which
+    needs ``int8_calibration`` (a folder of registered pairs). Raises BackendError for
     an unknown backend or an option the backend does not take."""
     backend = choose_backend(backend, checkpoint, device, precision, compile)
     if backend == "torch":
         if checkpoint is not None and str(checkpoint).lower().endswith(".onnx"):
             raise BackendError(f"{checkpoint} is an ONNX file: use backend 'onnxruntime'")
+        if precision == "int8":
+            raise BackendError("precision 'int8' runs on backend 'onnxruntime' (a quantised "
+                               "ONNX graph), not torch")
         return TorchBackend(checkpoint, device, precision, compile, fusion_scale,
                             device_preprocess)
     if backend == "onnxruntime":
-        if precision != "fp32" or compile or device_preprocess:
-            raise BackendError("backend 'onnxruntime' runs the exported fp32 graph: precision "
-                               "and compile are torch options")
+        if precision not in ORT_PRECISIONS or compile or device_preprocess:
+            raise BackendError(f"backend 'onnxruntime' takes precision {ORT_PRECISIONS} (got "
+                               f"{precision!r}); compile and device preprocessing are torch "
+                               "options")
         is_onnx = checkpoint is not None and str(checkpoint).lower().endswith(".onnx")
+        if precision == "int8" and is_onnx:
+            if not read_onnx_metadata(checkpoint).get("quantization"):
+                raise BackendError(f"{checkpoint} is an fp32 ONNX file: quantise it with "
+                                   "`segmif export --onnx OUT --int8 --calibration DIR`, or "
+                                   "give the .pt checkpoint with int8_calibration")
+        elif precision == "int8" and not int8_calibration:
+            raise BackendError("precision 'int8' with a .pt checkpoint needs int8_calibration: "
+                               "a folder of registered pairs of your cameras (calibration of "
+                               "the int8 ranges)")
         if is_onnx and fusion_scale is not None:
             raise BackendError("fusion_scale is fixed in an exported .onnx file (segmif export "
                                "--fusion-scale); give the .pt checkpoint to change it")
@@ -351,11 +370,13 @@ def make_backend(backend: str, checkpoint, device: torch.device, *, precision: s
                 raise BackendError("backend 'onnxruntime' with a .pt checkpoint exports it "
                                    "first, which needs the onnx and onnxscript packages")
             from .onnx_cache import cached_onnx
-            checkpoint = cached_onnx(checkpoint, fusion_scale, log, size=input_size)
+            checkpoint = cached_onnx(checkpoint, fusion_scale, log, size=input_size,
+                                     int8_calibration=int8_calibration
+                                     if precision == "int8" else None)
         return OnnxRuntimeBackend(checkpoint, device, threads)
     raise BackendError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
 
 
-__all__ = ["BACKENDS", "PRECISIONS", "BackendError", "Outputs", "TorchBackend",
+__all__ = ["BACKENDS", "PRECISIONS", "ORT_PRECISIONS", "BackendError", "Outputs", "TorchBackend",
            "OnnxRuntimeBackend", "make_backend", "read_onnx_metadata", "resize_host",
            "CheckpointError"]

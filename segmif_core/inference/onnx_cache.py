@@ -8,6 +8,11 @@ size, the export format and the torch version, so a retrained checkpoint or anot
 reuses a stale graph. CACHE is ``$SEGMIF_CACHE`` or ``$XDG_CACHE_HOME/segmif/onnx``
 (default ``~/.cache/segmif/onnx``). The export takes 20-70 s on a 2-core CPU; later starts load
 the cached file.
+
+``cached_onnx(..., int8_calibration=DIR)`` returns ``CACHE/<key>.int8.onnx`` instead: the fp32
+file above quantised once (``onnx_quantize.quantize_onnx``: static int8 of Psi's convolutions,
+calibrated on ``int8_pairs`` registered pairs of DIR); its key adds the calibration folder, the
+names of its pairs and the number used.
 """
 from __future__ import annotations
 
@@ -45,12 +50,30 @@ def cache_key(checkpoint, fusion_scale: float | None, size=None) -> str:
 
 
 def cached_onnx(checkpoint=None, fusion_scale: float | None = None, log=None,
-                size=None) -> Path:
+                size=None, int8_calibration=None, int8_pairs: int = 16) -> Path:
     """The cached ONNX file of ``checkpoint`` (None = the shipped one) for network input ``size``
-    (h, w; None = the checkpoint's), exported now if needed.
+    (h, w; None = the checkpoint's), exported now if needed; with ``int8_calibration`` (a folder
+    of registered pairs) its int8 version (module docstring), quantised now if needed.
     ``log``: optional callable for one line before a (slow) export. Raises CheckpointError,
-    ExportError (exporter packages missing or export failed)."""
+    ExportError (exporter packages missing or export failed), ValueError (no calibration
+    pairs)."""
     path = cache_dir() / f"{cache_key(checkpoint, fusion_scale, size)}.onnx"
+    if int8_calibration:
+        fp32 = cached_onnx(checkpoint, fusion_scale, log, size)
+        from ..data.pairs import list_pairs
+        from .onnx_quantize import quantize_onnx
+        root = Path(int8_calibration).resolve()
+        if not root.is_dir():
+            raise ValueError(f"int8 calibration folder not found: {root}")
+        names = list_pairs(str(root))
+        h = hashlib.sha256(f"{fp32.stem}|{root}|{int(int8_pairs)}|".encode())
+        h.update("|".join(names).encode())
+        q = cache_dir() / f"{h.hexdigest()[:24]}.int8.onnx"
+        if not q.is_file():
+            if log:
+                log(f"quantising {fp32.name} to int8 once, calibrated on {root} (cached as {q})")
+            quantize_onnx(fp32, q, root, pairs=int8_pairs)
+        return q
     if not path.is_file():
         # a bad file (truncated, random bytes, a dict without 'model') fails here with the
         # checkpoint's one-line error, before the export line is logged

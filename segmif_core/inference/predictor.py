@@ -69,13 +69,17 @@ class SegMiFPredictor:
         backend: 'torch', 'onnxruntime' (an .onnx file, or a .pt checkpoint exported once and
             cached) or 'auto' (ONNX Runtime on the CPU when installed, else torch); see
             ``inference.backends.choose_backend``.
-        precision: 'fp32', 'bf16' or (CUDA) 'fp16' autocast (torch backend).
+        precision: 'fp32', 'bf16' or (CUDA) 'fp16' autocast (torch backend); 'int8' (ONNX
+            Runtime: an int8 .onnx file, or the .pt checkpoint quantised once and cached, see
+            ``inference.onnx_quantize``).
         compile: torch.compile the model (torch backend).
         threads: ONNX Runtime intra-op threads (0 = torch's thread count).
         fusion_scale: override SegMiF's ``fusion_scale`` (see ``SegMiFConfig``; for ONNX
             Runtime applied at the export; ignored by models without a fusion network).
         device_preprocess: resize on the device with torch (default: on CUDA; torch backend).
         log: callable for one line before a slow step (the ONNX export of a .pt checkpoint).
+        int8_calibration: folder of registered pairs calibrating the int8 ranges (precision
+            'int8' with a .pt checkpoint).
 
     Raises:
         CheckpointError: bad checkpoint; BackendError: bad backend, ONNX file or option;
@@ -87,7 +91,7 @@ class SegMiFPredictor:
                  thermal_percentiles=(1.0, 99.0), backend: str = "torch",
                  precision: str = "fp32", compile: bool = False, threads: int = 0,
                  fusion_scale: float | None = None, device_preprocess: bool | None = None,
-                 log=None):
+                 log=None, int8_calibration=None):
         self.device = resolve_device(device)
         if thermal_norm not in ("fixed", "percentile"):
             raise ValueError(f"thermal_norm must be 'fixed' or 'percentile', got {thermal_norm!r}")
@@ -96,7 +100,8 @@ class SegMiFPredictor:
                                     compile=compile, threads=threads or torch.get_num_threads(),
                                     fusion_scale=fusion_scale,
                                     device_preprocess=device_preprocess, log=log,
-                                    input_size=tuple(input_size) if input_size else None)
+                                    input_size=tuple(input_size) if input_size else None,
+                                    int8_calibration=int8_calibration)
         self.classes, self.info = self.backend.classes, self.backend.info
         #: names of the detector's classes (empty: no detector)
         self.detection_classes = tuple(getattr(self.backend, "detection_classes", ()))

@@ -134,7 +134,8 @@ class SegMiFNode(WatchMixin, LifecycleNode):
             precision=p["precision"], threads=int(p["threads"]),
             # an exported .onnx file has its fusion_scale built in
             fusion_scale=None if str(p["checkpoint"]).lower().endswith(".onnx")
-            else p["fusion_scale"] or None, log=self.get_logger().info)
+            else p["fusion_scale"] or None, log=self.get_logger().info,
+            int8_calibration=p["int8_calibration"] or None)
         args = (p["checkpoint"] or None, p["device"], size if all(size) else None)
         try:
             self.predictor = SegMiFPredictor(*args, backend=p["backend"], **kwargs)

@@ -48,8 +48,14 @@ PARAMETERS = {
                 "file from `segmif export --onnx`, or a .pt exported once and cached) or auto "
                 "(ONNX Runtime on the CPU when installed, else torch).",
                 {"additional_constraints": "one of: torch, onnxruntime, auto"}),
-    "precision": ("fp32", "torch backend: fp32, bf16 or (CUDA) fp16 autocast.",
-                  {"additional_constraints": "one of: fp32, bf16, fp16"}),
+    "precision": ("fp32", "fp32; torch backend: bf16 or (CUDA) fp16 autocast; onnxruntime: "
+                  "int8 (static int8 of Psi's convolutions: an .onnx file from `segmif export "
+                  "--int8`, or the .pt checkpoint quantised once and cached, calibrated on "
+                  "int8_calibration).",
+                  {"additional_constraints": "one of: fp32, bf16, fp16, int8"}),
+    "int8_calibration": ("", "precision int8 with a .pt checkpoint: folder of registered "
+                         "visible/thermal pairs of your cameras (vis/, ir/; 16 used) that "
+                         "calibrate the int8 ranges once.", {}),
     "threads": (0, "CPU threads of the network (torch intra-op threads, ONNX Runtime intra-op "
                 "threads); 0 = the library's default.",
                 {"integer_range": [IntegerRange(from_value=0, to_value=256, step=0)]}),
