@@ -1,5 +1,6 @@
 """segmif_node in a live rclpy graph (in-process, shared-memory transport, own domain)."""
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -581,3 +582,30 @@ def test_start_up_errors_exit_1_with_one_line(tiny_checkpoint, args, text):
     assert proc.returncode == 1, out
     assert text in out and "Traceback" not in out, out
     assert len([line for line in out.splitlines() if line.strip()]) == 1, out
+
+
+def test_fast_preset_runs_int8_at_its_input_size(context, tiny_checkpoint, tmp_path, monkeypatch):
+    """config/segmif_fast.yaml: every key is a declared parameter; as shipped (no calibration
+    folder) the node refuses to configure with the reason; with one it runs ONNX Runtime int8 at
+    the preset's network size and answers a pair at the camera's size."""
+    import yaml
+    from conftest import MFNET
+    from segmif_ros.node.parameters import PARAMETERS
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("SEGMIF_CACHE", str(tmp_path / "cache"))
+    preset = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" /
+                             "segmif_fast.yaml").read_text())["/**"]["ros__parameters"]
+    assert set(preset) <= set(PARAMETERS) and preset["precision"] == "int8"
+    with pytest.raises(ConfigurationError, match="needs int8_calibration"):
+        make_node(context, tiny_checkpoint, **preset)
+    node = make_node(context, tiny_checkpoint, **dict(preset, int8_calibration=MFNET))
+    try:
+        pred = node.predictor
+        assert pred.backend.name == "onnxruntime" and pred.input_size == (192, 256)
+        assert pred.info["onnx"]["quantization"]["part"] == "segmenter"
+        rng = np.random.default_rng(0)
+        out = pred.predict(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8),
+                           rng.integers(0, 256, (120, 160), dtype=np.uint8))
+        assert out.labels.shape == (120, 160) and out.fused.shape == (120, 160, 3)
+    finally:
+        node.destroy_node()
