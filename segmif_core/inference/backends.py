@@ -260,6 +260,10 @@ class OnnxRuntimeBackend:
         except Exception as err:  # noqa: BLE001
             raise BackendError(f"cannot load ONNX file {path}: {str(err).splitlines()[0]}"
                                ) from err
+        # run-time failures come back as Python exceptions (the node counts and throttles them);
+        # ORT's own per-run C++ log lines would repeat each one on stderr every frame
+        self.run_options = ort.RunOptions()
+        self.run_options.log_severity_level = 4
         meta = _metadata(self.session, path)
         names = [i.name for i in self.session.get_inputs()]
         if names != list(INPUT_NAMES):
@@ -290,7 +294,8 @@ class OnnxRuntimeBackend:
                 "thermal_full": np.ascontiguousarray(ir01, np.float32)[None, None]}
         resize_ms = _ms(t0)
         t1 = time.perf_counter()
-        labels, conf, fused = self.session.run(["labels", "confidence", "fused"], feed)
+        labels, conf, fused = self.session.run(["labels", "confidence", "fused"], feed,
+                                               self.run_options)
         network = _ms(t1)
         t2 = time.perf_counter()
         fused = (fused[0].transpose(1, 2, 0) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)

@@ -50,9 +50,9 @@ def _calibration_feeds(onnx_path: Path, root, pairs: int, layout: str = "auto") 
     session = pred.backend.session
 
     class _Recorder:  # records what the backend feeds the session, then runs it
-        def run(self, names_out, feed):
+        def run(self, names_out, feed, *options):
             feeds.append({k: np.array(v, copy=True) for k, v in feed.items()})
-            return session.run(names_out, feed)
+            return session.run(names_out, feed, *options)
 
     pred.backend.session = _Recorder()
     camera = pred.backend.fixed_camera  # a fixed-size file: pairs resized to its camera size
