@@ -41,7 +41,8 @@ def _config(tmp_path, out="run", fusion_lr=1e-3, **joint):
                      "ckpt_every": 1, "loss": {"class_weighting": "none"},
                      "fusion_warmup_iters": 0,  # the recipe's staged schedule off: joint only
                      "seg_optim": {"warmup_iters": 0}, "fusion_optim": {"lr": fusion_lr},
-                     "joint": dict({"iters": 3, "task_iters": 0, "box_min_area": 4}, **joint)}}
+                     "joint": dict({"iters": 3, "task_iters": 0, "task_batch_size": None,
+                                    "box_min_area": 4}, **joint)}}
     path = tmp_path / f"{out}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return load_config(path)
@@ -109,7 +110,7 @@ def test_task_stage_trains_the_task_networks_on_cached_fused_images(tmp_path, mo
     import segmif_core.training.validation as validation_mod
     for mod in (trainer_mod, validation_mod):  # plots cost seconds and are tested above
         monkeypatch.setattr(mod, "write_plots", lambda *a: None)
-    cfg = _config(tmp_path, out="staged", iters=1, task_iters=2)
+    cfg = _config(tmp_path, out="staged", iters=1, task_iters=2, task_batch_size=1)
     cfg["train"]["fusion_warmup_iters"] = 1
     tr = Trainer(cfg, log=lambda *_: None)
     assert [tr.phase_of(s)[1] for s in range(4)] == ["warmup", "task", "task", "joint"]
@@ -124,7 +125,7 @@ def test_task_stage_trains_the_task_networks_on_cached_fused_images(tmp_path, mo
             same = lambda mod, before: all(torch.equal(v, mod.state_dict()[k])  # noqa: E731
                                            for k, v in before.items())
             seen.append((phase, "ir" in batch, same(self.model.fusion, fusion),
-                         same(self.model.segmenter, seg)))
+                         same(self.model.segmenter, seg), len(batch["vis"])))
             if phase == "warmup":
                 warmed.append({k: v.clone() for k, v in self.model.fusion.state_dict().items()})
             return row
@@ -133,8 +134,10 @@ def test_task_stage_trains_the_task_networks_on_cached_fused_images(tmp_path, mo
     assert summary["task_steps"] == 2 and summary["joint_steps"] == 1
     # warm-up: fusion only; task: no pair loaded (cached fused image), fusion untouched,
     # segmenter updated; joint: everything
-    assert seen == [("warmup", True, False, True), ("task", False, True, False),
-                                     ("task", False, True, False), ("joint", True, False, False)]
+    # segmenter updated; joint: everything. Task steps take task_batch_size pairs (1), the
+    # others batch_size (2)
+    assert seen == [("warmup", True, False, True, 2), ("task", False, True, False, 1),
+                    ("task", False, True, False, 1), ("joint", True, False, False, 2)]
     saved = torch.load(tmp_path / "staged" / "fused_cache.pt", weights_only=False)
     assert saved["round"] == 0 and len(saved["fused"]) == 2
     # the cached image is the fused RGB image of the warmed-up fusion network (its weights after
@@ -167,9 +170,9 @@ def test_paper_recipe_constants():
     assert cfg["model"]["config"]["nat_depths"] == [3, 4, 6, 5]
     cpu = load_config(CPU_RECIPE)
     assert cpu["model"]["config"]["stem_channels"] == [16, 16, 32]  # not the paper's widths
-    assert cpu["train"]["max_minutes"] == 70 and cpu["train"]["threads"] == 1
+    assert cpu["train"]["max_minutes"] == 60 and cpu["train"]["threads"] == 1
     # the staged CPU schedule (ours): fusion warm-up, task stage on cached fused images, joint
-    assert cpu["train"]["fusion_warmup_iters"] == 300 and cpu["train"]["joint"]["task_iters"] == 2000
+    assert cpu["train"]["fusion_warmup_iters"] == 300 and cpu["train"]["joint"]["task_iters"] == 600
     assert PAPER_RECIPE.read_text().count("task_iters") == 0  # the paper has one joint stage
 
 

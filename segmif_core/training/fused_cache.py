@@ -62,10 +62,12 @@ class FusedCacheMixin:
                     self._fused_labels.append(it["label"].numpy().astype(np.uint8))
 
     def fused_batch(self, step: int) -> dict:
-        """The segmentation batch of ``step`` from the fused-image cache: the plan's pairs, each
-        augmented with a generator seeded by its item seed (so a resumed run repeats it)."""
+        """The segmentation batch of ``step`` from the fused-image cache: the plan's pairs (a
+        TSJNet task step: ``task_plan``'s, ``joint.task_batch_size`` of them), each augmented
+        with a generator seeded by its item seed (so a resumed run repeats it)."""
         vis, labels = [], []
-        for index, seed in self._plan.indices(step):
+        plan = getattr(self, "task_plan", None) if self.phase_of(step)[1] == "task" else None
+        for index, seed in (plan or self._plan).indices(step):
             img = self._fused[index].astype(np.float32) / np.float32(255.0)
             f, _, lab = self.train_set.augment(img, None, self._fused_labels[index],
                                                np.random.default_rng(seed))

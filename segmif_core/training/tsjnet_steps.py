@@ -37,7 +37,8 @@ trainer's warm-up + poly decay over the joint steps or the time budget).
 
 Schedule: ``fusion_warmup_iters`` steps of the fusion network alone on MFF + reconstruction +
 attention (ours; the paper has none: 0 in tsjnet_paper.yaml), then ``joint.task_iters`` task steps
-(ours; default 0, the paper has none), then ``joint.iters`` joint steps (or ``joint.epochs`` x
+(ours; default 0, the paper has none) of ``joint.task_batch_size`` pairs each (default
+``batch_size``), then ``joint.iters`` joint steps (or ``joint.epochs`` x
 steps per epoch; the paper: 100 epochs, batch 2). A task step trains the detector and the
 segmenter alone on the fused images of the frozen, warmed-up fusion network: every training pair
 is fused once at ``data.size`` when the task stage starts (the fused-image cache of
@@ -50,7 +51,7 @@ start from task networks that already see targets in the fused image. Warm-up an
 crop their pairs to ``data.fusion_crop`` (default ``data.crop``).
 
 Config ``train.joint`` (optional for SegMiF, required keys for TSJNet: iters or epochs):
-``iters`` | ``epochs``, ``task_iters``, ``loss_weights`` {name: weight}, ``clip_grad`` (0 = off),
+``iters`` | ``epochs``, ``task_iters``, ``task_batch_size``, ``loss_weights`` {name: weight}, ``clip_grad`` (0 = off),
 ``box_min_area``, ``det_optim`` (optimiser dict, keys as ``seg_optim``), ``lr_schedule``,
 ``plateau_factor``, ``plateau_patience``.
 """
@@ -63,11 +64,12 @@ import torch.distributed as dist
 from ..data.boxes import boxes_from_labels, to_tensors
 from ..models.preprocessing import split_luminance
 from .losses import segmentation_loss
+from .batches import StepBatches
 from .schedule import _lr, _optimizer, _set_lr
 from .tsjnet_losses import (LOSS_WEIGHTS, attention_diversity_loss, detection_loss, mff_loss,
                             reconstruction_loss)
 
-JOINT_KEYS = ("iters", "epochs", "task_iters", "loss_weights", "clip_grad", "box_min_area", "det_optim",
+JOINT_KEYS = ("iters", "epochs", "task_iters", "task_batch_size", "loss_weights", "clip_grad", "box_min_area", "det_optim",
               "lr_schedule", "plateau_factor", "plateau_patience")
 JOINT_DEFAULTS = {"task_iters": 0, "loss_weights": {}, "clip_grad": 1.0, "box_min_area": 50,
                   "lr_schedule": "plateau", "plateau_factor": 0.1, "plateau_patience": 3}
@@ -171,6 +173,10 @@ class JointMixin:
         if bad:
             raise ValueError(f"unknown loss weights {sorted(bad)}; known: {list(LOSS_WEIGHTS)}")
         self.jc, self.joint_iters, self.task_iters = jc, iters, task_iters
+        task_bs = int(jc.get("task_batch_size") or self.tc["batch_size"])
+        # task steps draw their own batches (a function of (seed, step) as every plan)
+        self.task_plan = StepBatches(len(self.train_set), task_bs, self.cfg["seed"],
+                                     rank=self.rank, world=self.world) if task_iters else None
         self.loss_weights = {**LOSS_WEIGHTS, **jc["loss_weights"]}
         self.box_class_ids = detection_class_ids(self.model.detection_classes,
                                                  self.classes.names)
