@@ -25,6 +25,9 @@ FORMAT = "segmif-checkpoint/2"
 LEGACY_FORMATS = ("segmif-checkpoint/1",)
 #: The default checkpoint shipped with the package (trained on the MFNet subset, see README).
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "segmif_lite0_mfnet.pt"
+#: The shipped TSJNet checkpoint (config/train/tsjnet_cpu.yaml on the MFNet subset; model card
+#: in docs/model_card.md). Not a default: give it as ``checkpoint`` to run TSJNet.
+TSJNET_CHECKPOINT = DEFAULT_CHECKPOINT.with_name("tsjnet_lite0_mfnet.pt")
 
 
 class CheckpointError(ValueError):

@@ -1,0 +1,58 @@
+"""The shipped TSJNet checkpoint is a trained model: small fp16 file with its config, it segments
+and it finds the cars and people of real val pairs (boxes derived from the labels)."""
+import os
+
+import numpy as np
+import pytest
+
+from segmif_core.checkpoint import TSJNET_CHECKPOINT, load_checkpoint
+from segmif_core.data.boxes import boxes_from_labels
+from segmif_core.data.pairs import read_pair
+from segmif_core.inference import SegMiFPredictor
+from segmif_core.metrics import ConfusionMatrix
+
+MFNET = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mfnet")
+
+
+def test_tsjnet_checkpoint_is_small_fp16_with_its_config():
+    import torch
+    assert TSJNET_CHECKPOINT.is_file() and TSJNET_CHECKPOINT.stat().st_size < 30 * 2 ** 20
+    model, classes, info = load_checkpoint(TSJNET_CHECKPOINT)
+    assert info["model"] == "tsjnet" and classes.name == "mfnet"
+    assert tuple(model.detection_classes) == ("car", "person", "bike")
+    assert info["config"]["seg_encoder"] == "efficientnet-lite0"
+    raw = torch.load(TSJNET_CHECKPOINT, weights_only=True)["state_dict"]
+    assert {v.dtype for v in raw.values() if v.is_floating_point()} == {torch.float16}
+
+
+def _iou(a, b):
+    """IoU of two (x1, y1, x2, y2) boxes, computed here independently of the project's code."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
+
+
+@pytest.mark.skipif(not os.path.isdir(MFNET), reason="../shared/data/mfnet not present")
+def test_tsjnet_checkpoint_segments_and_detects_on_val_pairs():
+    pred = SegMiFPredictor(TSJNET_CHECKPOINT)
+    names = open(os.path.join(MFNET, "val.txt")).read().split()[:6]
+    cm = ConfusionMatrix(pred.classes.num_classes)
+    hits = gts = 0
+    for name in names:
+        vis, ir, label = read_pair(MFNET, name)
+        out = pred.predict(vis, ir)
+        cm.update(out.labels, label)
+        gt = boxes_from_labels(label.astype(np.int32), min_area=200)
+        det = out.detections
+        keep = np.asarray(det["scores"]) >= 0.3
+        boxes, labels = np.asarray(det["boxes"])[keep], np.asarray(det["classes"])[keep]
+        for box, cls in zip(gt["boxes"], gt["labels"]):
+            gts += 1
+            hits += any(c == cls and _iou(box, b) >= 0.5 for b, c in zip(boxes, labels))
+    summary = cm.summary()
+    objects = [v["iou"] for k, v in summary["per_class"].items()
+               if k != "unlabelled" and v["iou"] is not None]
+    assert summary["pixel_acc"] > 50 and max(objects) > 5
+    # a random detector at score >= 0.3 finds (almost) none of them
+    assert gts > 0 and hits >= 1, (hits, gts)
