@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         name, ckpt = item.split("=", 1)
         pred = SegMiFPredictor(ckpt)
         row = {"checkpoint": ckpt, "val": protocols(val_confusion(pred)), "fusion": {}}
-        if args.fusion and pred.model.name == "segmif":
+        if args.fusion and pred.model.name in ("segmif", "tsjnet"):  # models with a fusion network
             for ds, root, split in (("val", DATA / "mfnet", "val.txt"),
                                     ("tno", DATA / "fusion_pairs" / "tno", None),
                                     ("msrs", DATA / "fusion_pairs" / "msrs", None)):
