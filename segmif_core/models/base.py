@@ -53,6 +53,12 @@ class FusionSegModel(nn.Module):
         """The model's configuration as a plain dict (saved in checkpoints)."""
         return dataclasses.asdict(self.config)
 
+    def fused_rgb(self, vis: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+        """The fusion network's RGB fused image, (B, 3, H, W) in [0, 1], from vis (B, 3, H, W)
+        and ir (B, 1, H, W) in [0, 1] (the fused-image cache of training). Models with a fusion
+        network override this; without one it raises NotImplementedError."""
+        raise NotImplementedError(f"{self.name} has no fusion network")
+
     def full_resolution_fused(self, out: dict, vis: torch.Tensor, ir: torch.Tensor,
                               vis_hi: torch.Tensor, ir_hi: torch.Tensor) -> torch.Tensor:
         """The shown image at the camera's size for models without a fusion network: the

@@ -54,8 +54,7 @@ class FusedCacheMixin:
                 vis = torch.stack([it["vis"] for it in group]).to(self.device)
                 ir = torch.stack([it["ir"] for it in group]).to(self.device)
                 with self._autocast():
-                    fused = self.model.fuse(vis, ir)  # SegMiF: (Y, RGB); TSJNet: a dict
-                    rgb = (fused["fused_rgb"] if isinstance(fused, dict) else fused[1]).float()
+                    rgb = self.model.fused_rgb(vis, ir).float()
                 rgb = (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
                 for it, img in zip(group, rgb.numpy()):
                     self._fused.append(np.ascontiguousarray(img))

@@ -106,6 +106,10 @@ class SegMiF(FusionSegModel):
                                     cfg.interaction, cfg.hia_stride)
         self.upsampler = GuidedUpsampler(cfg.guided_radius, cfg.guided_eps)
 
+    def fused_rgb(self, vis: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+        """Phi's fused RGB image (``fuse``'s second output), (B, 3, H, W) in [0, 1]."""
+        return self.fuse(vis, ir)[1]
+
     def fuse(self, vis: torch.Tensor, ir: torch.Tensor, guidance: torch.Tensor | None = None,
              guidance_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Run Phi only. Returns (fused luminance (B,1,H,W), fused RGB (B,3,H,W)), both in [0, 1].

@@ -190,6 +190,10 @@ class TSJNet(FusionSegModel):
         return {"fused": fused, "fused_rgb": merge_luminance(fused, cbcr),
                 "attention": attention}
 
+    def fused_rgb(self, vis: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+        """The fused RGB image (``fuse``'s 'fused_rgb'), (B, 3, H, W) in [0, 1]."""
+        return self.fuse(vis, ir)["fused_rgb"]
+
     def reconstruct(self, img: torch.Tensor) -> torch.Tensor:
         """D(E(img)) for one modality: (B, 1, H, W) in [0, 1] -> (B, 1, H, W) in [0, 1]."""
         h, w = img.shape[-2:]
