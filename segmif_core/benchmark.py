@@ -131,8 +131,9 @@ def run_config(camera, *, checkpoint=None, device="cpu", backend="torch", precis
                warmup=5, data=None, onnx_dir=None) -> dict:
     """Benchmark one configuration (see the module docstring). For backend 'onnxruntime' the
     checkpoint is exported first into ``onnx_dir`` (a fixed-size graph for this camera and
-    network size); an .onnx checkpoint (e.g. ``segmif export --int8``) is used as it is. Returns a dict: the configuration, 'fps', 'latency_ms' (p50/p90/p99/max of
-    the whole prediction), 'stages_ms' (per stage summaries), 'subnetworks_ms' or 'skipped'."""
+    network size); an .onnx checkpoint (e.g. ``segmif export --int8``) is used as it is.
+    Returns a dict: the configuration, 'fps', 'latency_ms' (p50/p90/p99/max of the whole
+    prediction), 'stages_ms' (per stage summaries), 'subnetworks_ms' or 'skipped'."""
     cfg = {"camera": list(camera), "device": device, "backend": backend, "precision": precision,
            "compile": bool(compile), "threads": threads or torch.get_num_threads(),
            "fusion_scale": fusion_scale}

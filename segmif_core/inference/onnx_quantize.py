@@ -9,8 +9,9 @@ network time by 5-15 % (1 and 2 threads, machine shared) at no measurable mIoU c
 40.22 at fusion_scale 0.5), whereas quantising every convolution (Phi, the guided upsampler's box
 sums included) made it slower and dropped val mIoU to 19.3, and skipping ONNX Runtime's
 pre-processing made it 6 % slower than fp32 (val 39.14). Gains are small on an AVX2 CPU without
-VNNI (this project's); CPUs with VNNI / AMX or ARM dot-product units gain more. Weights that are ONNX constants of unknown origin (the
-HIA and decoder projections, exported as Gemm/MatMul with anonymous initialisers) stay fp32.
+VNNI (this project's); CPUs with VNNI / AMX or ARM dot-product units gain more. Weights that
+are ONNX constants of unknown origin (the HIA and decoder projections, exported as Gemm/MatMul
+with anonymous initialisers) stay fp32.
 
 The output keeps the fp32 file's metadata (``segmif``) plus a ``quantization`` entry (method,
 part, number of quantised convolutions, calibration pairs), so the ONNX Runtime backend loads

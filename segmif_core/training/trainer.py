@@ -26,9 +26,9 @@ segmentation steps to ``data.crop``: Phi costs per pixel, so small fusion crops 
 segmentation crops (context for Psi) share a budget well.
 Models with a detector (TSJNet, Jie et al. 2024) train in ONE joint stage instead (paper Sec. 3.4;
 ``tsjnet_steps.py``): ``fusion_warmup_iters`` fusion-only steps, ``train.joint.task_iters`` steps
-of the task networks alone on the cached fused images (ours, default 0), then ``train.joint.iters``
-(or ``.epochs``) steps that update the fusion network, the detector and the segmenter together on the
-MFF + reconstruction + attention + segmentation + detection loss, with boxes derived from each
+of the task networks alone on the cached fused images (ours, default 0), then
+``train.joint.iters`` (or ``.epochs``) steps that update the fusion network, the detector and the
+segmenter together on the MFF + reconstruction + attention + segmentation + detection loss, with boxes derived from each
 augmented label crop; val mAP@0.5 is logged beside val mIoU (``config/train/tsjnet_*.yaml``).
 Baselines (no fusion network) only run segmentation steps (``rounds * (seg_iters + fusion_iters)``
 of them, so that a baseline gets the same number of steps).

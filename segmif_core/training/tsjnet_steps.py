@@ -51,9 +51,9 @@ start from task networks that already see targets in the fused image. Warm-up an
 crop their pairs to ``data.fusion_crop`` (default ``data.crop``).
 
 Config ``train.joint`` (optional for SegMiF, required keys for TSJNet: iters or epochs):
-``iters`` | ``epochs``, ``task_iters``, ``task_batch_size``, ``loss_weights`` {name: weight}, ``clip_grad`` (0 = off),
-``box_min_area``, ``det_optim`` (optimiser dict, keys as ``seg_optim``), ``lr_schedule``,
-``plateau_factor``, ``plateau_patience``.
+``iters`` | ``epochs``, ``task_iters``, ``task_batch_size``, ``loss_weights`` {name: weight},
+``clip_grad`` (0 = off), ``box_min_area``, ``det_optim`` (optimiser dict, keys as
+``seg_optim``), ``lr_schedule``, ``plateau_factor``, ``plateau_patience``.
 """
 from __future__ import annotations
 
@@ -63,14 +63,14 @@ import torch.distributed as dist
 
 from ..data.boxes import boxes_from_labels, to_tensors
 from ..models.preprocessing import split_luminance
-from .losses import segmentation_loss
 from .batches import StepBatches
+from .losses import segmentation_loss
 from .schedule import _lr, _optimizer, _set_lr
 from .tsjnet_losses import (LOSS_WEIGHTS, attention_diversity_loss, detection_loss, mff_loss,
                             reconstruction_loss)
 
-JOINT_KEYS = ("iters", "epochs", "task_iters", "task_batch_size", "loss_weights", "clip_grad", "box_min_area", "det_optim",
-              "lr_schedule", "plateau_factor", "plateau_patience")
+JOINT_KEYS = ("iters", "epochs", "task_iters", "task_batch_size", "loss_weights", "clip_grad",
+              "box_min_area", "det_optim", "lr_schedule", "plateau_factor", "plateau_patience")
 JOINT_DEFAULTS = {"task_iters": 0, "loss_weights": {}, "clip_grad": 1.0, "box_min_area": 50,
                   "lr_schedule": "plateau", "plateau_factor": 0.1, "plateau_patience": 3}
 #: log.csv columns of a joint run (after ``Trainer.FIELDS``)
@@ -234,37 +234,51 @@ class JointMixin:
         """One step of the detector and the segmenter on a cached fused batch (``vis`` the
         augmented fused RGB image (B, 3, H, W) in [0, 1], ``label`` (B, H, W)); the fusion network
         is not run. Returns the log row (unweighted parts, weighted 'total')."""
-        w = self.loss_weights
         rgb, label = batch["vis"], batch["label"]
         image = split_luminance(rgb)[0] if self.model.config.task_input == "gray" else rgb
         targets = targets_from_labels(label, self.box_class_ids, self.jc["box_min_area"],
                                       self.device)
         with self._autocast():
             out = self.net(image, None, phase="fused")
+        total, row = self._task_losses(out, label, targets)
+        self._optimise(total, [self.opt_seg, self.opt_det], self.clip_groups[4:])
+        row["total"] = total.item()
+        return row
+
+    def _task_losses(self, out: dict, label: torch.Tensor, targets: list) -> tuple:
+        """(weighted segmentation + detection loss, log row of their parts) of the task
+        networks' outputs ``out`` ('logits', 'detections')."""
+        w = self.loss_weights
         seg = segmentation_loss(out["logits"].float(), label, self.class_weight,
                                 self.tc["loss"]["ignore_index"])
         det = detection_loss(out["detections"], targets, self.model.config.center_radius)
-        total = w["segmentation"] * seg + w["detection"] * det["total"]
-        for opt in (self.opt_seg, self.opt_det):
+        row = {"seg": seg.item(), "det": det["total"].item(), "det_cls": det["cls"].item(),
+               "det_box": det["box"].item(), "det_ctr": det["centerness"].item(),
+               "det_pos": det["positives"]}
+        return w["segmentation"] * seg + w["detection"] * det["total"], row
+
+    def _optimise(self, total: torch.Tensor, opts: list, clip_groups: list) -> None:
+        """Backward of ``total``, gradients clipped to ``joint.clip_grad`` per module of
+        ``clip_groups``, a step of ``opts``; every optimiser's gradients cleared before and
+        after."""
+        every = (self.opt_fusion, self.opt_seg, self.opt_det)
+        for opt in every:
             opt.zero_grad(set_to_none=True)
         total.backward()
         clip = float(self.jc["clip_grad"] or 0)
         if clip > 0:
-            for mod in self.clip_groups[4:]:
+            for mod in clip_groups:
                 torch.nn.utils.clip_grad_norm_(mod.parameters(), clip)
-        for opt in (self.opt_seg, self.opt_det):
+        for opt in opts:
             opt.step()
+        for opt in every:
             opt.zero_grad(set_to_none=True)
-        return {"seg": seg.item(), "det": det["total"].item(), "det_cls": det["cls"].item(),
-                "det_box": det["box"].item(), "det_ctr": det["centerness"].item(),
-                "det_pos": det["positives"], "total": total.item()}
 
     # -- one step
     def joint_step(self, batch: dict, phase: str) -> dict:
         """One optimiser step: 'warmup' (fusion network on MFF + reconstruction + attention),
         'task' (``task_step``) or 'joint' (all three networks on the full loss of the module
-        docstring). Returns the log
-        row (unweighted parts, weighted 'total')."""
+        docstring). Returns the log row (unweighted parts, weighted 'total')."""
         if phase == "task":
             return self.task_step(batch)
         w = self.loss_weights
@@ -286,25 +300,11 @@ class JointMixin:
                "recon": rec["total"].item(), "attention": att.item()}
         opts = [self.opt_fusion]
         if joint:
-            seg = segmentation_loss(out["logits"].float(), label, self.class_weight,
-                                    self.tc["loss"]["ignore_index"])
-            det = detection_loss(out["detections"], targets, self.model.config.center_radius)
-            total = total + w["segmentation"] * seg + w["detection"] * det["total"]
+            tasks, parts = self._task_losses(out, label, targets)
+            total = total + tasks
             opts += [self.opt_seg, self.opt_det]
-            row.update(seg=seg.item(), det=det["total"].item(), det_cls=det["cls"].item(),
-                       det_box=det["box"].item(), det_ctr=det["centerness"].item(),
-                       det_pos=det["positives"])
-        for opt in (self.opt_fusion, self.opt_seg, self.opt_det):
-            opt.zero_grad(set_to_none=True)
-        total.backward()
-        clip = float(self.jc["clip_grad"] or 0)
-        if clip > 0:
-            for mod in (self.clip_groups if joint else self.clip_groups[:4]):
-                torch.nn.utils.clip_grad_norm_(mod.parameters(), clip)
-        for opt in opts:
-            opt.step()
-        for opt in (self.opt_fusion, self.opt_seg, self.opt_det):
-            opt.zero_grad(set_to_none=True)
+            row.update(parts)
+        self._optimise(total, opts, self.clip_groups if joint else self.clip_groups[:4])
         row["total"] = total.item()
         if joint and self.jc["lr_schedule"] == "plateau":
             loss = torch.tensor([row["total"]], dtype=torch.float64)
