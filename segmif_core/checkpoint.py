@@ -122,7 +122,6 @@ def load_checkpoint(path=None, device: str | torch.device = "cpu"
                                for k, v in state.items()})
     except RuntimeError as err:
         raise CheckpointError(f"weights in {path} do not fit the model: {err}") from err
-    c = ckpt["classes"]
-    classes = ClassSet(c["name"], tuple(c["names"]), tuple(tuple(x) for x in c["colors"]))
+    classes = ClassSet.from_dict(ckpt["classes"])
     info = {k: v for k, v in ckpt.items() if k != "state_dict"}
     return model.to(device).eval(), classes, info

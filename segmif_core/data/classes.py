@@ -35,6 +35,13 @@ class ClassSet:
         if any(len(c) != 3 or not all(0 <= v <= 255 for v in c) for c in self.colors):
             raise ValueError(f"class set {self.name!r}: colours must be (r, g, b) in [0, 255]")
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClassSet":
+        """The class set stored in a checkpoint or an exported file's metadata: a dict with
+        'name', 'names' and 'colors' (lists). Raises ValueError as the constructor, KeyError for
+        a missing key."""
+        return cls(d["name"], tuple(d["names"]), tuple(tuple(x) for x in d["colors"]))
+
     @property
     def num_classes(self) -> int:
         """Number of classes (ids ``0 .. num_classes - 1``)."""

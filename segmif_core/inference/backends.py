@@ -268,8 +268,7 @@ class OnnxRuntimeBackend:
         names = [i.name for i in self.session.get_inputs()]
         if names != list(INPUT_NAMES):
             raise BackendError(f"{path}: inputs {names}, expected {list(INPUT_NAMES)}")
-        c = meta["classes"]
-        self.classes = ClassSet(c["name"], tuple(c["names"]), tuple(tuple(x) for x in c["colors"]))
+        self.classes = ClassSet.from_dict(meta["classes"])
         self.info = {"format": meta["format"], "model": meta["model"], "config": meta["config"],
                      "input_size": meta["input_size"] or meta.get("trained_input_size"),
                      "meta": meta.get("checkpoint_meta", {}), "onnx": meta}
@@ -357,12 +356,7 @@ def make_backend(backend: str, checkpoint, device: torch.device, *, precision: s
                                f"{precision!r}); compile and device preprocessing are torch "
                                "options")
         is_onnx = checkpoint is not None and str(checkpoint).lower().endswith(".onnx")
-        if precision == "int8" and is_onnx:
-            if not read_onnx_metadata(checkpoint).get("quantization"):
-                raise BackendError(f"{checkpoint} is an fp32 ONNX file: quantise it with "
-                                   "`segmif export --onnx OUT --int8 --calibration DIR`, or "
-                                   "give the .pt checkpoint with int8_calibration")
-        elif precision == "int8" and not int8_calibration:
+        if precision == "int8" and not is_onnx and not int8_calibration:
             raise BackendError("precision 'int8' with a .pt checkpoint needs int8_calibration: "
                                "a folder of registered pairs of your cameras (calibration of "
                                "the int8 ranges)")
@@ -378,7 +372,12 @@ def make_backend(backend: str, checkpoint, device: torch.device, *, precision: s
             checkpoint = cached_onnx(checkpoint, fusion_scale, log, size=input_size,
                                      int8_calibration=int8_calibration
                                      if precision == "int8" else None)
-        return OnnxRuntimeBackend(checkpoint, device, threads)
+        backend = OnnxRuntimeBackend(checkpoint, device, threads)
+        if precision == "int8" and not backend.info["onnx"].get("quantization"):
+            raise BackendError(f"{checkpoint} is an fp32 ONNX file: quantise it with "
+                               "`segmif export --onnx OUT --int8 --calibration DIR`, or "
+                               "give the .pt checkpoint with int8_calibration")
+        return backend
     raise BackendError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
 
 

@@ -57,7 +57,6 @@ def cached_onnx(checkpoint=None, fusion_scale: float | None = None, log=None,
     ``log``: optional callable for one line before a (slow) export. Raises CheckpointError,
     ExportError (exporter packages missing or export failed), ValueError (no calibration
     pairs)."""
-    path = cache_dir() / f"{cache_key(checkpoint, fusion_scale, size)}.onnx"
     if int8_calibration:
         fp32 = cached_onnx(checkpoint, fusion_scale, log, size)
         from ..data.pairs import list_pairs
@@ -74,6 +73,7 @@ def cached_onnx(checkpoint=None, fusion_scale: float | None = None, log=None,
                 log(f"quantising {fp32.name} to int8 once, calibrated on {root} (cached as {q})")
             quantize_onnx(fp32, q, root, pairs=int8_pairs)
         return q
+    path = cache_dir() / f"{cache_key(checkpoint, fusion_scale, size)}.onnx"
     if not path.is_file():
         # a bad file (truncated, random bytes, a dict without 'model') fails here with the
         # checkpoint's one-line error, before the export line is logged

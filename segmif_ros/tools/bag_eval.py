@@ -179,8 +179,7 @@ def run_bag_eval(bag, out="runs/bag_eval", *, visible_topic: str = "/visible/ima
         from segmif_core.data.classes import ClassSet
         from segmif_core.inference.backends import read_onnx_metadata
         meta = read_onnx_metadata(checkpoint)  # fail early on a bad file (BackendError)
-        c = meta["classes"]
-        classes = ClassSet(c["name"], tuple(c["names"]), tuple(tuple(x) for x in c["colors"]))
+        classes = ClassSet.from_dict(meta["classes"])
         method = model_method_name(meta)
     elif start_node:
         from segmif_core.checkpoint import load_checkpoint
