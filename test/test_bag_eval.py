@@ -67,16 +67,25 @@ def small_pairs(tmp_path):
     return root, names
 
 
-def test_bag_eval_live_remapped_topics_and_namespace(tmp_path, small_pairs, tiny_checkpoint):
+def _eval_small_bag(tmp_path, small_pairs, checkpoint, *options):
+    """`segmif bag eval` of the 3 small pairs in a bag with the TOPICS names, remapped to the
+    node's inputs; returns (exit code, output folder). A 5 Hz bag at 0.2x: a pair every second
+    live, so a loaded CI machine still answers each one."""
     root, names = small_pairs
     bag = tmp_path / "bag"
-    # 5 Hz bag at 0.2x: a pair every second live, so a loaded CI machine still answers each one
     make_bag(root, bag, names=names, rate_hz=5.0, **TOPICS)
     out = tmp_path / "eval"
     rc = cli.main(["bag", "eval", str(bag), "--out", str(out), "--visible-topic", "/cam/rgb",
                    "--thermal-topic", "/cam/lwir", "--gt-topic", "/cam/gt", "--rate", "0.2",
-                   "--checkpoint", str(tiny_checkpoint), "--namespace", "evalns",
-                   "--mosaics", "1", "--quiet", "5", "--node-timeout", "60"])
+                   "--checkpoint", str(checkpoint), *options, "--quiet", "5",
+                   "--node-timeout", "60"])
+    return rc, out
+
+
+def test_bag_eval_live_remapped_topics_and_namespace(tmp_path, small_pairs, tiny_checkpoint):
+    root, names = small_pairs
+    rc, out = _eval_small_bag(tmp_path, small_pairs, tiny_checkpoint, "--namespace", "evalns",
+                              "--mosaics", "1")
     assert rc == 0
     for f in ("report.json", "report.md", "fusion_violins.png", "confusion_matrix.png",
               "mosaic_00.png", "node.log"):
@@ -181,14 +190,8 @@ def test_demo_is_make_bag_plus_bag_eval(tmp_path, small_pairs, tiny_checkpoint, 
 
 def test_bag_eval_records_tsjnet_detections_and_reports_map(tmp_path, small_pairs,
                                                             tiny_tsjnet_checkpoint):
-    root, names = small_pairs
-    bag = tmp_path / "bag"
-    make_bag(root, bag, names=names, rate_hz=5.0, **TOPICS)
-    out = tmp_path / "eval"
-    rc = cli.main(["bag", "eval", str(bag), "--out", str(out), "--visible-topic", "/cam/rgb",
-                   "--thermal-topic", "/cam/lwir", "--gt-topic", "/cam/gt", "--rate", "0.2",
-                   "--checkpoint", str(tiny_tsjnet_checkpoint), "--mosaics", "0", "--no-rules",
-                   "--quiet", "5", "--node-timeout", "60"])
+    rc, out = _eval_small_bag(tmp_path, small_pairs, tiny_tsjnet_checkpoint, "--mosaics", "0",
+                              "--no-rules")
     assert rc == 0
     r = json.loads((out / "report.json").read_text())
     assert "/detections" in r["topics"]["recorded"]
