@@ -1,6 +1,7 @@
 """Training: steps lower the loss, the schedule, Eq. (8)-(9) weights, exact resume, data checks."""
 import json
 import math
+import re
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ from segmif_core.data.pairs import DatasetError
 from segmif_core.models import build_model
 from segmif_core.models.preprocessing import merge_luminance, split_luminance
 from segmif_core.training.losses import fusion_loss, segmentation_loss
+from segmif_core.training.config import parse_overrides
 from segmif_core.training.trainer import StepBatches, Trainer, evaluate, load_config, train
 from segmif_core.training.weighting import DynamicWeights, StaticWeights
 
@@ -342,6 +344,52 @@ def test_config_errors(tmp_path):
     path.write_text(yaml.safe_dump({"base": str(PAPER), "train": {"final_seg_iters": 5},
                                     "data": {"fusion_crop": [8, 8]}}))
     assert load_config(path)["train"]["final_seg_iters"] == 5
+
+
+@pytest.mark.parametrize("override, section, known", [
+    ("train.seg_optim.weight_decy=0.1", "train.seg_optim", "weight_decay"),
+    ("train.fusion_optim.head_lr_mult=2", "train.fusion_optim", "poly_power"),
+    ("train.loss.etta=1", "train.loss", "class_weighting"),
+    ("train.weighting.temprature=5", "train.weighting", "lambda_seg"),
+    ("data.thermal.hgih=90", "data.thermal", "high"),
+    ("train.init.checkpont=x.pt", "train.init", "parts"),
+    ("train.joint.itres=3", "train.joint", "plateau_patience"),
+    ("train.joint.det_optim.lrr=1", "train.joint.det_optim", "head_lr_mult"),
+    ("train.joint.loss_weights.ssmi=1", "train.joint.loss_weights", "recon_vis"),
+    ("model.config.encodr=mit-b0", "model.config", "hia_stride"),
+    ("model.config.num_classes=3", "model.config", "fusion_scale"),
+])
+def test_unknown_nested_config_keys_are_named(tmp_path, override, section, known):
+    """A misspelt key inside a section's mappings (README: an error that lists the known ones),
+    from --set as from a YAML file."""
+    key = override.partition("=")[0]
+    with pytest.raises(ValueError) as err:
+        load_config(PAPER, parse_overrides([override]))
+    msg = str(err.value)
+    assert f"unknown config keys ['{key}']" in msg
+    assert f"known keys of {section}: " in msg and known in msg.split(f"{section}: ")[-1]
+    path = tmp_path / "cfg.yaml"
+    nested = yaml.safe_load(override.partition("=")[2])
+    for part in reversed(key.split(".")):
+        nested = {part: nested}
+    path.write_text(yaml.safe_dump({"base": str(PAPER), **nested}))
+    with pytest.raises(ValueError, match=re.escape(f"['{key}']")):
+        load_config(path)
+
+
+def test_nested_config_keys_accepted_and_close_matches_named():
+    with pytest.raises(ValueError, match=re.escape("train.seg_optim.weight_decay?")):
+        load_config(PAPER, parse_overrides(["train.seg_optim.weight_decy=0.1"]))  # closest key
+    cfg = load_config(PAPER, parse_overrides(["train.seg_optim.weight_decay=0.1",
+                                              "train.init.checkpoint=x.pt",
+                                              "train.joint.loss_weights.ssim=2",
+                                              "model.config.encoder=mit-b0"]))
+    assert cfg["train"]["seg_optim"]["weight_decay"] == 0.1
+    assert cfg["model"]["config"]["encoder"] == "mit-b0"
+    with pytest.raises(ValueError, match="train.seg_optim must be a mapping"):
+        load_config(PAPER, parse_overrides(["train.seg_optim=3"]))
+    for recipe in sorted(PAPER.parent.rglob("*.yaml")):  # every shipped recipe passes
+        load_config(recipe)
 
 
 def test_two_process_ddp_on_cpu(tmp_path):
