@@ -28,7 +28,10 @@ Arguments:
     autostart       ``true`` (default): segmif_node (a lifecycle node) configures and activates
                     itself; ``false``: it waits unconfigured for ``ros2 lifecycle set`` or a
                     lifecycle manager.
-    visible_topic   Topic the visible camera publishes (remaps the node's ``visible/image``).
+    visible_topic   Topic the visible camera publishes (remaps the node's ``visible/image``; its
+                    ``/compressed`` transport and its CameraInfo, the sibling ``camera_info``
+                    topic by image_transport's convention: ``/camera/color/image_raw`` ->
+                    ``/camera/color/camera_info``).
     thermal_topic   Topic the thermal camera publishes (remaps the node's ``thermal/image``).
     rviz            ``true`` starts RViz2 with ``rviz_config``, in the same namespace.
     rviz_config     RViz2 configuration (default: share/segmif_ros/config/segmif.rviz).
@@ -61,6 +64,7 @@ import signal
 import tempfile
 
 import yaml
+from segmif_ros.node.topics import camera_info_topic  # the node's own rule (no rclpy import)
 from launch import LaunchDescription
 from launch.actions import (DeclareLaunchArgument, GroupAction, OpaqueFunction,
                             RegisterEventHandler, SetEnvironmentVariable, Shutdown)
@@ -204,6 +208,17 @@ def load_parameter_file(path, fqn):
     return text, data, rewritten is not None
 
 
+def input_remappings(visible_topic, thermal_topic):
+    """Remappings of the node's inputs to the camera topics (performed launch arguments): each
+    image topic, its compressed transport (image_transport's ``<image topic>/compressed``, for
+    ``input_transport: compressed``) and the visible camera's CameraInfo, the sibling of its
+    image topic (``/camera/color/image_raw`` -> ``/camera/color/camera_info``)."""
+    return [('visible/image', visible_topic), ('thermal/image', thermal_topic),
+            ('visible/image/compressed', visible_topic + '/compressed'),
+            ('thermal/image/compressed', thermal_topic + '/compressed'),
+            ('visible/camera_info', camera_info_topic(visible_topic))]
+
+
 def write_temporary(text):
     with tempfile.NamedTemporaryFile('w', prefix='segmif_params_', suffix='.yaml',
                                      delete=False, encoding='utf-8') as handle:
@@ -234,6 +249,8 @@ def _launch_setup(context):
         'rviz': LaunchConfiguration('rviz').perform(context),
         'rviz_config': LaunchConfiguration('rviz_config').perform(context),
         'log_level': LaunchConfiguration('log_level').perform(context),
+        'visible_topic': LaunchConfiguration('visible_topic').perform(context),
+        'thermal_topic': LaunchConfiguration('thermal_topic').perform(context),
     }
     fqn = node_fqn(context.launch_configurations.get('ros_namespace'))
     text, data, rewritten = load_parameter_file(values['params_file'], fqn)
@@ -266,13 +283,7 @@ def _launch_setup(context):
         namespace='',  # relative: the namespace PushROSNamespace pushed, not nested twice
         output='screen',
         parameters=[params_path, overrides_path],  # the file first, the overrides after it
-        remappings=[
-            ('visible/image', LaunchConfiguration('visible_topic')),
-            ('thermal/image', LaunchConfiguration('thermal_topic')),
-            # input_transport: compressed: image_transport's <image topic>/compressed
-            ('visible/image/compressed', [LaunchConfiguration('visible_topic'), '/compressed']),
-            ('thermal/image/compressed', [LaunchConfiguration('thermal_topic'), '/compressed']),
-        ],
+        remappings=input_remappings(values['visible_topic'], values['thermal_topic']),
         arguments=log_level_arguments(fqn, values['log_level']),
     )
     actions = [

@@ -235,20 +235,26 @@ def test_segmif_node(source, segmif_node_call):
 
 def test_segmif_node_remappings(source, segmif_node_call):
     remaps = source.keyword(segmif_node_call, 'remappings')
-    assert isinstance(remaps, ast.List)
-    pairs = {}
-    for rule in remaps.elts:
-        assert isinstance(rule, ast.Tuple) and len(rule.elts) == 2
-        pairs[source.value(rule.elts[0])] = ast.unparse(rule.elts[1])
-    assert pairs == {'visible/image': "LaunchConfiguration('visible_topic')",
-                     'thermal/image': "LaunchConfiguration('thermal_topic')",
-                     'visible/image/compressed': "[LaunchConfiguration('visible_topic'), "
-                                                 "'/compressed']",
-                     'thermal/image/compressed': "[LaunchConfiguration('thermal_topic'), "
-                                                 "'/compressed']"}
-    # the sources are the node's subscription topics
-    node_topics = _node_topics('create_subscription')
-    assert set(pairs) == node_topics
+    assert ast.unparse(remaps) == \
+        "input_remappings(values['visible_topic'], values['thermal_topic'])"
+
+
+def test_input_remappings_follow_image_transport(stub_launch):
+    """Each image topic, its /compressed transport and the visible CameraInfo, the sibling of
+    the image topic (test/test_node_topics.py checks the node gets them)."""
+    m = stub_launch.module
+    remaps = dict(m.input_remappings('/camera/color/image_raw', 'flir/image_raw'))
+    assert remaps == {'visible/image': '/camera/color/image_raw',
+                      'thermal/image': 'flir/image_raw',
+                      'visible/image/compressed': '/camera/color/image_raw/compressed',
+                      'thermal/image/compressed': 'flir/image_raw/compressed',
+                      'visible/camera_info': '/camera/color/camera_info'}
+    # the sources are the names the node resolves for its inputs
+    from segmif_ros.node.topics import node_input_names
+    assert set(remaps) == node_input_names()
+    node = _segmif_node(stub_launch.setup(visible_topic='/cam/left/image_rect',
+                                          thermal_topic='/flir/image_raw'))
+    assert dict(node.kwargs['remappings'])['visible/camera_info'] == '/cam/left/camera_info'
 
 
 def test_segmif_node_parameters(source, segmif_node_call):
@@ -808,8 +814,11 @@ def test_substitutions_in_a_launch_context():
 
     assert node.expanded_node_namespace == '/front'
     assert node.node_name == '/front/segmif_node'
-    assert node.expanded_remapping_rules == [('visible/image', '/camera/color/image_raw'),
-                                             ('thermal/image', 'flir/image_raw')]
+    assert node.expanded_remapping_rules == [
+        ('visible/image', '/camera/color/image_raw'), ('thermal/image', 'flir/image_raw'),
+        ('visible/image/compressed', '/camera/color/image_raw/compressed'),
+        ('thermal/image/compressed', 'flir/image_raw/compressed'),
+        ('visible/camera_info', '/camera/color/camera_info')]
     args = ['<local>' if any(isinstance(s, LocalSubstitution) for s in part)
             else perform_substitutions(context, part) for part in node.cmd[1:]]
     assert args[:3] == ['--ros-args', '--log-level', 'front.segmif_node:=debug']

@@ -12,7 +12,8 @@
     sync_base.py   its queues, counters, eviction, jump detection, reset, diagnosis
     encodings.py   sensor_msgs/Image <-> numpy (no rclpy)
     inputs.py      arrival checks of raw and compressed images, the input subscriptions
-    camera_info.py visible/camera_info passed through with the output header (crop-adjusted)
+    camera_info.py the visible CameraInfo passed through with the output header (crop-adjusted)
+    topics.py      input topic names by image_transport's conventions (camera_info sibling)
     qos.py         QoS overrides and incompatible-QoS warnings of the topics
 
 Importing this package does not import rclpy (:mod:`.sync` and :mod:`.encodings` are used

@@ -1,10 +1,13 @@
 """camera_info pass-through of segmif_node.
 
-The node subscribes to the optional ``visible/camera_info`` (sensor_msgs/CameraInfo, QoS of
-the image inputs) and keeps the latest message. With every processed frame it republishes it
-as ``fused/camera_info`` and ``segmentation/camera_info``, its header replaced by the output
-header (the visible image's stamp and frame_id), so ``image_geometry`` / depth projection
-downstream pairs each output image with a calibration of the same stamp. Nothing is published
+The node subscribes to the optional CameraInfo of the visible camera (sensor_msgs/CameraInfo,
+QoS of the image inputs) and keeps the latest message. Its topic is the sibling of the visible
+image topic after remapping, image_transport's convention (:mod:`.topics`):
+``visible/image:=/camera/color/image_raw`` -> ``/camera/color/camera_info``, for raw and
+compressed inputs; an explicit ``visible/camera_info`` remapping wins. With every processed
+frame it republishes it as ``fused/camera_info`` and ``segmentation/camera_info``, its header
+replaced by the output header (the visible image's stamp and frame_id), so ``image_geometry``
+/ depth projection downstream pairs each output image with a calibration of the same stamp. Nothing is published
 before a camera_info has been received.
 
 The outputs have the size of the visible image after the registration's ``crop``
@@ -48,8 +51,8 @@ def cropped_camera_info(info: CameraInfo, crop: Optional[Sequence[int]]) -> Came
 
 class CameraInfoRelay:
     """The publishers of :data:`TOPICS` (``advertise(type, topic, qos)``, at configure); the
-    ``visible/camera_info`` subscription comes with :meth:`start` (activate) and goes with
-    :meth:`stop`; :meth:`publish` sends the latest one with an output header."""
+    CameraInfo subscription comes with :meth:`start` (activate) and goes with :meth:`stop`;
+    :meth:`publish` sends the latest one with an output header."""
 
     def __init__(self, node, out_qos, crop, advertise):
         self._node = node
@@ -60,9 +63,10 @@ class CameraInfoRelay:
         self.sub = None
         self.pubs = [advertise(CameraInfo, t, out_qos) for t in TOPICS]
 
-    def start(self, qos, subscribe) -> None:
-        """Subscribe ``visible/camera_info`` (``subscribe(type, topic, callback, qos)``)."""
-        self.sub = subscribe(CameraInfo, "visible/camera_info", self._on_info, qos)
+    def start(self, topic: str, qos, subscribe) -> None:
+        """Subscribe to ``topic`` (the visible camera's CameraInfo, :func:`.topics.input_topics`)
+        with ``subscribe(type, topic, callback, qos)``."""
+        self.sub = subscribe(CameraInfo, topic, self._on_info, qos)
 
     def _on_info(self, msg: CameraInfo) -> None:
         info = cropped_camera_info(msg, self._crop)

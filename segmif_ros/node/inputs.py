@@ -9,8 +9,8 @@ Raw ``sensor_msgs/Image`` (:func:`check_raw`): the encoding must be one the stre
 (``malformed``), and ``step`` at least ``width * bytes_per_pixel(encoding)`` (``step``: a step
 of 0, 1, one byte short, or an rgb8/mono16 header on mono8-sized data).
 
-Compressed ``sensor_msgs/CompressedImage`` (:func:`decode_compressed`, on
-``visible/image/compressed`` and ``thermal/image/compressed``): jpeg or png, decoded with
+Compressed ``sensor_msgs/CompressedImage`` (:func:`decode_compressed`, on the image topics +
+``/compressed``, image_transport's convention, :mod:`.topics`): jpeg or png, decoded with
 ``cv2.imdecode(IMREAD_UNCHANGED)`` on arrival, whatever ``format`` says (OpenCV reads the
 data's own signature). Visible: 8-bit, 1 channel (gray) or 3 (BGR; a 4-channel BGRA png has
 its alpha dropped); thermal: 8- or 16-bit (png), 1 channel. Refused: data OpenCV cannot decode
@@ -122,25 +122,22 @@ def decode_compressed(msg: Any, index: int) -> Tuple[Optional[DecodedImage],
     return None, ("depth", f"{what}: {pixels.dtype} thermal image, 8 or 16 bit expected")
 
 
-def subscribe_inputs(node, compressed: bool, qos, on_image, warn):
-    """The two image subscriptions of ``node`` (visible, thermal): ``visible/image`` and
-    ``thermal/image`` (sensor_msgs/Image), or with ``compressed`` ``visible/image/compressed``
-    and ``thermal/image/compressed`` (sensor_msgs/CompressedImage), QoS ``qos`` with overrides
-    (:mod:`.qos`); ``on_image(index, msg, info)`` is called with the rmw message info."""
+def subscribe_inputs(node, topics: dict, compressed: bool, qos, on_image, warn):
+    """The two image subscriptions of ``node`` (visible, thermal) on ``topics["visible"]`` and
+    ``topics["thermal"]`` (:func:`.topics.input_topics`: ``visible/image`` and
+    ``thermal/image`` resolved, or with ``compressed`` their ``<base>/compressed`` topics):
+    sensor_msgs/Image, or sensor_msgs/CompressedImage with ``compressed``; QoS ``qos`` with
+    overrides (:mod:`.qos`); ``on_image(index, msg, info)`` is called with the rmw message
+    info."""
     from sensor_msgs.msg import CompressedImage, Image
 
     from .qos import subscription_options
 
-    def options(topic):
-        return subscription_options(node, topic, qos, warn)
+    msg_type = CompressedImage if compressed else Image
 
-    def cb(index):
-        return lambda msg, info: on_image(index, msg, info)
+    def subscribe(index, topic):
+        return node.create_subscription(
+            msg_type, topic, lambda msg, info: on_image(index, msg, info),
+            **subscription_options(node, topic, qos, warn))
 
-    if compressed:
-        return (node.create_subscription(CompressedImage, "visible/image/compressed", cb(0),
-                                         **options("visible/image/compressed")),
-                node.create_subscription(CompressedImage, "thermal/image/compressed", cb(1),
-                                         **options("thermal/image/compressed")))
-    return (node.create_subscription(Image, "visible/image", cb(0), **options("visible/image")),
-            node.create_subscription(Image, "thermal/image", cb(1), **options("thermal/image")))
+    return subscribe(0, topics["visible"]), subscribe(1, topics["thermal"])

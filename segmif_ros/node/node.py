@@ -20,8 +20,10 @@ shutdown    the same from any state (finalized).
 Subscriptions (while active; relative names, remap them in launch): ``visible/image`` (rgb8,
 bgr8, mono8, 8UC1) and ``thermal/image`` (mono8, 8UC1, mono16, 16UC1), QoS from ``input_qos``
 (sensor data, best effort, depth ``queue_size``, by default; ``qos_overrides``: :mod:`.qos`),
-or CompressedImage on ``<input>/compressed`` with ``input_transport: compressed``
-(:mod:`.inputs`); optional ``visible/camera_info`` (:mod:`.camera_info`). Pairs are formed by
+or CompressedImage on ``<image topic>/compressed`` with ``input_transport: compressed``
+(:mod:`.inputs`); the optional CameraInfo of the visible camera on the sibling of its image
+topic after remapping (``/camera/color/image_raw`` -> ``/camera/color/camera_info``, image
+transport's convention, :mod:`.topics`; :mod:`.camera_info`). Pairs are formed by
 header stamp with an approximate-time policy (``slop`` s, ``queue_size`` per input; exact stamps
 with ``approximate_sync: false``). Only the newest pair is processed: a matched pair that
 is replaced by a newer one before the worker thread takes it is dropped and counted, so latency
@@ -39,7 +41,7 @@ Publications (QoS from ``output_qos``, reliable by default), all with the visibl
     detections           segmif_ros/Detection2DArray (vision_msgs mirror), every processed
                          frame, boxes in pixels of the published images: only for a model with
                          a detector (TSJNet); with SegMiF the topic does not exist
-    fused/camera_info, segmentation/camera_info  the latest visible/camera_info, output header
+    fused/camera_info, segmentation/camera_info  the latest visible CameraInfo, output header
     /diagnostics         diagnostic_msgs/DiagnosticArray, 1 Hz (:mod:`.diagnostics`)
 
 Bad messages (unknown encoding, malformed data, size problems) are refused with a throttled
@@ -75,6 +77,7 @@ from .health import STREAMS, Health, Throttle
 from .camera_info import CameraInfoRelay
 from .inputs import check_raw, decode_compressed, note_callback_delay, subscribe_inputs
 from .qos import subscription_options
+from .topics import input_topics
 from .parameters import (ConfigurationError, declare_parameters, describe_qos,
                          dynamic_parameter_error, qos_profile)
 from .pipeline import FALLBACKS, Frame, FrameProcessor, Worker
@@ -221,11 +224,14 @@ class SegMiFNode(WatchMixin, LifecycleNode):
         self.worker = Worker(self._handle)
         # (msg, info) callbacks: rclpy passes the rmw message info, whose received_timestamp
         # gives the time each message waited for the executor (callback_delay_ms)
+        topics = input_topics(self.resolve_topic_name, self._compressed)
         try:
-            self.sub_vis, self.sub_ir = subscribe_inputs(self, self._compressed, self._in_qos,
-                                                         self._on_image, self._warn)
+            self.sub_vis, self.sub_ir = subscribe_inputs(self, topics, self._compressed,
+                                                         self._in_qos, self._on_image,
+                                                         self._warn)
             self.outputs.camera_info.start(
-                self._in_qos, lambda msg_type, topic, callback, qos: self.create_subscription(
+                topics["camera_info"], self._in_qos,
+                lambda msg_type, topic, callback, qos: self.create_subscription(
                     msg_type, topic, callback, **subscription_options(self, topic, qos,
                                                                       self._warn)))
         except (InvalidQosOverridesError, ParameterException, ValueError) as err:
