@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from . import atomic
 from .registration import Registration, RegistrationError
 
 COLUMNS = ("x_ir", "y_ir", "x_vis", "y_vis")
@@ -362,14 +361,5 @@ def write_params(path, h, crop, comment: str = "") -> dict:
     section.setdefault("ros__parameters", {}).update(new["/**"]["ros__parameters"])
     head = "".join(f"# {line}\n" for line in comment.splitlines())
     body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=200)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(head + body)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic.write_text(path, head + body)
     return doc

@@ -6,18 +6,18 @@ Format (a dict saved with ``torch.save``, loadable with ``weights_only=True``):
         its pretrained-weight source, and the input ``normalization`` applied by the model)
     classes: {'name', 'names', 'colors'}; state_dict: weights (fp16 for released checkpoints)
     input_size: [H, W] the network input size it was trained for; meta: free-form (metrics, data)
-Files are written atomically (temporary file in the same folder, then ``os.replace``).
+Files are written atomically (:mod:`segmif_core.atomic`).
 Format 1 (releases before the encoder registry: MiT encoders only, ImageNet normalisation) loads
 too: its encoder keys ``segmenter.encoder.*`` move to ``segmenter.encoder.model.*``.
 """
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from . import atomic
 from .data.classes import ClassSet
 from .models import FusionSegModel, build_model
 
@@ -35,20 +35,9 @@ class CheckpointError(ValueError):
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` atomically: readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` to ``path`` atomically: readers see the old file or the new one, never half
+    (:func:`segmif_core.atomic.torch_save`)."""
+    atomic.torch_save(obj, path)
 
 
 def save_checkpoint(path, model: FusionSegModel, classes: ClassSet, input_size=(240, 320),

@@ -36,7 +36,6 @@ scored on identical inputs. JSON has no NaN: undefined values are ``None``.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -45,6 +44,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from . import atomic
 from .data.pairs import check_pairs, list_pairs, read_pair
 from .data.thermal import normalize_thermal, to_uint8
 from .detection_eval import DetectionTable, GroundTruthBoxes, empty_part
@@ -63,13 +63,9 @@ DEFAULT_THERMAL_RULE = {"mode": "percentile", "low": 1.0, "high": 99.0,
 
 
 def write_json_atomic(obj, path) -> None:
-    """Write ``obj`` as indented JSON, atomically (temporary file + rename). NaN/inf are written
-    as ``null`` so that the file is valid JSON."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False))
-    os.replace(tmp, path)
+    """Write ``obj`` as indented JSON, atomically (:func:`segmif_core.atomic.write_json`).
+    NaN/inf are written as ``null`` so that the file is valid JSON."""
+    atomic.write_json(path, json_safe(obj), indent=2, allow_nan=False)
 
 
 def json_safe(obj):

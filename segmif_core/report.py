@@ -2,7 +2,7 @@
 
 Shared by ``segmif evaluate``, ``segmif bag eval`` and the demo. Input is the report dict of
 :mod:`segmif_core.evaluation` (optionally with ``stream``, ``frames`` and ``mosaics`` from a bag
-evaluation). Files written, each atomically (temporary file in the same folder + ``os.replace``):
+evaluation). Files written, each atomically (:mod:`segmif_core.atomic`):
 
 * ``report.md``: protocol, a segmentation table in the style of the SegMiF paper's Tables 1/2
   (one row per method: IoU per class, mIoU, mAcc), for a model with a detector (TSJNet) a
@@ -20,12 +20,12 @@ matplotlib is imported only here (Agg backend, no display needed).
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from . import atomic
 from .evaluation import write_json_atomic
 from .metrics.fusion import FUSION_METRIC_KEYS
 
@@ -59,15 +59,7 @@ def _fmt(x, digits: int = 2) -> str:
 
 
 def _atomic_png(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    os.replace(tmp, path)
-
-
-def _atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic.save_figure(fig, path, format="png", dpi=100, bbox_inches="tight")
 
 
 def _pyplot():
@@ -364,6 +356,6 @@ def write_report(report: dict, out_dir, title: str = "segmif evaluation report",
             (out / name).unlink()
     files = [REPORT_JSON, REPORT_MD] + files
     report["files"] = files
-    _atomic_text(render_markdown(report, title, files), out / REPORT_MD)
+    atomic.write_text(out / REPORT_MD, render_markdown(report, title, files))
     write_json_atomic(report, out / REPORT_JSON)
     return files

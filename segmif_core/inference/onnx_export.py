@@ -26,13 +26,12 @@ and ``onnxscript`` packages.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .. import atomic
 from ..checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 
 INPUT_NAMES = ("visible", "thermal", "visible_full", "thermal_full")
@@ -118,10 +117,7 @@ def export_onnx(out, checkpoint=None, size=None, camera=(480, 640), dynamic: boo
             "checkpoint": str(Path(checkpoint or DEFAULT_CHECKPOINT)),
             "checkpoint_meta": info.get("meta", {}), "trained_input_size": info.get("input_size")}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic.atomic_path(out) as tmp:
         try:
             program = torch.onnx.export(graph, args, dynamo=True, input_names=list(INPUT_NAMES),
                                         output_names=list(OUTPUT_NAMES),
@@ -135,10 +131,6 @@ def export_onnx(out, checkpoint=None, size=None, camera=(480, 640), dynamic: boo
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(meta)
         onnx.save(proto, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return meta
 
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .. import atomic
 from .onnx_export import METADATA_KEY
 
 #: parts of the model whose convolutions can be quantised (weight-name prefixes in the graph)
@@ -108,39 +108,36 @@ def quantize_onnx(src, out, calibration, *, pairs: int = 16, part: str = "segmen
         def get_next(self):
             return next(self.items, None)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp.onnx", dir=out.parent)
-    os.close(fd)
-    pre = tmp.replace(".tmp.onnx", ".pre.onnx")
-    try:
-        # ONNX Runtime's pre-processing (shape inference, graph optimisation): measured, the
-        # quantised graph is faster and closer to fp32 with it (README "Speed"). Convolutions
-        # whose weights the optimiser rewrote (folded constants, new names) are not matched by
-        # the part's prefix and stay fp32.
-        quant_pre_process(str(src), pre, skip_symbolic_shape=True)
-        prefix = PARTS[part]
-        nodes = [n.name for n in onnx.load(pre).graph.node
-                 if n.op_type == "Conv" and len(n.input) > 1 and n.input[1].startswith(prefix)]
-        if not nodes:
-            raise ValueError(f"{src}: no convolution of part {part!r} (weights named {prefix}*)")
-        quantize_static(pre, tmp, _Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, nodes_to_quantize=nodes, op_types_to_quantize=["Conv"],
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
-        quantised = onnx.load(tmp)
-        meta["quantization"] = {
-            "method": "static int8 QDQ (onnxruntime.quantization.quantize_static, MinMax)",
-            "weights": "int8 per channel", "activations": "uint8 per tensor", "part": part,
-            "convolutions": len(nodes), "calibration": str(calibration),
-            "calibration_pairs": len(feeds), "source": str(src)}
-        del quantised.metadata_props[:]
-        for key, value in props.items():
-            entry = quantised.metadata_props.add()
-            entry.key, entry.value = key, json.dumps(meta) if key == METADATA_KEY else value
-        onnx.save(quantised, tmp)
-        os.replace(tmp, out)
-    finally:
-        for leftover in (tmp, pre):
-            if os.path.exists(leftover):
-                os.remove(leftover)
+    with atomic.atomic_path(out, keep_suffix=True) as tmp_path:
+        tmp, pre = str(tmp_path), f"{tmp_path}.pre.onnx"
+        try:
+            # ONNX Runtime's pre-processing (shape inference, graph optimisation): measured, the
+            # quantised graph is faster and closer to fp32 with it (README "Speed"). Convolutions
+            # whose weights the optimiser rewrote (folded constants, new names) are not matched by
+            # the part's prefix and stay fp32.
+            quant_pre_process(str(src), pre, skip_symbolic_shape=True)
+            prefix = PARTS[part]
+            nodes = [n.name for n in onnx.load(pre).graph.node if n.op_type == "Conv"
+                     and len(n.input) > 1 and n.input[1].startswith(prefix)]
+            if not nodes:
+                raise ValueError(f"{src}: no convolution of part {part!r} (weights named "
+                                 f"{prefix}*)")
+            quantize_static(pre, tmp, _Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=True, nodes_to_quantize=nodes, op_types_to_quantize=["Conv"],
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+            quantised = onnx.load(tmp)
+            meta["quantization"] = {
+                "method": "static int8 QDQ (onnxruntime.quantization.quantize_static, MinMax)",
+                "weights": "int8 per channel", "activations": "uint8 per tensor", "part": part,
+                "convolutions": len(nodes), "calibration": str(calibration),
+                "calibration_pairs": len(feeds), "source": str(src)}
+            del quantised.metadata_props[:]
+            for key, value in props.items():
+                entry = quantised.metadata_props.add()
+                entry.key, entry.value = key, json.dumps(meta) if key == METADATA_KEY else value
+            onnx.save(quantised, tmp)
+        finally:
+            if os.path.exists(pre):
+                os.remove(pre)
     return meta

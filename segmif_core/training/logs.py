@@ -3,10 +3,11 @@ and the plots made from it."""
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
+
+from .. import atomic
 
 
 def _print_flushed(msg: str) -> None:
@@ -55,10 +56,10 @@ def write_plots(log_csv: Path, plot_dir: Path) -> None:
         if ax.lines:
             ax.legend()
         fig.tight_layout()
-        tmp = plot_dir / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=90)
-        plt.close(fig)
-        os.replace(tmp, plot_dir / f"{name}.png")
+        try:
+            atomic.save_figure(fig, plot_dir / f"{name}.png", dpi=90)
+        finally:
+            plt.close(fig)
 
 
 def _truncate_log(log_csv: Path, last_step: int) -> list[str] | None:
@@ -71,10 +72,8 @@ def _truncate_log(log_csv: Path, last_step: int) -> list[str] | None:
         rows = [r for r in reader if r.get("step", "").isdigit() and int(r["step"]) <= last_step]
     if not fields:
         return None
-    tmp = log_csv.with_name(f".{log_csv.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic.atomic_open(log_csv, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, log_csv)
     return fields

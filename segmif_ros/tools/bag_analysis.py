@@ -25,13 +25,14 @@ say otherwise (:func:`thermal_rule_from_params`). The bag is read with ``rosbags
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import cv2
 import numpy as np
+
+from segmif_core import atomic
 
 
 def _stamp_ns(stamp) -> int:
@@ -49,10 +50,7 @@ def _tile(img_rgb: np.ndarray, title: str, size=(320, 240)) -> np.ndarray:
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot write {path}")
-    os.replace(tmp, path)
+    atomic.write_image(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))  # OSError if not written
 
 
 def thermal_rule_from_params(params: Mapping | None) -> dict:
