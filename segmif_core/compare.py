@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
+from . import atomic
 from .evaluation import RULE_NAMES, evaluate_folder, json_safe, write_json_atomic
 from .metrics.fusion import FUSION_METRIC_KEYS
 
@@ -152,8 +153,6 @@ def write_comparison(comp: dict, out_dir, title: str = "segmif comparison") -> l
     summary = {k: v for k, v in comp.items() if k != "reports"}
     summary["report_dirs"] = dirs
     md = render_comparison_markdown(summary, title)
-    tmp = out / f".{COMPARISON_MD}.tmp"
-    tmp.write_text(md)
-    tmp.replace(out / COMPARISON_MD)
+    atomic.write_text(out / COMPARISON_MD, md)
     write_json_atomic(json_safe(summary), out / COMPARISON_JSON)
     return written + [COMPARISON_MD, COMPARISON_JSON]

@@ -83,6 +83,7 @@ import torch.distributed as dist
 import yaml
 from torch.utils.data import DataLoader
 
+from .. import atomic
 from ..evaluation import write_json_atomic
 from ..models import build_model
 from .batches import StepBatches, _Seeded, build_datasets, label_counts
@@ -227,8 +228,7 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
         tc = self.tc
         self.out.mkdir(parents=True, exist_ok=True)
         if self.rank == 0:
-            with open(self.out / "config.yaml", "w") as f:
-                yaml.safe_dump(self.cfg, f, sort_keys=False)
+            atomic.write_text(self.out / "config.yaml", yaml.safe_dump(self.cfg, sort_keys=False))
         skip = lambda st: self._cached(self.phase_of(st)[1])  # noqa: E731
         # fusion and warm-up steps load pairs cropped to data.fusion_crop, segmentation steps
         # to data.crop (the same unless fusion_crop is set)

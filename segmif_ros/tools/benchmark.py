@@ -104,7 +104,7 @@ def cmd_benchmark(args) -> int:
     """The ``segmif benchmark`` subcommand (see :func:`add_parser`)."""
     import torch
 
-    from segmif_core import benchmark as bench
+    from segmif_core import atomic, benchmark as bench
     from segmif_core.evaluation import write_json_atomic
 
     if args.threads:
@@ -164,9 +164,7 @@ def cmd_benchmark(args) -> int:
                       f"{lat.get('p50', 0):.0f} / {lat.get('p99', 0):.0f} | "
                       f"{r['ros_share']} | {r['pairs_dropped_by_node']} | "
                       f"{r['pairs_never_answered']} |")
-    tmp = out / "benchmark.md.tmp"
-    tmp.write_text("\n".join(md) + "\n")
-    tmp.replace(out / "benchmark.md")
+    atomic.write_text(out / "benchmark.md", "\n".join(md) + "\n")
     print(f"[benchmark] {out / 'benchmark.json'}, {out / 'benchmark.md'}")
     return 0
 
