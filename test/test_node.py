@@ -23,6 +23,13 @@ def make_node(ctx, checkpoint, **params):
     return SegMiFNode(context=ctx, parameter_overrides=overrides)
 
 
+def process_pair(node, vis_msg, ir_msg):
+    """One pair through the node's frame processor in this thread (what its worker does);
+    False when refused."""
+    from segmif_ros.node.pipeline import Frame
+    return node.frames.process(Frame("pair", vis_msg, ir_msg), 0.5)
+
+
 def stamped(array, encoding, sec=1, nanosec=0, frame="cam"):
     msg = numpy_to_image(array, encoding)
     msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
@@ -117,11 +124,11 @@ def test_bad_messages_are_counted_and_node_keeps_working(context, tiny_checkpoin
         node._on_image(1, short)
         assert node.counters["messages_rejected"] == 2
         # a pair of mismatched sizes that the identity registration cannot fix is refused too
-        node._process(stamped(np.zeros((40, 40, 3), np.uint8), "rgb8", 1, 0, "v"),
-                      stamped(np.zeros((40, 40), np.uint8), "mono8", 1, 0, "t"))
+        process_pair(node, stamped(np.zeros((40, 40, 3), np.uint8), "rgb8", 1, 0, "v"),
+                     stamped(np.zeros((40, 40), np.uint8), "mono8", 1, 0, "t"))
         assert node.counters["messages_rejected"] == 2
-        node._process(stamped(np.zeros((40, 40, 3), np.uint8), "bgr8", 1, 0, "v"),
-                      stamped(np.zeros((40, 40, 3), np.uint8), "rgb8", 1, 0, "t"))
+        process_pair(node, stamped(np.zeros((40, 40, 3), np.uint8), "bgr8", 1, 0, "v"),
+                     stamped(np.zeros((40, 40, 3), np.uint8), "rgb8", 1, 0, "t"))
         assert node.counters["messages_rejected"] == 3
     finally:
         node.destroy_node()
@@ -167,8 +174,9 @@ def test_onnxruntime_backend_answers_pairs(context, tiny_checkpoint, tmp_path):
     try:
         assert node.predictor.backend.name == "onnxruntime" and node.predictor.input_size == (64, 64)
         rng = np.random.default_rng(1)
-        node._process(stamped(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8), "rgb8", 5, 0, "v"),
-                      stamped(rng.integers(0, 256, (48, 80), dtype=np.uint8), "mono8", 5, 0, "t"))
+        process_pair(node,
+                     stamped(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8), "rgb8", 5, 0, "v"),
+                     stamped(rng.integers(0, 256, (48, 80), dtype=np.uint8), "mono8", 5, 0, "t"))
         assert node.counters["pairs_processed"] == 1
     finally:
         node.destroy_node()
@@ -246,7 +254,7 @@ def test_thermal_of_another_size_is_refused_with_the_identity_homography(context
         node.get_logger = Logger
         vis = stamped(np.zeros((48, 80, 3), np.uint8), "rgb8", 1, 0, "v")
         for size in ((24, 40), (52, 80)):  # 80x48 visible with a 40x24 or an 80x52 thermal
-            node._process(vis, stamped(np.zeros(size, np.uint8), "mono8", 1, 0, "t"))
+            process_pair(node, vis, stamped(np.zeros(size, np.uint8), "mono8", 1, 0, "t"))
         assert node.counters["pairs_processed"] == 0
         assert node.counters["messages_rejected"] == 2
         assert any("40x24" in line and "80x48" in line and "homography" in line
@@ -261,8 +269,8 @@ def test_thermal_of_another_size_is_warped_by_a_homography(context, tiny_checkpo
     node = make_node(context, tiny_checkpoint,
                      homography=[2.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 1.0])
     try:
-        node._process(stamped(np.zeros((48, 80, 3), np.uint8), "rgb8", 1, 0, "v"),
-                      stamped(np.zeros((24, 40), np.uint8), "mono8", 1, 0, "t"))
+        process_pair(node, stamped(np.zeros((48, 80, 3), np.uint8), "rgb8", 1, 0, "v"),
+                     stamped(np.zeros((24, 40), np.uint8), "mono8", 1, 0, "t"))
         assert node.counters["pairs_processed"] == 1
         assert node.counters["messages_rejected"] == 0
     finally:

@@ -8,7 +8,8 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 from sensor_msgs.msg import Image  # noqa: E402
 
-from test_node import make_node as _make_node, spin_until, stamped  # noqa: E402
+from test_node import (make_node as _make_node, process_pair, spin_until,  # noqa: E402
+                       stamped)
 
 
 def make_node(ctx, checkpoint, **params):
@@ -61,9 +62,10 @@ def test_a_pair_of_two_bad_messages_counts_two(context, tiny_checkpoint):
     try:
         # refused at processing (e.g. a message injected past the arrival check): one count
         # per bad message
-        node._process(step_too_small(0, "short"), step_too_small(1, "short"))
+        process_pair(node, step_too_small(0, "short"), step_too_small(1, "short"))
         assert node.counters["messages_rejected"] == 2
-        node._process(step_too_small(0, "short"), stamped(np.zeros((6, 8), np.uint8), "mono8"))
+        process_pair(node, step_too_small(0, "short"),
+                     stamped(np.zeros((6, 8), np.uint8), "mono8"))
         assert node.counters["messages_rejected"] == 3
     finally:
         node.destroy_node()
@@ -136,8 +138,8 @@ def test_compressed_pair_is_answered_like_the_decoded_raw_pair(context, tiny_che
         dec_ir = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
         assert dec_ir.dtype == np.uint16 and np.array_equal(dec_ir, ir)
         got.clear()
-        assert node._process(stamped(np.ascontiguousarray(dec_vis), "rgb8", 3, 0, "vis"),
-                             stamped(dec_ir, "mono16", 3, 0, "ir"))
+        assert process_pair(node, stamped(np.ascontiguousarray(dec_vis), "rgb8", 3, 0, "vis"),
+                            stamped(dec_ir, "mono16", 3, 0, "ir"))
         assert spin_until(ex, lambda: got, 10)
         raw_labels = image_to_numpy(got[0])
         assert live_labels.shape == raw_labels.shape == (48, 80)
@@ -172,7 +174,7 @@ def test_bad_compressed_data_is_rejected_and_counted_per_reason(context, tiny_ch
         from segmif_ros.node.inputs import decode_compressed
         v, _ = decode_compressed(CompressedImage(format="jpeg", data=jpeg), 0)
         t, _ = decode_compressed(CompressedImage(format="png", data=small), 1)
-        assert not node._process(v, t)
+        assert not process_pair(node, v, t)
         assert rejected(node)["size_mismatch"] == 1
     finally:
         node.destroy_node()

@@ -1,6 +1,8 @@
 """The segmif_node: the ROS node and its own modules.
 
-    node.py        the SegMiFNode lifecycle node and ``main`` (``segmif_node``, ``ros2 run``)
+    node.py        the SegMiFNode lifecycle node
+    runner.py      ``main`` (``segmif_node``, ``ros2 run``): the node in a multi-threaded
+                   executor until its shutdown transition
     parameters.py  parameter declarations (defaults, descriptors, type conversion, checks), QoS
     pipeline.py    one frame through conversion, registration, predictor, outputs; the worker;
                    the single-modality substitutes of ``fallback``
@@ -23,6 +25,6 @@ without ROS); :func:`main` imports the node when called. ``python -m segmif_ros.
 
 def main(args=None) -> int:
     """Entry point of ``segmif_node`` (``ros2 run segmif_ros segmif_node``)."""
-    from .node import main as node_main
+    from .runner import main as node_main
 
     return node_main(args)

@@ -7,8 +7,8 @@ image topic after remapping, image_transport's convention (:mod:`.topics`):
 compressed inputs; an explicit ``visible/camera_info`` remapping wins. With every processed
 frame it republishes it as ``fused/camera_info`` and ``segmentation/camera_info``, its header
 replaced by the output header (the visible image's stamp and frame_id), so ``image_geometry``
-/ depth projection downstream pairs each output image with a calibration of the same stamp. Nothing is published
-before a camera_info has been received.
+/ depth projection downstream pairs each output image with a calibration of the same stamp.
+Nothing is published before a camera_info has been received.
 
 The outputs have the size of the visible image after the registration's ``crop``
 (x, y, width, height): with a crop set, the calibration is moved to the crop, as

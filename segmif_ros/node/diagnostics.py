@@ -18,26 +18,73 @@ processing
     mean inference and processing time (ms, last 30 frames), modality, device, backend, model,
     lifecycle state.
 
+While a lifecycle transition runs (a first configure exports, and for int8 quantises, the
+model for 20-70 s; the node's executor keeps publishing), the processing status says which
+(level OK, ``configuring for 23 s: exporting ... to ONNX once``), with the values ``transition``,
+``transition step`` and ``transition time (s)`` (:class:`Progress`).
+
 Counters go out every second, processed frames or not, so a stall is visible.
 :func:`assess` (the levels) needs no ROS; :class:`Diagnostics` publishes.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+import threading
+import time
+from typing import Callable, List, Optional, Tuple
 
 from .health import REJECT_REASONS, STREAMS
 
 OK, WARN, ERROR = 0, 1, 2
 
 
+class Progress:
+    """The lifecycle transition in progress and its current step (thread safe): the transition
+    calls :meth:`begin`, :meth:`step` for each slow step, :meth:`end`; /diagnostics reads
+    :meth:`snapshot`. ``clock``: monotonic seconds."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._current: Optional[list] = None  # [transition, step, start time]
+
+    def begin(self, transition: str) -> None:
+        with self._lock:
+            self._current = [transition, "", self._clock()]
+
+    def step(self, text: str) -> None:
+        with self._lock:
+            if self._current is not None:
+                self._current[1] = text
+
+    def end(self) -> None:
+        with self._lock:
+            self._current = None
+
+    def snapshot(self) -> Optional[Tuple[str, str, float]]:
+        """(transition, step, seconds since it began), or None when none runs."""
+        with self._lock:
+            if self._current is None:
+                return None
+            transition, step, t0 = self._current
+            return transition, step, self._clock() - t0
+
+
 def assess(snap: dict, active: bool, fallback: str = "none",
-           sync_diagnosis: str = "") -> Tuple[Tuple[int, str], Tuple[int, str]]:
+           sync_diagnosis: str = "", state: str = "inactive",
+           progress: Optional[Tuple[str, str, float]] = None
+           ) -> Tuple[Tuple[int, str], Tuple[int, str]]:
     """Levels and messages of the (inputs, processing) statuses from a
     :meth:`Health.snapshot` ``snap``; ``active``: the node is subscribed and processing;
     ``fallback``: the modality published instead of pairs ("none", "visible_only",
-    "thermal_only"); ``sync_diagnosis``: :meth:`sync.diagnose` for the no-pair message."""
+    "thermal_only"); ``sync_diagnosis``: :meth:`sync.diagnose` for the no-pair message;
+    ``state``: the lifecycle state (messages while not active); ``progress``: a
+    :meth:`Progress.snapshot`."""
+    if progress is not None:
+        transition, step, elapsed = progress
+        text = f"{transition} for {elapsed:.0f} s" + (f": {step}" if step else "")
+        return (OK, f"{transition}: not subscribed"), (OK, text)
     if not active:
-        return (OK, "inactive: not subscribed"), (OK, "inactive: not processing")
+        return (OK, f"{state}: not subscribed"), (OK, f"{state}: not processing")
     timeout = snap["stream_timeout_s"]
     lost = [i for i, s in enumerate(snap["silent_s"]) if s > timeout]
     if len(lost) == len(STREAMS):
@@ -83,11 +130,13 @@ class Diagnostics:
 
     def publish(self, snap: dict, *, active: bool, state: str, fallback: str = "none",
                 sync_stats: Optional[dict] = None, sync_diagnosis: str = "",
-                device: str = "", backend: str = "", model: str = "") -> None:
+                device: str = "", backend: str = "", model: str = "",
+                progress: Optional[Tuple[str, str, float]] = None) -> None:
         """Build and publish the array: see the module docstring for its content."""
         DiagnosticArray, DiagnosticStatus, KeyValue = self._types
         sync_stats = sync_stats or {}
-        (in_level, in_msg), (pr_level, pr_msg) = assess(snap, active, fallback, sync_diagnosis)
+        (in_level, in_msg), (pr_level, pr_msg) = assess(snap, active, fallback, sync_diagnosis,
+                                                        state, progress)
         now_ns = self._node.get_clock().now().nanoseconds
         c = snap["counters"]
         inputs: List[Tuple[str, object]] = []
@@ -116,6 +165,9 @@ class Diagnostics:
                       ("modality", "pair" if fallback == "none" else fallback),
                       ("device", device), ("backend", backend), ("model", model),
                       ("lifecycle state", state)]
+        if progress is not None:
+            processing += [("transition", progress[0]), ("transition step", progress[1]),
+                           ("transition time (s)", progress[2])]
         prefix = self._node.get_fully_qualified_name()
         array = DiagnosticArray()
         array.header.stamp = self._node.get_clock().now().to_msg()

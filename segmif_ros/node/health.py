@@ -68,12 +68,16 @@ class Health:
         stream_timeout_s: a stream with no message for longer than this (s) is *lost*.
         error_threshold: consecutive processing errors that make the processing *failing*.
         window_s: input rates are averaged over this window (s).
+        recover_messages: a lost stream is *back* (:meth:`stream_changes`) after this many
+            consecutive messages, each within ``stream_timeout_s`` of the one before.
         clock: monotonic time source in seconds.
     """
 
     def __init__(self, stream_timeout_s: float = 1.0, error_threshold: int = 3,
-                 window_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
+                 window_s: float = 5.0, recover_messages: int = 3,
+                 clock: Callable[[], float] = time.monotonic):
         self.stream_timeout_s = float(stream_timeout_s)
+        self.recover_messages = int(recover_messages)
         self.error_threshold = int(error_threshold)
         self.window_s = float(window_s)
         self._clock = clock
@@ -93,6 +97,8 @@ class Health:
             self._since = now
             self._last_arrival = [None] * len(STREAMS)
             self._last_pair = now
+            self._down = [False] * len(STREAMS)  # reported lost (stream_changes)
+            self._steady = [0] * len(STREAMS)  # consecutive messages within the timeout
             for d in self._arrivals:
                 d.clear()
 
@@ -103,6 +109,9 @@ class Health:
         with self._lock:
             self._counters["received_" + STREAMS[index]] += 1
             self._arrivals[index].append(now)
+            last = self._last_arrival[index]
+            self._steady[index] = (self._steady[index] + 1 if last is not None
+                                   and now - last <= self.stream_timeout_s else 1)
             self._last_arrival[index] = now
             if stamp_ns is not None and (self._newest_stamp[index] is None
                                          or stamp_ns > self._newest_stamp[index]):
@@ -149,11 +158,35 @@ class Health:
         """True when stream ``index`` has been silent for longer than ``stream_timeout_s``."""
         return self.silent_for(index) > self.stream_timeout_s
 
+    def stream_changes(self) -> list:
+        """The streams whose reported state changed since the last call, with hysteresis:
+        ``[(index, "lost" | "back")]``. A stream is lost once silent for longer than
+        ``stream_timeout_s`` (since :meth:`start` if it never sent), and back only after
+        ``recover_messages`` consecutive messages each within ``stream_timeout_s`` of the one
+        before, so a stream slower than the timeout (a 0.5 Hz camera with the 1 s default) is
+        reported lost once, not lost and back with every message."""
+        now = self._clock()
+        changes = []
+        with self._lock:
+            for i in range(len(STREAMS)):
+                last = self._last_arrival[i]
+                silent = now - (self._since if last is None else last)
+                if not self._down[i] and silent > self.stream_timeout_s:
+                    self._down[i] = True
+                    self._steady[i] = 0
+                    changes.append((i, "lost"))
+                elif self._down[i] and silent <= self.stream_timeout_s \
+                        and self._steady[i] >= self.recover_messages:
+                    self._down[i] = False
+                    changes.append((i, "back"))
+        return changes
+
     def snapshot(self) -> dict:
         """A consistent copy: ``counters`` (dict of :data:`COUNTERS`), ``rejected`` (reason ->
-        count), per stream ``rate_hz``, ``silent_s``, ``seen`` (bool) and ``newest_stamp_ns``
-        (int or None) as lists, ``since_pair_s``, mean ``inference_ms`` / ``processing_ms`` of
-        the last 30 frames (None before the first), ``consecutive_errors`` and ``failing``."""
+        count), per stream ``rate_hz``, ``silent_s``, ``seen`` (bool), ``down`` (reported lost,
+        :meth:`stream_changes`) and ``newest_stamp_ns`` (int or None) as lists,
+        ``since_pair_s``, mean ``inference_ms`` / ``processing_ms`` of the last 30 frames (None
+        before the first), ``consecutive_errors`` and ``failing``."""
         now = self._clock()
         with self._lock:
             rates, silent = [], []
@@ -170,6 +203,7 @@ class Health:
                 "rate_hz": rates,
                 "silent_s": silent,
                 "seen": [t is not None for t in self._last_arrival],
+                "down": list(self._down),
                 "newest_stamp_ns": list(self._newest_stamp),
                 "since_pair_s": now - self._last_pair,
                 "inference_ms": sum(t[0] for t in self._timings) / n if n else None,

@@ -54,16 +54,20 @@ Modules: parameters, inputs, sync, pipeline, publishers; health and diagnostics 
 from __future__ import annotations
 
 import gc
+from typing import Callable
 
-import rclpy
 import torch
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import ClockChange, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException
 from rclpy.qos_overriding_options import InvalidQosOverridesError
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.lifecycle.node import LifecycleNodeMixin
 from rclpy.logging import LoggingSeverity
+from rclpy.node import Node
+from rclpy.task import Future
 from sensor_msgs.msg import Image
 
 from segmif_core.checkpoint import CheckpointError
@@ -71,7 +75,7 @@ from segmif_core.inference import BackendError, SegMiFPredictor
 from segmif_core.inference.onnx_export import ExportError
 from segmif_core.registration import Registration, RegistrationError
 
-from .diagnostics import Diagnostics
+from .diagnostics import Diagnostics, Progress
 from .encodings import THERMAL_ENCODINGS, VISIBLE_ENCODINGS
 from .health import STREAMS, Health, Throttle
 from .camera_info import CameraInfoRelay
@@ -91,12 +95,39 @@ SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FA
 class SegMiFNode(WatchMixin, LifecycleNode):
     """The SegMiF ROS 2 node (see the module docstring).
 
+    Args:
+        name: node name; ``kwargs``: those of ``rclpy.node.Node`` (context, cli_args,
+            parameter_overrides, ...).
+        predictor_factory: builds the model at configure (and at activate after a release):
+            called as ``SegMiFPredictor(checkpoint, device, input_size, backend=..., **options)``
+            and returning one; :class:`SegMiFPredictor` by default. An application passes its
+            own to wrap or cache the model.
+        autostart_deferred: with ``autostart``, False (default): configure and activate in the
+            constructor; True (:func:`.runner.main`): once an executor spins the node, so that
+            the lifecycle services, parameters and /diagnostics answer during a slow first
+            configure (a failure then logs one line and sets :attr:`finished` to 1).
+
+    The lifecycle services are in a reentrant callback group of their own: under a
+    ``MultiThreadedExecutor`` (:func:`.runner.main`) ``get_state`` answers, and the node's other
+    callbacks (default group: inputs, timers, parameters) run, while a transition is in
+    progress (:attr:`progress` on /diagnostics). :attr:`finished` (an rclpy Future) gets the
+    process's exit code: 0 after the shutdown transition, 1 after a failed deferred autostart.
+
     Raises ConfigurationError (one line) on a parameter of the wrong type or out of range, and,
-    with ``autostart``, when configure fails (homography, checkpoint, device, backend).
+    with ``autostart`` in the constructor, when configure fails (homography, checkpoint,
+    device, backend).
     """
 
-    def __init__(self, name: str = "segmif_node", **kwargs):
-        super().__init__(name, **kwargs)
+    def __init__(self, name: str = "segmif_node", *,
+                 predictor_factory: Callable[..., SegMiFPredictor] = SegMiFPredictor,
+                 autostart_deferred: bool = False, **kwargs):
+        Node.__init__(self, name, **kwargs)
+        self._lifecycle_group = ReentrantCallbackGroup()
+        LifecycleNodeMixin.__init__(self, enable_communication_interface=True,
+                                    callback_group=self._lifecycle_group)
+        self._predictor_factory = predictor_factory
+        self.finished = Future()
+        self.progress = Progress()
         self.p = p = declare_parameters(self)
         self._debug = self.get_logger().get_effective_level() <= LoggingSeverity.DEBUG
         self._alpha = float(p["overlay_alpha"])
@@ -113,10 +144,13 @@ class SegMiFNode(WatchMixin, LifecycleNode):
         # counters and stream state, shared by the executor thread and the worker (locked)
         self.health = Health(stream_timeout_s=float(p["stream_timeout_s"]))
         self._throttle = Throttle(5.0)  # log lines: one per key (reason, stream) per 5 s
-        self._lost = set()  # streams reported lost (a line when they come back)
         self.diagnostics = Diagnostics(self)
         self._diag_timer = self.create_timer(1.0, self.publish_diagnostics)
-        if p["autostart"]:
+        self._autostart_timer = None
+        if p["autostart"] and autostart_deferred:
+            self._autostart_timer = self.create_timer(
+                0.01, self._autostart, callback_group=MutuallyExclusiveCallbackGroup())
+        elif p["autostart"]:
             self._quiet = True
             try:
                 if self.trigger_configure() != SUCCESS:
@@ -126,10 +160,36 @@ class SegMiFNode(WatchMixin, LifecycleNode):
             self.trigger_activate()
 
     # ---------------------------------------------------------------- lifecycle
+    def _autostart(self) -> None:
+        """``autostart_deferred``: configure and activate, once, from the executor."""
+        self._autostart_timer.cancel()
+        self.destroy_timer(self._autostart_timer)
+        self._autostart_timer = None
+        if self.state != "unconfigured":  # a lifecycle manager was faster
+            return
+        self._quiet = True
+        try:
+            configured = self.trigger_configure() == SUCCESS
+        finally:
+            self._quiet = False
+        if not configured:
+            self.get_logger().fatal(f"cannot start: {self.configure_error}")
+            if not self.finished.done():
+                self.finished.set_result(1)
+            return
+        self.trigger_activate()
+
+    def _step(self, text: str) -> None:
+        """A slow step of a transition (the ONNX export, the int8 quantisation): logged and
+        shown on /diagnostics until the next step or the end of the transition."""
+        self.progress.step(text)
+        self.get_logger().info(text)
+
     def _load_predictor(self) -> None:
         p = self.p
         size = (p["input_height"], p["input_width"])
-        if p["threads"] and p["backend"] == "torch":
+        if p["threads"]:  # every backend: torch runs the network (backend torch, or auto's
+            # fallback) and the pre- and post-processing of the others
             torch.set_num_threads(int(p["threads"]))
         kwargs = dict(
             thermal_norm=p["thermal_norm"], thermal_range=(p["thermal_min"], p["thermal_max"]),
@@ -137,23 +197,36 @@ class SegMiFNode(WatchMixin, LifecycleNode):
             precision=p["precision"], threads=int(p["threads"]),
             # an exported .onnx file has its fusion_scale built in
             fusion_scale=None if str(p["checkpoint"]).lower().endswith(".onnx")
-            else p["fusion_scale"] or None, log=self.get_logger().info,
+            else p["fusion_scale"] or None, log=self._step,
             int8_calibration=p["int8_calibration"] or None)
         args = (p["checkpoint"] or None, p["device"], size if all(size) else None)
+        self._step(f"loading the model ({p['checkpoint'] or 'default checkpoint'}, backend "
+                   f"{p['backend']}, {p['device']})")
         try:
-            self.predictor = SegMiFPredictor(*args, backend=p["backend"], **kwargs)
+            self.predictor = self._predictor_factory(*args, backend=p["backend"], **kwargs)
         except ExportError as err:
             if p["backend"] != "auto":
                 raise BackendError(str(err)) from err
             # 'auto' chose ONNX Runtime but the model cannot be exported (TSJNet: its detector's
             # boxes have no place in the graph): the torch backend runs it, detections included
-            self.get_logger().info(f"backend auto: {err}; using the torch backend")
-            self.predictor = SegMiFPredictor(*args, backend="torch", **kwargs)
+            self._step(f"backend auto: {err}; using the torch backend")
+            self.predictor = self._predictor_factory(*args, backend="torch", **kwargs)
         if self.frames is not None:
             self.frames.predictor = self.predictor
 
     def on_configure(self, state) -> TransitionCallbackReturn:
         """Homography, model, publishers, synchroniser; FAILURE (one line) on bad values."""
+        self.state = "configuring"
+        self.progress.begin("configuring")
+        try:
+            result = self._configure()
+        finally:
+            self.progress.end()
+        if result != SUCCESS:
+            self.state = "unconfigured"
+        return result
+
+    def _configure(self) -> TransitionCallbackReturn:
         p = self.p
         try:
             self.registration = Registration(p["homography"], crop=p["crop"])
@@ -215,11 +288,14 @@ class SegMiFNode(WatchMixin, LifecycleNode):
     def on_activate(self, state) -> TransitionCallbackReturn:
         """Subscribe and start the worker (the model is loaded again if deactivate dropped it)."""
         if self.predictor is None:
+            self.progress.begin("activating")
             try:
                 self._load_predictor()
             except (CheckpointError, BackendError, ValueError) as err:
                 self.get_logger().error(f"activate failed: {err}")
                 return FAILURE
+            finally:
+                self.progress.end()
         self.health.start()
         self.worker = Worker(self._handle)
         # (msg, info) callbacks: rclpy passes the rmw message info, whose received_timestamp
@@ -297,9 +373,12 @@ class SegMiFNode(WatchMixin, LifecycleNode):
         return SUCCESS
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
-        """Clean up from any state."""
+        """Clean up from any state; :attr:`finished` gets 0 (:func:`.runner.main` then exits,
+        after the transition's service response has gone out)."""
         self._clean()
         self.state = "finalized"
+        if not self.finished.done():
+            self.finished.set_result(0)
         return SUCCESS
 
     def on_error(self, state) -> TransitionCallbackReturn:
@@ -323,9 +402,13 @@ class SegMiFNode(WatchMixin, LifecycleNode):
     # ---------------------------------------------------------------- inputs
 
     def _on_image(self, index: int, msg: Image, info=None) -> None:
+        # a transition in another thread may tear these down while a callback is in flight
+        frames, sync, worker = self.frames, self.sync, self.worker
+        if frames is None or sync is None or worker is None:
+            return
         self.health.received(index, stamp_to_ns(msg.header.stamp))
         if index == 0:
-            note_callback_delay(self.frames.callback_delay, msg, info)
+            note_callback_delay(frames.callback_delay, msg, info)
         if self._compressed:
             msg, refused = decode_compressed(msg, index)
         else:
@@ -335,18 +418,19 @@ class SegMiFNode(WatchMixin, LifecycleNode):
             self._reject(*refused)
             return
         if index == 0:
-            self.frames.last_visible = (msg.header.frame_id, msg.height, msg.width)
-        self.sync.add(index, msg)
+            frames.last_visible = (msg.header.frame_id, msg.height, msg.width)
+        sync.add(index, msg)
         if index == self._fallback_input and self.health.lost(1 - index):
             # the other camera is lost: this image alone, with the documented substitute
             frame = Frame(self._fallback, msg, None) if index == 0 else \
                 Frame(self._fallback, None, msg)
-            if self.worker.submit(frame):
+            if worker.submit(frame):
                 self.health.add("pairs_dropped")
 
     def _on_pair(self, vis: Image, ir: Image) -> None:
         self.health.add("pairs_matched")
-        if self.worker.submit(Frame("pair", vis, ir)):
+        worker = self.worker
+        if worker is not None and worker.submit(Frame("pair", vis, ir)):
             self.health.add("pairs_dropped")
 
     def modality(self) -> str:
@@ -360,19 +444,21 @@ class SegMiFNode(WatchMixin, LifecycleNode):
     # ---------------------------------------------------------------- processing
     def _handle(self, frame: Frame) -> None:
         """The worker's handler: process one frame; never raises (errors counted, logged)."""
+        frames = self.frames
+        if frames is None:
+            return
         try:
-            self.frames.process(frame, self._alpha)
+            frames.process(frame, self._alpha)
         except Exception as err:  # noqa: BLE001 - the node must survive any bad frame
             failures = self.health.failed()
             if self._throttle("processing_error") is not None:
                 self.get_logger().error(f"frame skipped ({failures} failures in a row): "
                                         f"{type(err).__name__}: {err}")
 
-    def _process(self, vis_msg: Image, ir_msg: Image) -> bool:
-        """Process one pair in the calling thread (tests); see :meth:`FrameProcessor.process`."""
-        return self.frames.process(Frame("pair", vis_msg, ir_msg), self._alpha)
-
     def destroy_node(self):
+        if getattr(self, "_autostart_timer", None) is not None:
+            self.destroy_timer(self._autostart_timer)
+            self._autostart_timer = None
         if getattr(self, "_diag_timer", None) is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
@@ -380,27 +466,3 @@ class SegMiFNode(WatchMixin, LifecycleNode):
             self._clean()
         return super().destroy_node()
 
-
-def main(args=None) -> int:
-    """Entry point of ``ros2 run segmif_ros segmif_node``: 0 on a normal end, 1 (one line, no
-    traceback) when the parameters or, with autostart, configure fail."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SegMiFNode()
-        rclpy.spin(node)
-    except ConfigurationError as err:  # one line, no traceback
-        rclpy.logging.get_logger("segmif_node").fatal(f"cannot start: {err}")
-        return 1
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

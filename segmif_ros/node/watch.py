@@ -1,13 +1,16 @@
 """The watch over segmif_node: its counters, throttled warnings, the watchdog and
 /diagnostics, as a mixin of :class:`.node.SegMiFNode` (which provides ``health``,
-``_throttle``, ``_lost``, ``diagnostics``, ``sync``, ``predictor``, ``state``, ``p``,
+``_throttle``, ``progress``, ``diagnostics``, ``sync``, ``predictor``, ``state``, ``p``,
 ``_fallback``, ``_fallback_input`` and ``_no_pair_warn_s``).
 
-Warnings (each throttled per key, see :class:`.health.Throttle`): one per rejection reason per
-5 s; a lost stream (``<stream> stream stopped (x s) while <other> arrives at r Hz: no output``
-or ``publishing visible-only frames (fallback)``) within ``stream_timeout_s`` + 0.5 s, then
-every 10 s; both streams stopped (``no input``) every 10 s; an info line when a stream is back;
-no pair for ``no_pair_warn_s`` while inputs arrive, with the synchroniser's diagnosis.
+Warnings: one per rejection reason per 5 s (throttled per key, see :class:`.health.Throttle`);
+stream state changes once per change, with hysteresis (:meth:`.health.Health.stream_changes`):
+a lost stream (``<stream> stream stopped (x s) while <other> arrives at r Hz: no output`` or
+``publishing visible-only frames (fallback)``) within ``stream_timeout_s`` + 0.5 s, both
+streams stopped (``no input``), and an info line when a stream is back (after a few messages
+in time, so a camera slower than ``1 / stream_timeout_s`` is reported lost once and not back
+with every message); no pair for ``no_pair_warn_s`` while inputs arrive, with the
+synchroniser's diagnosis (every ``max(no_pair_warn_s, 5)`` s).
 """
 from __future__ import annotations
 
@@ -44,35 +47,39 @@ class WatchMixin:
             sync_diagnosis=sync.diagnose() if sync is not None else "",
             device=str(pred.device) if pred is not None else str(self.p["device"]),
             backend=pred.backend.name if pred is not None else str(self.p["backend"]),
-            model=f"{info.get('model', '')} {info.get('config', {}).get('encoder', '')}".strip())
-
+            model=f"{info.get('model', '')} {info.get('config', {}).get('encoder', '')}".strip(),
+            progress=self.progress.snapshot())
 
     def _check_inputs(self) -> None:
-        """Watchdog (every 0.5 s): a throttled warning when a stream stops or both do, a line
-        when a stream comes back, and the no-pair warning with the synchroniser's diagnosis."""
+        """Watchdog (every 0.5 s): one line per stream state change (lost, both lost, back;
+        with hysteresis, :meth:`.health.Health.stream_changes`), and the no-pair warning with
+        the synchroniser's diagnosis (throttled)."""
+        changes = self.health.stream_changes()
         snap = self.health.snapshot()
         c, silent = snap["counters"], snap["silent_s"]
-        lost = {i for i in range(len(STREAMS)) if silent[i] > snap["stream_timeout_s"]}
-        for i in sorted(self._lost - lost):
-            self.get_logger().info(f"{STREAMS[i]} stream is back")
-        self._lost = lost
         received = f"received visible {c['received_visible']}, thermal {c['received_thermal']}"
-        if len(lost) == len(STREAMS):
-            if any(snap["seen"]):  # both stopped (a node that never got input: no-pair line)
-                self._warn("no_input", f"no input: nothing on visible or thermal for "
-                           f"{min(silent):.1f} s ({received})", 10.0)
-        elif lost:
-            (i,) = lost
+        lost = {i for i in range(len(STREAMS)) if silent[i] > snap["stream_timeout_s"]}
+        for i in (i for i, change in changes if change == "back"):
+            self.get_logger().info(f"{STREAMS[i]} stream is back ({snap['rate_hz'][i]:.1f} Hz)")
+        newly_lost = [i for i, change in changes if change == "lost"]
+        if newly_lost and all(snap["down"]):
+            if any(snap["seen"]):  # a node that never got input: the no-pair line says it
+                self.get_logger().warning(f"no input: nothing on visible or thermal for "
+                                          f"{min(silent):.1f} s ({received})")
+        elif newly_lost:
+            (i,) = newly_lost
             other = 1 - i
-            self._warn(f"lost:{STREAMS[i]}", f"{STREAMS[i]} stream "
-                       f"{'stopped' if snap['seen'][i] else 'has sent nothing'} "
-                       f"({silent[i]:.1f} s) while {STREAMS[other]} arrives at "
-                       f"{snap['rate_hz'][other]:.1f} Hz: "
-                       + (f"publishing {self._fallback.replace('_', '-')} frames (fallback)"
-                          if other == self._fallback_input else "no output")
-                       + f" ({received})", 10.0)
+            self.get_logger().warning(
+                f"{STREAMS[i]} stream {'stopped' if snap['seen'][i] else 'has sent nothing'} "
+                f"({silent[i]:.1f} s) while {STREAMS[other]} arrives at "
+                f"{snap['rate_hz'][other]:.1f} Hz: "
+                + (f"publishing {self._fallback.replace('_', '-')} frames (fallback)"
+                   if other == self._fallback_input else "no output")
+                + f" ({received}; stream_timeout_s {snap['stream_timeout_s']:g} s: raise it "
+                "for a slower camera)")
+        sync = self.sync
         if snap["since_pair_s"] > self._no_pair_warn_s and any(snap["seen"]) \
-                and len(lost) < len(STREAMS):
+                and len(lost) < len(STREAMS) and sync is not None:
             self._warn("no_pair", f"no visible/thermal pair for {snap['since_pair_s']:.0f} s "
                        f"({received}, rejected {c['messages_rejected']}): "
-                       f"{self.sync.diagnose()}", max(self._no_pair_warn_s, 5.0))
+                       f"{sync.diagnose()}", max(self._no_pair_warn_s, 5.0))
