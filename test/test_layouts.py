@@ -385,11 +385,13 @@ def test_headers_only_for_jpeg_bmp_tiff(tmp_path, crops, monkeypatch):
     write_formats(root, crops, "jpg", "bmp", "tif")
     write(root / "ir" / "c.bmp", crops["a"][1][:30])
     write_rgb(root / "vis" / "c.jpg", crops["a"][0])
+    import segmif_core.data.images as images
     import segmif_core.data.layouts as layouts
 
     def no_decode(path):
         raise AssertionError(f"decoded {path}")
 
+    monkeypatch.setattr(images, "read_image", no_decode)
     monkeypatch.setattr(layouts, "read_image", no_decode)
     check_pairs(root, ["a", "b"], require_labels=True)
     with pytest.raises(DatasetError, match=f"size mismatch c: vis {CW}x{CH}, ir {CW}x30"):

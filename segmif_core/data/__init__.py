@@ -1,8 +1,8 @@
 """Datasets, class sets and thermal normalisation."""
 from .classes import FMB_CLASSES, MFNET_CLASSES, ClassSet, get_class_set
 from .pairs import DatasetError, PairDataset, augment_pair, check_pairs, list_pairs, read_pair
-from .layouts import (IMAGE_EXTENSIONS, LABEL_EXTENSIONS, Layout, detect_layout, find_image,
-                      get_layout)
+from .images import IMAGE_EXTENSIONS, LABEL_EXTENSIONS, find_image
+from .layouts import Layout, detect_layout, get_layout
 from .thermal import normalize_thermal, to_uint8
 
 __all__ = ["ClassSet", "MFNET_CLASSES", "FMB_CLASSES", "get_class_set", "normalize_thermal",

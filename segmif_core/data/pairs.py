@@ -28,8 +28,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .modality import draw_modality, substitute
-from .layouts import (DatasetError, Layout, get_layout, image_info, missing_message,
-                      read_label)
+from .images import DatasetError, image_info, missing_message, read_label
+from .layouts import Layout, get_layout
 from .thermal import normalize_thermal
 
 MODALITIES = ("vis", "ir", "label")  # roles of the plain layout's folders

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from segmif_core.data.layouts import IMAGE_EXTENSIONS, find_image, strip_image_extension
+from segmif_core.data.images import IMAGE_EXTENSIONS, find_image, strip_image_extension
 
 from .bag import (BAG_VERSION, PathLike, _prepare_tmp, _storage_plugin, finalize_atomically,
                   get_typestore)
