@@ -58,12 +58,10 @@ start-up), the launch stops RViz2 and ends, with exit code 1 when the node faile
 Relative ``visible_topic`` / ``thermal_topic`` values are resolved in ``namespace``; give absolute
 names (leading ``/``) for camera topics outside it.
 """
+import importlib.util
 import os
-import re
 import signal
-import tempfile
 
-import yaml
 from segmif_ros.node.topics import camera_info_topic  # the node's own rule (no rclpy import)
 from launch import LaunchDescription
 from launch.actions import (DeclareLaunchArgument, GroupAction, OpaqueFunction,
@@ -89,15 +87,23 @@ NORMAL_EXIT_CODES = [0, -signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGINT,
                      128 + signal.SIGTERM]
 
 
-# ------------------------------------------------------------------------------------------------
-# Pure helpers (standard library + PyYAML only; test/test_launch.py runs them without launch)
-# ------------------------------------------------------------------------------------------------
-def node_fqn(ros_namespace):
-    """Fully qualified name of segmif_node in the (absolute) namespace PushROSNamespace set."""
-    namespace = (ros_namespace or '/').strip('/')
-    return f'/{namespace}/{NODE_NAME}' if namespace else f'/{NODE_NAME}'
+def _load_beside(name):
+    """The module ``name``.py installed beside this launch file (share/segmif_ros/launch/)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name + '.py')
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
+# the parameter files: checks of params_file, its namespace rewrite, the launch overrides
+# (launch/segmif_params.py; test/test_launch_params.py)
+segmif_params = _load_beside('segmif_params')
+
+
+# ------------------------------------------------------------------------------------------------
+# Pure helpers (standard library only; test/test_launch.py runs them without launch)
+# ------------------------------------------------------------------------------------------------
 def node_logger_name(fqn):
     """rcl's logger name of a node: the FQN without the leading '/', '/' replaced by '.'."""
     return fqn.lstrip('/').replace('/', '.')
@@ -106,106 +112,6 @@ def node_logger_name(fqn):
 def log_level_arguments(fqn, level):
     """ROS arguments that set the level of the node's logger only (not rcl's or rmw's)."""
     return ['--ros-args', '--log-level', f'{node_logger_name(fqn)}:={level}']
-
-
-def parameter_sections(data, prefix=''):
-    """[(node name, ros__parameters)] of a parsed parameter file, in file order. Nested keys are
-    namespaces (``cam: {segmif_node: {ros__parameters: ...}}`` is ``/cam/segmif_node``)."""
-    sections = []
-    if not isinstance(data, dict):
-        return sections
-    for key, value in data.items():
-        if key == 'ros__parameters':
-            name = prefix or '/'
-            sections.append((name if name.startswith('/') else '/' + name, value))
-        elif isinstance(value, dict):
-            sections.extend(parameter_sections(value, f'{prefix}/{key}' if prefix else str(key)))
-    return sections
-
-
-def section_applies(section, fqn):
-    """rclpy's rule: '/*' matches one namespace token, '/**' any number, else the exact name."""
-    name = section if section.startswith('/') else '/' + section
-    return re.fullmatch(name.replace('/*', r'(/\w+)'), fqn) is not None
-
-
-def applicable_parameters(data, fqn):
-    """The parameters a node named fqn takes from a parsed file (later sections win)."""
-    merged = {}
-    for name, params in parameter_sections(data):
-        if section_applies(name, fqn) and isinstance(params, dict):
-            merged.update(params)
-    return merged
-
-
-def rewrite_relative_section(text, fqn):
-    """The file's text with a top-level ``segmif_node:`` (relative: rcl reads it as
-    ``/segmif_node``, the root namespace only) renamed to fqn, or None when there is nothing to
-    rewrite. Only the key's characters change, so every value keeps the exact text rcl parses
-    (PyYAML and rcl type scalars such as ``1e-3`` differently)."""
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if not isinstance(root, yaml.MappingNode) or fqn == '/' + NODE_NAME:
-        return None
-    spans = [(key.start_mark.index, key.end_mark.index) for key, _ in root.value
-             if isinstance(key, yaml.ScalarNode) and key.value == NODE_NAME]
-    if not spans:
-        return None
-    for start, end in sorted(spans, reverse=True):
-        text = text[:start] + fqn + text[end:]
-    return text
-
-
-def override_section_name(section_names, fqn):
-    """A node name that matches fqn and that no section of the parameter file uses, so that the
-    launch overrides are merged after every section of the file."""
-    used = {n if n.startswith('/') else '/' + n for n in section_names}
-    depth = 0
-    while True:
-        name = fqn if depth == 0 else '/**' * depth + '/' + NODE_NAME
-        if name not in used:
-            return name
-        depth += 1
-
-
-def launch_overrides(checkpoint, device, use_sim_time, autostart):
-    """Parameters the launch arguments set: checkpoint, device and use_sim_time only when given
-    (non-empty), autostart always."""
-    overrides = {}
-    if checkpoint:
-        overrides['checkpoint'] = checkpoint
-    if device:
-        overrides['device'] = device
-    if use_sim_time:
-        overrides['use_sim_time'] = use_sim_time == 'true'
-    overrides['autostart'] = autostart != 'false'
-    return overrides
-
-
-def load_parameter_file(path, fqn):
-    """(text, parsed data, rewritten) of params_file, rewritten when a relative segmif_node
-    section was renamed to fqn; RuntimeError when the file cannot be used."""
-    if not path or not os.path.isfile(path):
-        raise RuntimeError(f"params_file '{path}' does not exist (nothing was started)")
-    with open(path, encoding='utf-8') as handle:
-        text = handle.read()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise RuntimeError(f"params_file '{path}' is not valid YAML: {err}") from None
-    sections = parameter_sections(data)
-    if not sections:
-        raise RuntimeError(f"params_file '{path}' has no '<node name>: ros__parameters:' "
-                           'section (nothing was started)')
-    rewritten = rewrite_relative_section(text, fqn)
-    if rewritten is not None:
-        text, data = rewritten, yaml.safe_load(rewritten)
-        sections = parameter_sections(data)
-    if not any(section_applies(name, fqn) for name, _ in sections):
-        names = ', '.join(name for name, _ in sections)
-        raise RuntimeError(
-            f"params_file '{path}' has no section for {fqn} (it has: {names}); use '/**:' or "
-            f"'/**/{NODE_NAME}:' for any namespace (nothing was started)")
-    return text, data, rewritten is not None
 
 
 def input_remappings(visible_topic, thermal_topic):
@@ -217,13 +123,6 @@ def input_remappings(visible_topic, thermal_topic):
             ('visible/image/compressed', visible_topic + '/compressed'),
             ('thermal/image/compressed', thermal_topic + '/compressed'),
             ('visible/camera_info', camera_info_topic(visible_topic))]
-
-
-def write_temporary(text):
-    with tempfile.NamedTemporaryFile('w', prefix='segmif_params_', suffix='.yaml',
-                                     delete=False, encoding='utf-8') as handle:
-        handle.write(text)
-        return handle.name
 
 
 # ------------------------------------------------------------------------------------------------
@@ -252,16 +151,10 @@ def _launch_setup(context):
         'visible_topic': LaunchConfiguration('visible_topic').perform(context),
         'thermal_topic': LaunchConfiguration('thermal_topic').perform(context),
     }
-    fqn = node_fqn(context.launch_configurations.get('ros_namespace'))
-    text, data, rewritten = load_parameter_file(values['params_file'], fqn)
-    params_path = write_temporary(text) if rewritten else values['params_file']
-    overrides = launch_overrides(values['checkpoint'], values['device'], values['use_sim_time'],
-                                 values['autostart'])
-    override_name = override_section_name([n for n, _ in parameter_sections(data)], fqn)
-    overrides_path = write_temporary(yaml.safe_dump(
-        {override_name: {'ros__parameters': overrides}}, default_flow_style=False))
-    use_sim_time = overrides.get('use_sim_time',
-                                 applicable_parameters(data, fqn).get('use_sim_time') is True)
+    fqn = segmif_params.node_fqn(context.launch_configurations.get('ros_namespace'))
+    params_path, overrides_path, use_sim_time = segmif_params.node_parameter_files(
+        values['params_file'], fqn, values['checkpoint'], values['device'],
+        values['use_sim_time'], values['autostart'])
 
     start_rviz = values['rviz'] == 'true'
     if start_rviz:

@@ -274,7 +274,7 @@ def test_checks_come_before_any_process(source):
     (rviz_check,) = source.calls_to('ExecutableInPackage', setup)
     assert source.value(source.keyword(rviz_check, 'package')) == 'rviz2'
     assert rviz_check.lineno < first_node
-    (load,) = source.calls_to('load_parameter_file', setup)
+    (load,) = source.calls_to('node_parameter_files', setup)  # checks params_file
     assert load.lineno < first_node
     # the processes are created only in _launch_setup, run by an OpaqueFunction of the group
     outside = [c for c in source.calls_to('Node') + source.calls_to('LifecycleNode')
@@ -380,6 +380,7 @@ class StubLaunch:
                 continue
             body.append(stmt)
         code = compile(ast.Module(body=body, type_ignores=[]), str(path), 'exec')
+        self.module.__file__ = str(path)  # it loads launch/segmif_params.py from beside it
         exec(code, self.module.__dict__)  # noqa: S102 - the project's own launch file
 
     def _stub(self, name):
@@ -432,56 +433,21 @@ def test_generate_launch_description_with_stubs(stub_launch):
     assert opaque.kwargs['function'] is stub_launch.module._launch_setup
 
 
-def test_pure_helpers(stub_launch):
+def test_logger_helpers(stub_launch):
     m = stub_launch.module
-    assert m.node_fqn(None) == m.node_fqn('/') == '/segmif_node'
-    assert m.node_fqn('/cam') == '/cam/segmif_node'
-    assert m.node_fqn('/robot/front/') == '/robot/front/segmif_node'
     assert m.node_logger_name('/segmif_node') == 'segmif_node'
     assert m.node_logger_name('/robot/front/segmif_node') == 'robot.front.segmif_node'
     assert m.log_level_arguments('/cam/segmif_node', 'debug') == \
         ['--ros-args', '--log-level', 'cam.segmif_node:=debug']
-    fqn = '/cam/segmif_node'
-    for section, applies in (('/**', True), ('/**/segmif_node', True), ('/cam/segmif_node', True),
-                             ('/cam/*', True), ('/*/segmif_node', True), ('/*', False),
-                             ('segmif_node', False), ('/segmif_node', False),
-                             ('/rear/segmif_node', False), ('/**/other', False)):
-        assert m.section_applies(section, fqn) is applies, section
-    assert m.section_applies('segmif_node', '/segmif_node')
-    data = {'/**': {'ros__parameters': {'a': 1, 'b': 1}},
-            'cam': {'segmif_node': {'ros__parameters': {'b': 2}}},
-            'rear': {'segmif_node': {'ros__parameters': {'b': 3}}}}
-    assert [n for n, _ in m.parameter_sections(data)] == \
-        ['/**', '/cam/segmif_node', '/rear/segmif_node']
-    assert m.applicable_parameters(data, fqn) == {'a': 1, 'b': 2}
-    assert m.override_section_name(['/**'], fqn) == fqn
-    assert m.override_section_name(['/**', fqn], fqn) == '/**/segmif_node'
-    assert m.override_section_name([fqn, '/**/segmif_node'], fqn) == '/**/**/segmif_node'
-    assert m.launch_overrides('', '', '', 'true') == {'autostart': True}
-    assert m.launch_overrides('/m.pt', 'cuda:1', 'false', 'false') == {
-        'checkpoint': '/m.pt', 'device': 'cuda:1', 'use_sim_time': False, 'autostart': False}
 
 
-def test_relative_section_is_renamed_in_place(stub_launch):
+def test_parameter_files_come_from_the_module_beside_the_launch_file(stub_launch):
+    """The params-file logic lives in launch/segmif_params.py (test/test_launch_params.py), not
+    in a copy inside the launch file."""
     m = stub_launch.module
-    text = textwrap.dedent('''\
-        # my rig
-        /**:
-          ros__parameters:
-            slop: 5e-2        # rcl reads a double, PyYAML a string: the text must stay
-        "segmif_node":
-          ros__parameters:
-            device: cuda
-            homography: [1, 0, 0, 0, 1, 0, 0, 0, 1]
-        ''')
-    out = m.rewrite_relative_section(text, '/cam/segmif_node')
-    assert out == text.replace('"segmif_node":', '/cam/segmif_node:')
-    assert m.rewrite_relative_section(text, '/segmif_node') is None  # root: already right
-    assert m.rewrite_relative_section('/**:\n  ros__parameters: {a: 1}\n', '/c/segmif_node') \
-        is None
-    assert m.rewrite_relative_section('segmif_node: {ros__parameters: {a: 1}}\n',
-                                      '/c/segmif_node') == \
-        '/c/segmif_node: {ros__parameters: {a: 1}}\n'
+    assert Path(m.segmif_params.__file__) == LAUNCH_FILE.with_name('segmif_params.py')
+    assert m.segmif_params.NODE_NAME == m.NODE_NAME == NODE_NAME
+    assert not hasattr(m, 'load_parameter_file') and not hasattr(m, 'parameter_sections')
 
 
 def test_default_parameter_file_is_passed_unchanged(stub_launch):
