@@ -39,6 +39,7 @@ def _predictor(args):
 
 def cmd_fuse(args) -> int:
     import tempfile
+    import time
 
     import cv2
 
@@ -61,13 +62,26 @@ def cmd_fuse(args) -> int:
             print(f"error: no pairs found: no image in {vis_dir} has a thermal image of the same "
                   f"name in {ir_dir} (png, jpg, jpeg, bmp, tif, tiff)", file=sys.stderr)
             return 2
-        pred = _predictor(args)
+        if args.method != "model" and args.labels:
+            print("error: --labels needs --method model (a rule makes no labels)", file=sys.stderr)
+            return 2
+        pred = _predictor(args) if args.method == "model" else None
         out.mkdir(parents=True, exist_ok=True)
         if args.labels:
             (out / "labels").mkdir(exist_ok=True)
             (out / "color").mkdir(exist_ok=True)
         for i, name in enumerate(names):
             vis, ir, _ = read_pair(root, name, layout="plain")
+            if pred is None:  # a classical rule at the pair's native size
+                from segmif_core.evaluation import thermal8
+                from segmif_core.fusion_rules import fuse_rgb
+
+                t0 = time.perf_counter()
+                fused = fuse_rgb(args.method, vis, thermal8(ir))
+                cv2.imwrite(str(out / f"{name}.png"), cv2.cvtColor(fused, cv2.COLOR_RGB2BGR))
+                print(f"{i + 1}/{len(names)} {name}: "
+                      f"{(time.perf_counter() - t0) * 1e3:.0f} ms ({args.method})")
+                continue
             p = pred.predict(vis, ir)
             cv2.imwrite(str(out / f"{name}.png"), cv2.cvtColor(p.fused, cv2.COLOR_RGB2BGR))
             if args.labels:
@@ -247,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ir", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--labels", action="store_true", help="also write labels/ and color/")
+    from segmif_core.fusion_rules import FUSION_RULES  # numpy + OpenCV: parsing stays light
+    p.add_argument("--method", choices=("model",) + tuple(FUSION_RULES), default="model",
+                   help="model (default: the checkpoint's fused image) or a classical rule "
+                        "(laplacian, gff, average, maximum, ...) at each pair's native size, "
+                        "its luma put back into the visible image's YCrCb")
     model_args(p)
     p.set_defaults(func=cmd_fuse)
 

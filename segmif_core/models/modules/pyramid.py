@@ -1,0 +1,109 @@
+"""Laplacian-pyramid composition of the fused luminance: Phi decides, the pyramid carries detail.
+
+This project's design for SegMiF's full-resolution fused image (``SegMiFConfig.fusion_head =
+'pyramid'``; not the paper's, whose Phi outputs the fused luminance directly): Phi outputs a
+per-pixel weight map w in [0, 1] at the network size, and the fused luminance at ANY size (the
+network's, or the camera's) is
+
+    u = collapse( maxabs(L_k(Y), L_k(T)) for the detail levels k < n-1,
+                  w_b * G_{n-1}(Y) + (1 - w_b) * G_{n-1}(T) at the coarsest level ),
+
+with L_k / G_k the Laplacian / Gaussian pyramid levels of the visible luminance Y and the thermal
+image T (Burt & Adelson, IEEE Trans. Commun. 31(4), 1983; the max-abs detail rule of Toet,
+Pattern Recognit. Lett. 9(4), 1989) and w_b the weight map brought to the coarsest level's size.
+So every detail coefficient of both cameras reaches the fused image at full resolution (no
+network runs there: a few filters per level), and the network decides where thermal or visible
+wins at low frequency (the warm pedestrian at night, the lit sign). Gradients reach Phi through
+w_b only.
+
+Pyramid operators (torch, exportable to ONNX): ``down`` = 5-tap binomial blur [1 4 6 4 1] / 16
+(separable, reflected borders) and stride 2 (the size becomes ceil(n / 2), as OpenCV's pyrDown);
+``up`` = bilinear resize to the finer level's size. Decomposition and collapse use the same
+``up``, so ``collapse(pyramid(x)) == x`` to float rounding.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+_BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)
+
+
+def down(x: torch.Tensor) -> torch.Tensor:
+    """Blur (5-tap binomial, reflected borders) and keep every second pixel:
+    (B, C, H, W) -> (B, C, ceil(H / 2), ceil(W / 2)). H, W >= 3 (reflect padding of 2)."""
+    c = x.shape[1]
+    k = x.new_tensor(_BINOMIAL) / 16.0
+    x = F.pad(x, (2, 2, 2, 2), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 5, 1).expand(c, 1, 5, 1), stride=(2, 1), groups=c)
+    return F.conv2d(x, k.view(1, 1, 1, 5).expand(c, 1, 1, 5), stride=(1, 2), groups=c)
+
+
+def up(x: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear resize to ``size`` (h, w) (half-pixel centres)."""
+    return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bilinear",
+                         align_corners=False)
+
+
+def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """``levels - 1`` detail levels (finest first) and the coarsest Gaussian level of
+    x (B, C, H, W): ``levels`` tensors. Raises ValueError if the image is too small (every level
+    but the coarsest must be >= 3 pixels per side)."""
+    if levels < 1:
+        raise ValueError(f"levels must be >= 1, got {levels}")
+    if min(x.shape[-2:]) < 3 * 2 ** max(levels - 2, 0):
+        raise ValueError(f"{levels} pyramid levels need at least {3 * 2 ** max(levels - 2, 0)} "
+                         f"pixels per side, got {tuple(x.shape[-2:])}")
+    out, g = [], x
+    for _ in range(levels - 1):
+        g_next = down(g)
+        out.append(g - up(g_next, g.shape[-2:]))
+        g = g_next
+    out.append(g)
+    return out
+
+
+def collapse(pyr: list[torch.Tensor]) -> torch.Tensor:
+    """Inverse of :func:`laplacian_pyramid`."""
+    x = pyr[-1]
+    for detail in reversed(pyr[:-1]):
+        x = up(x, detail.shape[-2:]) + detail
+    return x
+
+
+def levels_for(size, ref_size, ref_levels: int) -> int:
+    """Pyramid levels at image size ``size`` (h, w) that keep the coarsest level at the scale it
+    has with ``ref_levels`` levels at ``ref_size`` (the network input): ref_levels +
+    round(log2(h / ref_h)), at least 1."""
+    ratio = float(size[0]) / float(ref_size[0])
+    return max(1, int(ref_levels + round(math.log2(ratio))))
+
+
+class PyramidComposer(nn.Module):
+    """Fused luminance from a base-level weight map and the two sources (module docstring).
+
+    forward(w, y, t, levels): w (B, 1, h, w) in [0, 1], the visible share of the coarsest level
+    at any size (it is brought to the coarsest level's size by repeated ``down`` and a bilinear
+    resize); y, t (B, 1, H, W) in [0, 1]; levels >= 1 -> fused luminance (B, 1, H, W) float in
+    [0, 1] (clamped). Raises ValueError for mismatched shapes or too small images.
+    """
+
+    def forward(self, w: torch.Tensor, y: torch.Tensor, t: torch.Tensor, levels: int
+                ) -> torch.Tensor:
+        if y.shape != t.shape or y.shape[1] != 1 or w.shape[1] != 1 or w.shape[0] != y.shape[0]:
+            raise ValueError(f"shapes differ: w {tuple(w.shape)}, y {tuple(y.shape)}, "
+                             f"t {tuple(t.shape)}")
+        both = laplacian_pyramid(torch.cat([y, t], dim=1), levels)
+        fused = [torch.where(d[:, :1].abs() >= d[:, 1:].abs(), d[:, :1], d[:, 1:])
+                 for d in both[:-1]]
+        base = both[-1]
+        hb, wb = base.shape[-2:]
+        while w.shape[-2] >= 2 * hb and w.shape[-1] >= 2 * wb and min(w.shape[-2:]) >= 3:
+            w = down(w)
+        if tuple(w.shape[-2:]) != (hb, wb):
+            w = up(w, (hb, wb))
+        fused.append(w * base[:, :1] + (1.0 - w) * base[:, 1:])
+        return collapse(fused).clamp(0.0, 1.0)
