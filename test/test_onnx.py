@@ -197,7 +197,7 @@ def test_registration_on_the_device_matches_opencv(tiny_checkpoint):
 
 def test_pt_checkpoint_on_onnxruntime_is_exported_once_and_cached(tiny_checkpoint, tmp_path,
                                                                    monkeypatch):
-    from segmif_core.inference.backends import choose_backend
+    from segmif_core.inference.factory import choose_backend
     monkeypatch.setenv("SEGMIF_CACHE", str(tmp_path / "cache"))
     lines = []
     a = SegMiFPredictor(tiny_checkpoint, backend="onnxruntime", log=lines.append)
@@ -320,3 +320,49 @@ def test_int8_precision_quantises_a_pt_checkpoint_once_and_caches_it(tiny_checkp
     with pytest.raises(ValueError, match="calibration folder not found"):
         SegMiFPredictor(tiny_checkpoint, backend="auto", precision="int8",
                         int8_calibration=tmp_path / "none")
+
+
+def _sibling_imports(path):
+    """Modules of segmif_core.inference that a module imports (top level or inside functions),
+    read from its source with ast (relative '.x' imports and absolute 'segmif_core.inference.x')."""
+    import ast
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                found.add(node.module.split(".")[0])
+            elif node.level == 1:
+                found.update(a.name for a in node.names)
+            elif (node.module or "").startswith("segmif_core.inference."):
+                found.add(node.module.split(".")[2])
+    return found
+
+
+def test_inference_modules_import_in_layers_without_a_circle():
+    """Backends take a ready .onnx file: they import neither the exporter, the quantiser, the
+    cache, the factory nor the predictor; the quantiser builds its inputs without a predictor;
+    and the import graph of the package has no circle."""
+    from pathlib import Path
+
+    import segmif_core.inference as inf
+    folder = Path(inf.__file__).parent
+    graph = {p.stem: _sibling_imports(p) for p in folder.glob("*.py") if p.stem != "__init__"}
+    graph = {k: {m for m in v if m in graph} for k, v in graph.items()}
+    assert not graph["backends"] & {"onnx_export", "onnx_quantize", "onnx_cache", "factory",
+                                    "predictor"}
+    assert not graph["onnx_quantize"] & {"predictor", "factory", "backends", "onnx_cache"}
+    assert "predictor" not in set().union(*(v for k, v in graph.items() if k != "__init__"))
+    state = {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        for nxt in graph[node]:
+            assert state.get(nxt) != "open", f"import circle: {' -> '.join(stack + [nxt])}"
+            if nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = "done"
+
+    for node in graph:
+        if node not in state:
+            visit(node, [node])

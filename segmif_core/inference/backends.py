@@ -4,7 +4,7 @@ A backend takes one camera-sized pair, visible ``vis`` (H, W, 3) uint8 RGB and r
 ``ir01`` (H, W) float32 in [0, 1], resizes it to the network input size h x w, runs the whole
 model and returns ``Outputs``: fused (H, W, 3) uint8 RGB at the camera's size, labels (h, w)
 uint8, confidence (h, w) float32, the time of each stage in ms, and for a model with a detector
-(TSJNet; torch backend) its detections with boxes in camera pixels.
+(TSJNet) its detections with boxes in camera pixels.
 
 - ``TorchBackend``: a checkpoint (.pt) on cpu or cuda. On the host (cpu), resizing is OpenCV's
   (area when shrinking). On a CUDA device the pair is copied once into pinned host buffers
@@ -12,8 +12,16 @@ uint8, confidence (h, w) float32, the time of each stage in ms, and for a model 
   antialiasing) and normalised there; the model runs in channels_last, optionally under autocast
   (fp16 / bf16) and ``torch.compile``; the only synchronisation is the download of the outputs,
   and the network's time comes from CUDA events.
-- ``OnnxRuntimeBackend``: a file written by ``segmif export --onnx`` (``inference.onnx_export``)
-  with the CPU, CUDA or TensorRT execution provider; resizing as for the torch CPU path.
+- ``OnnxRuntimeBackend``: a ready .onnx file written by ``segmif export --onnx``
+  (``inference.onnx_export``) with the CPU, CUDA or TensorRT execution provider; its inputs
+  from ``onnx_io.graph_feed`` (resizing as for the torch CPU path); for a model with a detector
+  (TSJNet) the graph's per-location boxes and scores are selected in numpy
+  (``inference.detections``) and scaled to camera pixels.
+
+Layers of ``segmif_core.inference`` (each imports only those above it in this list):
+``onnx_io``, ``detections`` -> ``backends`` -> ``onnx_export``, ``onnx_quantize`` ->
+``onnx_cache`` -> ``factory`` (backend choice, export / quantisation of a .pt checkpoint for
+ONNX Runtime) -> ``predictor``. Backends never export or quantise.
 """
 from __future__ import annotations
 
@@ -23,14 +31,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..data.classes import ClassSet
-from .onnx_export import INPUT_NAMES, METADATA_KEY, ONNX_FORMAT, set_fusion_scale
+from .detections import select_detections
+from .onnx_io import (DETECTION_OUTPUT_NAMES, INPUT_NAMES, METADATA_KEY, ONNX_FORMAT,
+                      graph_feed, resize_host)
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 PRECISIONS = ("fp32", "fp16", "bf16")     # the torch backend's
@@ -49,17 +58,19 @@ class Outputs:
     confidence: np.ndarray   # (h, w) float32
     stages_ms: dict = field(default_factory=dict)  # resize, network, download (ms)
     # models with a detector: {'boxes' (D, 4) float32 x1 y1 x2 y2 camera pixels, 'scores' (D,)
-    # float32, 'classes' (D,) int64}; None otherwise
+    # float32, 'classes' (D,) int64}; None otherwise (download includes their selection)
     detections: dict | None = None
 
 
-def resize_host(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """OpenCV resize to ``size`` (h, w): area when shrinking, bilinear otherwise."""
-    h, w = img.shape[:2]
-    if (h, w) == tuple(size):
-        return img
-    inter = cv2.INTER_AREA if size[0] < h else cv2.INTER_LINEAR
-    return cv2.resize(img, (size[1], size[0]), interpolation=inter)
+def set_fusion_scale(model, scale: float) -> bool:
+    """Set SegMiF's ``fusion_scale`` on a built model; returns False (and changes nothing) for
+    a model without one (no fusion network: the baselines). ValueError if out of (0, 1]."""
+    if not 0.0 < float(scale) <= 1.0:
+        raise ValueError(f"fusion_scale must be in (0, 1], got {scale}")
+    if not hasattr(model.config, "fusion_scale"):
+        return False
+    model.config.fusion_scale = float(scale)
+    return True
 
 
 def _ms(t0: float) -> float:
@@ -224,9 +235,13 @@ def _metadata(sess, path) -> dict:
 
 
 class OnnxRuntimeBackend:
-    """An exported ONNX file in ONNX Runtime. Args: path (.onnx), device (cpu -> CPU provider;
+    """An exported ONNX file in ONNX Runtime. Args: path (a ready .onnx file; a .pt checkpoint
+    is exported above this layer, ``factory.make_backend``), device (cpu -> CPU provider;
     cuda -> TensorRT and CUDA providers where installed, then CPU), threads (intra-op threads,
-    0 = ORT's default). Raises BackendError (package missing, file missing or not ours)."""
+    0 = ORT's default). A file with the detector outputs (``onnx_io.DETECTION_OUTPUT_NAMES``)
+    gives detections selected with the thresholds of its metadata's model config
+    (``score_threshold``, ``nms_threshold``, ``max_detections``; ``detections.
+    select_detections``). Raises BackendError (package missing, file missing or not ours)."""
 
     name = "onnxruntime"
     device_registration = False
@@ -274,7 +289,18 @@ class OnnxRuntimeBackend:
                      "meta": meta.get("checkpoint_meta", {}), "onnx": meta}
         self.device = device
         self.min_size = 32
-        self.detection_classes = ()       # the exported graph has no detector outputs
+        outputs = {o.name for o in self.session.get_outputs()}
+        self.has_detector = set(DETECTION_OUTPUT_NAMES) <= outputs
+        cfg = meta.get("config") or {}
+        # names of the detector's classes (empty: no detector outputs in the graph)
+        self.detection_classes = (tuple(cfg.get("detection_classes") or ())
+                                  if self.has_detector else ())
+        self.detection_options = {
+            "score_threshold": float(cfg.get("score_threshold", 0.05)),
+            "nms_threshold": float(cfg.get("nms_threshold", 0.6)),
+            "max_detections": int(cfg.get("max_detections", 100))}
+        self._outputs = ["labels", "confidence", "fused"] + (
+            list(DETECTION_OUTPUT_NAMES) if self.has_detector else [])
         self.fixed_size = tuple(meta["input_size"]) if meta["input_size"] else None
         self.fixed_camera = tuple(meta["camera_size"]) if meta["camera_size"] else None
         self.providers = self.session.get_providers()
@@ -285,102 +311,24 @@ class OnnxRuntimeBackend:
                              f"{self.fixed_camera[0]} camera, got {vis.shape[1]}x{vis.shape[0]}: "
                              "export again with --camera or --dynamic")
         t0 = time.perf_counter()
-        chw = lambda a: np.ascontiguousarray(  # noqa: E731
-            a.transpose(2, 0, 1)[None], np.float32) * np.float32(1.0 / 255.0)
-        feed = {"visible": chw(resize_host(vis, size)),
-                "thermal": np.ascontiguousarray(resize_host(ir01, size), np.float32)[None, None],
-                "visible_full": chw(vis),
-                "thermal_full": np.ascontiguousarray(ir01, np.float32)[None, None]}
+        feed = graph_feed(vis, ir01, size)
         resize_ms = _ms(t0)
         t1 = time.perf_counter()
-        labels, conf, fused = self.session.run(["labels", "confidence", "fused"], feed,
-                                               self.run_options)
+        labels, conf, fused, *det = self.session.run(self._outputs, feed, self.run_options)
         network = _ms(t1)
         t2 = time.perf_counter()
         fused = (fused[0].transpose(1, 2, 0) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+        dets = None
+        if det:  # the box selection counts as 'download' (host work after the network)
+            dets = select_detections(det[0][0], det[1][0], **self.detection_options)
+            # network-size boxes to camera pixels (x by W / w, y by H / h), as the torch
+            # backend's predict(full=...)
+            sy, sx = vis.shape[0] / size[0], vis.shape[1] / size[1]
+            dets["boxes"] = dets["boxes"] * np.array([sx, sy, sx, sy], np.float32)
         return Outputs(fused, labels[0], conf[0],
-                       {"resize": resize_ms, "network": network, "download": _ms(t2)})
-
-
-def onnxruntime_usable() -> bool:
-    """onnxruntime and the exporter's packages (onnx, onnxscript) import."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def choose_backend(backend: str, checkpoint, device: torch.device, precision: str = "fp32",
-                   compile: bool = False) -> str:
-    """'auto' -> 'onnxruntime' for an .onnx file, or on the CPU in fp32 without compile when
-    ONNX Runtime and the exporter are installed (about 1.8x faster than torch eager on this
-    2-core CPU, see the README's benchmark); 'torch' otherwise. Other names pass through."""
-    if backend != "auto":
-        return backend
-    if checkpoint is not None and str(checkpoint).lower().endswith(".onnx"):
-        return "onnxruntime"
-    if precision == "int8":
-        return "onnxruntime"
-    if device.type == "cpu" and precision == "fp32" and not compile and onnxruntime_usable():
-        return "onnxruntime"
-    return "torch"
-
-
-def make_backend(backend: str, checkpoint, device: torch.device, *, precision: str = "fp32",
-                 compile: bool = False, threads: int = 0, fusion_scale: float | None = None,
-                 device_preprocess: bool | None = None, log=None, input_size=None,
-                 int8_calibration=None):
-    """Build the backend ``backend`` ('auto' | 'torch' | 'onnxruntime'; see
-    :func:`choose_backend` and the classes). For 'onnxruntime' the checkpoint is an .onnx file
-    or a .pt checkpoint (None = the shipped one), which is exported once and cached
-    (``inference.onnx_cache``, for the network ``input_size``, None = the checkpoint's; ``log``
-    gets a line before the export). ``precision`` 'int8' (ONNX Runtime only): an .onnx file
-    written by ``segmif export --int8``, or a .pt checkpoint quantised once and cached, which
-    needs ``int8_calibration`` (a folder of registered pairs). Raises BackendError for
-    an unknown backend or an option the backend does not take."""
-    backend = choose_backend(backend, checkpoint, device, precision, compile)
-    if backend == "torch":
-        if checkpoint is not None and str(checkpoint).lower().endswith(".onnx"):
-            raise BackendError(f"{checkpoint} is an ONNX file: use backend 'onnxruntime'")
-        if precision == "int8":
-            raise BackendError("precision 'int8' runs on backend 'onnxruntime' (a quantised "
-                               "ONNX graph), not torch")
-        return TorchBackend(checkpoint, device, precision, compile, fusion_scale,
-                            device_preprocess)
-    if backend == "onnxruntime":
-        if precision not in ORT_PRECISIONS or compile or device_preprocess:
-            raise BackendError(f"backend 'onnxruntime' takes precision {ORT_PRECISIONS} (got "
-                               f"{precision!r}); compile and device preprocessing are torch "
-                               "options")
-        is_onnx = checkpoint is not None and str(checkpoint).lower().endswith(".onnx")
-        if precision == "int8" and not is_onnx and not int8_calibration:
-            raise BackendError("precision 'int8' with a .pt checkpoint needs int8_calibration: "
-                               "a folder of registered pairs of your cameras (calibration of "
-                               "the int8 ranges)")
-        if is_onnx and fusion_scale is not None:
-            raise BackendError("fusion_scale is fixed in an exported .onnx file (segmif export "
-                               "--fusion-scale); give the .pt checkpoint to change it")
-        if not is_onnx:
-            if not onnxruntime_usable():
-                _import_onnxruntime()  # the clear error when onnxruntime itself is missing
-                raise BackendError("backend 'onnxruntime' with a .pt checkpoint exports it "
-                                   "first, which needs the onnx and onnxscript packages")
-            from .onnx_cache import cached_onnx
-            checkpoint = cached_onnx(checkpoint, fusion_scale, log, size=input_size,
-                                     int8_calibration=int8_calibration
-                                     if precision == "int8" else None)
-        backend = OnnxRuntimeBackend(checkpoint, device, threads)
-        if precision == "int8" and not backend.info["onnx"].get("quantization"):
-            raise BackendError(f"{checkpoint} is an fp32 ONNX file: quantise it with "
-                               "`segmif export --onnx OUT --int8 --calibration DIR`, or "
-                               "give the .pt checkpoint with int8_calibration")
-        return backend
-    raise BackendError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+                       {"resize": resize_ms, "network": network, "download": _ms(t2)}, dets)
 
 
 __all__ = ["BACKENDS", "PRECISIONS", "ORT_PRECISIONS", "BackendError", "Outputs", "TorchBackend",
-           "OnnxRuntimeBackend", "make_backend", "read_onnx_metadata", "resize_host",
+           "OnnxRuntimeBackend", "read_onnx_metadata", "resize_host", "set_fusion_scale",
            "CheckpointError"]

@@ -8,7 +8,14 @@ The exported graph (``export_onnx``) has four inputs, float32 in [0, 1]:
 and four outputs:
     ``logits`` (1, K, h, w) float32, ``labels`` (1, h, w) uint8 class ids, ``confidence``
     (1, h, w) float32 softmax probability of the chosen class, ``fused`` (1, 3, H, W) float32 RGB
-    in [0, 1].
+    in [0, 1];
+a model with a detector (TSJNet) has two more, its decoded boxes before selection:
+    ``boxes`` (1, N, 4) float32 (x1, y1, x2, y2) in pixels of the network input, one per
+    detector location, clipped to the image, and ``box_scores`` (1, N, K') float32 in [0, 1]
+    (``models.tsjnet.fcos.decode_all``; 0 for locations outside the image).
+Thresholding, top-k and the class-wise NMS (a data-dependent loop) run after the graph, in numpy
+(``inference.detections.select_detections``, the same rules as ``fcos.postprocess``), with the
+thresholds of the model config in the metadata.
 Sizes are fixed by default (h x w from the checkpoint or ``size``, H x W from ``camera``);
 ``dynamic=True`` leaves the camera size H, W free (one file for every camera); the network size
 stays fixed even then, because torch.export bakes shapes derived from it into reshapes (a graph
@@ -33,11 +40,13 @@ from torch import nn
 
 from .. import atomic
 from ..checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from ..models.tsjnet.fcos import decode_all
+from .backends import set_fusion_scale
+from .onnx_io import (DETECTION_OUTPUT_NAMES, INPUT_NAMES, METADATA_KEY, ONNX_FORMAT,
+                      OUTPUT_NAMES)
 
-INPUT_NAMES = ("visible", "thermal", "visible_full", "thermal_full")
-OUTPUT_NAMES = ("logits", "labels", "confidence", "fused")
-METADATA_KEY = "segmif"
-ONNX_FORMAT = "segmif-onnx/1"
+__all__ = ["DETECTION_OUTPUT_NAMES", "ExportError", "INPUT_NAMES", "METADATA_KEY", "ONNX_FORMAT",
+           "OUTPUT_NAMES", "WholeModel", "example_inputs", "export_onnx", "set_fusion_scale"]
 
 
 class ExportError(RuntimeError):
@@ -46,11 +55,17 @@ class ExportError(RuntimeError):
 
 class WholeModel(nn.Module):
     """The graph that is exported: ``FusionSegModel`` forward + full-resolution fused image +
-    softmax/argmax, with the input and output layout of the module docstring."""
+    softmax/argmax (+ the detector's decoded boxes and scores), with the input and output
+    layout of the module docstring."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model.eval()
+        self.has_detector = hasattr(model, "detector")
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(OUTPUT_NAMES) + (list(DETECTION_OUTPUT_NAMES) if self.has_detector else [])
 
     def forward(self, visible, thermal, visible_full, thermal_full):
         out = self.model(visible, thermal)
@@ -58,7 +73,10 @@ class WholeModel(nn.Module):
         fused = self.model.full_resolution_fused(out, visible, thermal, visible_full,
                                                  thermal_full).float()
         confidence, labels = torch.softmax(logits, dim=1).max(dim=1)
-        return logits, labels.to(torch.uint8), confidence, fused
+        if not self.has_detector:
+            return logits, labels.to(torch.uint8), confidence, fused
+        boxes, scores = decode_all(out["detections"], tuple(visible.shape[-2:]))
+        return logits, labels.to(torch.uint8), confidence, fused, boxes, scores
 
 
 def example_inputs(size, camera) -> tuple[torch.Tensor, ...]:
@@ -82,15 +100,9 @@ def export_onnx(out, checkpoint=None, size=None, camera=(480, 640), dynamic: boo
     Returns the metadata dict written into the file.
     Raises:
         CheckpointError: bad checkpoint; ValueError: bad sizes; ExportError: the exporter
-        failed or its packages (onnx, onnxscript) are missing, or the model has a detector
-        (TSJNet: not exportable, see the message).
+        failed or its packages (onnx, onnxscript) are missing.
     """
     model, classes, info = load_checkpoint(checkpoint, "cpu")
-    if hasattr(model, "detector"):
-        raise ExportError(f"ONNX export of {model.name!r} models is not supported: the graph's "
-                          "outputs (logits, labels, confidence, fused) have no place for the "
-                          "detector's boxes, whose NMS is a data-dependent loop; use the torch "
-                          "backend for this checkpoint")
     if fusion_scale is not None:
         set_fusion_scale(model, fusion_scale)
     size = tuple(int(s) for s in (size or info.get("input_size") or (240, 320)))
@@ -120,7 +132,7 @@ def export_onnx(out, checkpoint=None, size=None, camera=(480, 640), dynamic: boo
     with atomic.atomic_path(out) as tmp:
         try:
             program = torch.onnx.export(graph, args, dynamo=True, input_names=list(INPUT_NAMES),
-                                        output_names=list(OUTPUT_NAMES),
+                                        output_names=graph.output_names,
                                         dynamic_shapes=dynamic_shapes, verbose=False)
         except Exception as err:  # noqa: BLE001 - report any exporter failure in one line
             raise ExportError(f"torch.onnx.export failed: {type(err).__name__}: "
@@ -132,14 +144,3 @@ def export_onnx(out, checkpoint=None, size=None, camera=(480, 640), dynamic: boo
         entry.key, entry.value = METADATA_KEY, json.dumps(meta)
         onnx.save(proto, tmp)
     return meta
-
-
-def set_fusion_scale(model, scale: float) -> bool:
-    """Set SegMiF's ``fusion_scale`` on a built model; returns False (and changes nothing) for
-    a model without one (no fusion network: the baselines). ValueError if out of (0, 1]."""
-    if not 0.0 < float(scale) <= 1.0:
-        raise ValueError(f"fusion_scale must be in (0, 1], got {scale}")
-    if not hasattr(model.config, "fusion_scale"):
-        return False
-    model.config.fusion_scale = float(scale)
-    return True

@@ -24,20 +24,21 @@ import os
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from .. import atomic
-from .onnx_export import METADATA_KEY
+from .onnx_io import METADATA_KEY, graph_feed
 
 #: parts of the model whose convolutions can be quantised (weight-name prefixes in the graph)
 PARTS = {"segmenter": "model.segmenter.", "fusion": "model.fusion.", "all": "model."}
 
 
-def _calibration_feeds(onnx_path: Path, root, pairs: int, layout: str = "auto") -> list[dict]:
-    """The ONNX inputs of up to ``pairs`` training pairs of ``root`` (evenly spread), made by
-    the predictor's own preprocessing (thermal normalisation and resizing as in the node)."""
+def _calibration_feeds(meta: dict, root, pairs: int, layout: str = "auto") -> list[dict]:
+    """The ONNX inputs of up to ``pairs`` training pairs of ``root`` (evenly spread), built as
+    the predictor builds them with its default thermal rule (``normalize_thermal`` 'percentile'
+    1-99 %, then ``onnx_io.graph_feed`` at the file's network size ``meta['input_size']``); a
+    fixed-size file's pairs are first resized to its camera size ``meta['camera_size']``."""
     from ..data.pairs import list_pairs, read_pair
-    from .predictor import SegMiFPredictor
+    from ..data.thermal import normalize_thermal
 
     root = Path(root)
     split = root / "train.txt"
@@ -46,24 +47,20 @@ def _calibration_feeds(onnx_path: Path, root, pairs: int, layout: str = "auto") 
         raise ValueError(f"no calibration pairs in {root}")
     step = max(1, len(names) // max(1, pairs))
     names = names[::step][:pairs]
-    pred = SegMiFPredictor(checkpoint=str(onnx_path), backend="onnxruntime")
+    size = tuple(int(v) for v in meta["input_size"])
+    camera = meta.get("camera_size")  # a fixed-size file: pairs resized to its camera size
     feeds: list[dict] = []
-    session = pred.backend.session
-
-    class _Recorder:  # records what the backend feeds the session, then runs it
-        def run(self, names_out, feed, *options):
-            feeds.append({k: np.array(v, copy=True) for k, v in feed.items()})
-            return session.run(names_out, feed, *options)
-
-    pred.backend.session = _Recorder()
-    camera = pred.backend.fixed_camera  # a fixed-size file: pairs resized to its camera size
     for name in names:
         vis, ir, _ = read_pair(str(root), name, layout=layout)
         if camera and vis.shape[:2] != tuple(camera):
-            size = (int(camera[1]), int(camera[0]))
-            vis = cv2.resize(vis, size, interpolation=cv2.INTER_AREA)
-            ir = cv2.resize(ir, size, interpolation=cv2.INTER_AREA)
-        pred.predict(vis, ir)
+            wh = (int(camera[1]), int(camera[0]))
+            vis = cv2.resize(vis, wh, interpolation=cv2.INTER_AREA)
+            ir = cv2.resize(ir, wh, interpolation=cv2.INTER_AREA)
+        if vis.shape[:2] != ir.shape:
+            raise ValueError(f"calibration pair {name}: visible {vis.shape[:2]} and thermal "
+                             f"{ir.shape} sizes differ (registered pairs needed)")
+        ir01 = normalize_thermal(ir, "percentile", 1.0, 99.0, 0.0, 65535.0)
+        feeds.append(graph_feed(vis, ir01, size))
     return feeds
 
 
@@ -99,7 +96,7 @@ def quantize_onnx(src, out, calibration, *, pairs: int = 16, part: str = "segmen
     meta = json.loads(props[METADATA_KEY])
     if "quantization" in meta:
         raise ValueError(f"{src} is already quantised")
-    feeds = _calibration_feeds(src, calibration, int(pairs), layout)
+    feeds = _calibration_feeds(meta, calibration, int(pairs), layout)
 
     class _Reader(CalibrationDataReader):
         def __init__(self):

@@ -10,7 +10,7 @@ import torch
 
 from ..checkpoint import DEFAULT_CHECKPOINT
 from ..data.thermal import normalize_thermal
-from .backends import make_backend
+from .factory import make_backend
 
 
 @dataclass
@@ -22,7 +22,7 @@ class Prediction:
     total_ms: preprocessing + network + postprocessing (ms); stages_ms: the time of each stage
     (ms): 'thermal' (16-bit scaling), 'resize' (to the network size, and the upload on CUDA),
     'network', 'download', 'postprocess' (labels and confidence back to H x W).
-    detections: for a model with a detector (TSJNet, torch backend) a dict 'boxes' (D, 4) float32
+    detections: for a model with a detector (TSJNet, either backend) a dict 'boxes' (D, 4) float32
     (x1, y1, x2, y2) in pixels of the output images (the network-size boxes scaled by W / w and
     H / h), 'scores' (D,) float32 in [0, 1] (decreasing), 'classes' (D,) int64 indices into
     'names' (the model's ``detection_classes``); None for models without a detector.
@@ -68,7 +68,7 @@ class SegMiFPredictor:
             ``segmif_core.data.thermal.normalize_thermal`` (8-bit thermal is divided by 255).
         backend: 'torch', 'onnxruntime' (an .onnx file, or a .pt checkpoint exported once and
             cached) or 'auto' (ONNX Runtime on the CPU when installed, else torch); see
-            ``inference.backends.choose_backend``.
+            ``inference.factory.choose_backend``.
         precision: 'fp32', 'bf16' or (CUDA) 'fp16' autocast (torch backend); 'int8' (ONNX
             Runtime: an int8 .onnx file, or the .pt checkpoint quantised once and cached, see
             ``inference.onnx_quantize``).
