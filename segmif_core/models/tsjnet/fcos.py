@@ -117,22 +117,40 @@ def flatten_levels(maps) -> torch.Tensor:
     return torch.cat([m.flatten(2).transpose(1, 2) for m in maps], dim=1)
 
 
-def postprocess(raw: dict, image_size: tuple[int, int], score_threshold: float = 0.05,
-                nms_threshold: float = 0.6, pre_nms_top_k: int = 1000,
-                max_detections: int = 100) -> list[dict]:
-    """Detections of a batch from the head's raw outputs.
+def _valid_sizes(image_size, batch: int, valid_sizes) -> list[tuple[int, int]]:
+    """Per-image (h, w) of the valid image region: ``valid_sizes`` (one per image, each within
+    ``image_size``) or ``image_size`` for every image. ValueError for bad sizes."""
+    h, w = (int(v) for v in image_size)
+    if valid_sizes is None:
+        return [(h, w)] * batch
+    sizes = [tuple(int(v) for v in s) for s in valid_sizes]
+    if len(sizes) != batch or any(len(s) != 2 or not (0 < s[0] <= h and 0 < s[1] <= w)
+                                  for s in sizes):
+        raise ValueError(f"valid_sizes must be {batch} (h, w) pairs within the input size "
+                         f"{(h, w)}, got {valid_sizes}")
+    return sizes
 
-    Score = sqrt(sigmoid(class logit) * sigmoid(centerness logit)) (FCOS v2); per image: keep
-    the (point, class) pairs above ``score_threshold`` (at most ``pre_nms_top_k``, best first),
-    decode, clip to the image, class-wise NMS at IoU > ``nms_threshold``, keep the best
-    ``max_detections``.
+
+def decode_all(raw: dict, image_size: tuple[int, int], valid_sizes=None):
+    """Every location's box and class scores, before selection.
+
+    Score = sqrt(sigmoid(class logit) * sigmoid(centerness logit)) (FCOS v2). A location whose
+    point (module docstring) lies outside its image's valid region scores 0 (the maps of an
+    input whose size is not a multiple of the stride, or of a padded input, have such
+    locations); boxes are decoded and clipped to the valid region, so every box lies inside it
+    and contains its point.
 
     Args:
         raw: the head's dict ('cls_logits', 'box_regression', 'centerness': per-level lists of
-            (B, K / 4 / 1, h, w); 'strides'); image_size: (H, W) of the input in pixels.
+            (B, K / 4 / 1, h, w); 'strides').
+        image_size: (H, W) of the network input in pixels.
+        valid_sizes: None (the whole input is image) or one (h, w) per image, the valid
+            top-left region of a padded input (h <= H, w <= W).
     Returns:
-        one dict per image: 'boxes' (D, 4) float32 (x1, y1, x2, y2) pixels, 'scores' (D,)
-        float32 in [0, 1], 'classes' (D,) int64 in 0 .. K-1, by decreasing score.
+        boxes (B, N, 4) float32 (x1, y1, x2, y2) pixels, scores (B, N, K) float32 in [0, 1];
+        N = locations of all levels, in ``flatten_levels`` order.
+    Raises:
+        ValueError: ``valid_sizes`` of the wrong length or outside the input size.
     """
     sizes = [m.shape[-2:] for m in raw["cls_logits"]]
     device = raw["cls_logits"][0].device
@@ -140,19 +158,53 @@ def postprocess(raw: dict, image_size: tuple[int, int], score_threshold: float =
     cls = torch.sigmoid(flatten_levels(raw["cls_logits"]).float())
     ctr = torch.sigmoid(flatten_levels(raw["centerness"]).float())
     reg = flatten_levels(raw["box_regression"]).float()
-    h, w = image_size
+    valid = _valid_sizes(image_size, cls.shape[0], valid_sizes)
+    limits = torch.tensor([[w, h, w, h] for h, w in valid], dtype=torch.float32,
+                          device=device)[:, None, :]                      # (B, 1, 4)
+    boxes = torch.stack([points[None, :, 0] - reg[..., 0], points[None, :, 1] - reg[..., 1],
+                         points[None, :, 0] + reg[..., 2], points[None, :, 1] + reg[..., 3]],
+                        dim=-1)
+    boxes = torch.minimum(boxes.clamp(min=0), limits)
+    inside = (points[None, :, 0] < limits[..., 0]) & (points[None, :, 1] < limits[..., 1])
+    scores = torch.sqrt(cls * ctr) * inside[..., None]
+    return boxes, scores
+
+
+def postprocess(raw: dict, image_size: tuple[int, int], score_threshold: float = 0.05,
+                nms_threshold: float = 0.6, pre_nms_top_k: int = 1000,
+                max_detections: int = 100, valid_sizes=None) -> list[dict]:
+    """Detections of a batch from the head's raw outputs.
+
+    Per image (``decode_all``'s boxes and scores): keep the (location, class) pairs scoring
+    above ``score_threshold`` (at most ``pre_nms_top_k``, best first), drop boxes of zero width
+    or height, class-wise NMS at IoU > ``nms_threshold``, keep the best ``max_detections``. No
+    box lies outside the image's valid region (``image_size``, or its entry of
+    ``valid_sizes`` for a padded input), and locations outside it give none.
+    ``inference.detections.select_detections`` is the same selection in numpy (ONNX Runtime).
+
+    Args:
+        raw: the head's dict ('cls_logits', 'box_regression', 'centerness': per-level lists of
+            (B, K / 4 / 1, h, w); 'strides'); image_size: (H, W) of the input in pixels;
+        valid_sizes: see ``decode_all``.
+    Returns:
+        one dict per image: 'boxes' (D, 4) float32 (x1, y1, x2, y2) pixels, 'scores' (D,)
+        float32 in [0, 1], 'classes' (D,) int64 in 0 .. K-1, by decreasing score.
+    Raises:
+        ValueError: bad ``valid_sizes``.
+    """
+    all_boxes, all_scores = decode_all(raw, image_size, valid_sizes)
     results = []
-    for b in range(cls.shape[0]):
-        scores = torch.sqrt(cls[b] * ctr[b])                          # (N, K)
+    for b in range(all_scores.shape[0]):
+        scores = all_scores[b]                                        # (N, K)
         flat = scores.flatten()
         cand = torch.nonzero(flat > score_threshold).squeeze(1)
         if cand.numel() > pre_nms_top_k:
             cand = cand[flat[cand].topk(pre_nms_top_k).indices]
         k = scores.shape[1]
         idx, classes, s = cand // k, cand % k, flat[cand]
-        boxes = decode_boxes(points[idx], reg[b, idx])
-        boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
-                             boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=-1)
+        boxes = all_boxes[b, idx]
+        ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, classes, s = boxes[ok], classes[ok], s[ok]
         keep = batched_nms(boxes, s, classes, nms_threshold)[:max_detections]
         results.append({"boxes": boxes[keep], "scores": s[keep], "classes": classes[keep]})
     return results

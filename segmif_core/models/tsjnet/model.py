@@ -227,14 +227,19 @@ class TSJNet(FusionSegModel):
                                   else out["fused_rgb"]))
         return out
 
-    def postprocess_detections(self, raw: dict, image_size: tuple[int, int]) -> list[dict]:
+    def postprocess_detections(self, raw: dict, image_size: tuple[int, int],
+                               valid_sizes=None) -> list[dict]:
         """Boxes from the raw detector outputs with the config's thresholds: a list (one per
         image) of dicts 'boxes' (D, 4) float32 (x1, y1, x2, y2) in input pixels, 'scores' (D,)
-        float32 in [0, 1], 'classes' (D,) int64 indices into ``detection_classes``."""
+        float32 in [0, 1], 'classes' (D,) int64 indices into ``detection_classes``.
+        ``image_size`` (H, W) is the input's; ``valid_sizes`` (one (h, w) per image) the valid
+        top-left region of each image of a padded batch. Boxes never leave that region and
+        locations outside it give none (``fcos.postprocess``). Raises ValueError for bad
+        ``valid_sizes``."""
         cfg = self.config
         return Detector.detect(raw, image_size, score_threshold=cfg.score_threshold,
                                nms_threshold=cfg.nms_threshold,
-                               max_detections=cfg.max_detections)
+                               max_detections=cfg.max_detections, valid_sizes=valid_sizes)
 
     @torch.no_grad()
     def detect(self, vis: torch.Tensor, ir: torch.Tensor) -> list[dict]:
