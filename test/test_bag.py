@@ -275,6 +275,8 @@ def test_typestore_has_project_messages(tmp_path):
         postprocess_time_ms=0.4, publish_time_ms=0.5, callback_delay_ms=0.6,
         pairs_matched=11, received_visible=12, received_thermal=13, processing_errors=0,
         sync_resets=0, frames_fallback=0, modality="pair",
+        registration_score=0.4, registration_score_startup=0.45, registration_shift_x_px=1.5,
+        registration_shift_y_px=-0.5, registration_drift_px=0.2, registration_level=0,
     )
     with Writer(tmp_path / "custom", version=9) as writer:
         conn = writer.add_connection("/segmentation/info", "segmif_ros/msg/SegmentationInfo", typestore=store)

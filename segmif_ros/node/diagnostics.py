@@ -18,6 +18,15 @@ processing
     mean inference and processing time (ms, last 30 frames), modality, device, backend, model,
     lifecycle state.
 
+registration
+    The registration health (parameters ``registration_*``, :mod:`segmif_core.registration_health`):
+    OK ``aligned: ...`` (or ``measuring the start-up reference (k/n checks)``, or ``off``);
+    WARN ``registration drifted: ...`` when the gradient correlation fell below
+    ``registration_warn_score_ratio`` x its start-up value, or the thermal image moved more than
+    ``registration_warn_shift_px`` from its start-up shift, for ``registration_warn_checks``
+    checks in a row. Values: gradient correlation (latest, start-up), shift x / y (px), drift
+    from start-up (px), match peak, checks.
+
 While a lifecycle transition runs (a first configure exports, and for int8 quantises, the
 model for 20-70 s; the node's executor keeps publishing), the processing status says which
 (level OK, ``configuring for 23 s: exporting ... to ONNX once``), with the values ``transition``,
@@ -108,6 +117,22 @@ def assess(snap: dict, active: bool, fallback: str = "none",
     return inputs, processing
 
 
+def registration_status(status: Optional[dict]) -> Tuple[int, str, List[Tuple[str, object]]]:
+    """(level, message, values) of the registration status from a
+    ``RegistrationMonitor.status()`` (None: checks off)."""
+    if status is None:
+        return OK, "off (registration_check_every 0)", []
+    m, ref = status["latest"], status["reference"]
+    values = [("gradient correlation", m.score if m else None),
+              ("gradient correlation at start-up", ref.score if ref else None),
+              ("shift x (px)", m.shift_x if m else None),
+              ("shift y (px)", m.shift_y if m else None),
+              ("drift from start-up (px)", status["drift_px"] if ref and m else None),
+              ("match peak", m.response if m else None),
+              ("checks", status["checks"])]
+    return (WARN if status["level"] == "warn" else OK), status["message"], values
+
+
 def _fmt(value) -> str:
     if value is None:
         return "n/a"
@@ -131,8 +156,10 @@ class Diagnostics:
     def publish(self, snap: dict, *, active: bool, state: str, fallback: str = "none",
                 sync_stats: Optional[dict] = None, sync_diagnosis: str = "",
                 device: str = "", backend: str = "", model: str = "",
-                progress: Optional[Tuple[str, str, float]] = None) -> None:
-        """Build and publish the array: see the module docstring for its content."""
+                progress: Optional[Tuple[str, str, float]] = None,
+                registration: Optional[dict] = None) -> None:
+        """Build and publish the array: see the module docstring for its content
+        (``registration``: a ``RegistrationMonitor.status()``, None when the checks are off)."""
         DiagnosticArray, DiagnosticStatus, KeyValue = self._types
         sync_stats = sync_stats or {}
         (in_level, in_msg), (pr_level, pr_msg) = assess(snap, active, fallback, sync_diagnosis,
@@ -168,11 +195,13 @@ class Diagnostics:
         if progress is not None:
             processing += [("transition", progress[0]), ("transition step", progress[1]),
                            ("transition time (s)", progress[2])]
+        rg_level, rg_msg, reg_values = registration_status(registration)
         prefix = self._node.get_fully_qualified_name()
         array = DiagnosticArray()
         array.header.stamp = self._node.get_clock().now().to_msg()
         for task, level, text, values in (("inputs", in_level, in_msg, inputs),
-                                          ("processing", pr_level, pr_msg, processing)):
+                                          ("processing", pr_level, pr_msg, processing),
+                                          ("registration", rg_level, rg_msg, reg_values)):
             array.status.append(DiagnosticStatus(
                 level=bytes([level]), name=f"{prefix}: {task}", message=text,
                 hardware_id=str(device),

@@ -74,6 +74,7 @@ from segmif_core.checkpoint import CheckpointError
 from segmif_core.inference import BackendError, SegMiFPredictor
 from segmif_core.inference.onnx_export import ExportError
 from segmif_core.registration import Registration, RegistrationError
+from segmif_core.registration_health import RegistrationMonitor
 
 from .diagnostics import Diagnostics, Progress
 from .encodings import THERMAL_ENCODINGS, VISIBLE_ENCODINGS
@@ -138,6 +139,7 @@ class SegMiFNode(WatchMixin, LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.state = "unconfigured"
         self.predictor = self.registration = self.sync = self.outputs = self.frames = None
+        self.monitor = None  # registration health (configure; None: checks off)
         self.worker = self.sub_vis = self.sub_ir = self._watchdog = self._time_jump = None
         self.configure_error = ""
         self._quiet = False  # autostart: configure errors go to the caller (one line)
@@ -266,9 +268,16 @@ class SegMiFNode(WatchMixin, LifecycleNode):
         self.outputs.camera_info = CameraInfoRelay(self, out_qos, self.registration.crop_box,
                                                    self.outputs.create_publisher)
         self.class_names = self.outputs.class_names
+        every = int(p["registration_check_every"])
+        self.monitor = RegistrationMonitor(
+            every, int(p["registration_check_size"]), int(p["registration_baseline_checks"]),
+            float(p["registration_warn_score_ratio"]), float(p["registration_warn_shift_px"]),
+            int(p["registration_warn_checks"]),
+            search_px=float(p["registration_search_px"])) if every else None
         self.frames = FrameProcessor(self.predictor, self.registration, self.outputs,
                                      self.health, self.sync, self._reject,
-                                     self.get_logger().debug if self._debug else None)
+                                     self.get_logger().debug if self._debug else None,
+                                     self.monitor)
         info = self.predictor.info
         self.get_logger().info(
             f"model {info.get('model')} {info.get('config', {}).get('encoder', '')} on "
@@ -364,7 +373,7 @@ class SegMiFNode(WatchMixin, LifecycleNode):
             self._time_jump.unregister()
         self.release_model()
         self.predictor = self.registration = self.sync = self.outputs = self.frames = None
-        self._time_jump = None
+        self._time_jump = self.monitor = None
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
         """Drop the model, publishers and synchroniser."""

@@ -118,6 +118,41 @@ PARAMETERS = {
                          {"floating_point_range": [FloatingPointRange(from_value=0.05,
                                                                       to_value=3600.0,
                                                                       step=0.0)]}),
+    "registration_check_every": (30, "Registration health: measure how well the warped "
+                                 "thermal image lines up with the visible one every N-th pair "
+                                 "(gradient correlation and shift, segmif_core/"
+                                 "registration_health.py; about 5-10 ms at 640x480 on a CPU "
+                                 "core, in the worker); 0 = off.",
+                                 {"integer_range": [IntegerRange(from_value=0, to_value=100000,
+                                                                 step=0)]}),
+    "registration_check_size": (320, "Registration health: longer side (px) of the subsample "
+                                "the check runs on.",
+                                {"integer_range": [IntegerRange(from_value=32, to_value=4096,
+                                                                step=0)]}),
+    "registration_search_px": (32.0, "Registration health: largest shift (px of the published "
+                               "images) the check looks for.",
+                               {"floating_point_range": [FloatingPointRange(
+                                   from_value=1.0, to_value=512.0, step=0.0)]}),
+    "registration_baseline_checks": (5, "Registration health: the start-up reference is the "
+                                     "median of this many first checks (the rig is assumed "
+                                     "well registered at start).",
+                                     {"integer_range": [IntegerRange(from_value=1,
+                                                                     to_value=1000, step=0)]}),
+    "registration_warn_score_ratio": (0.5, "Registration health: WARN when the gradient "
+                                      "correlation falls below this fraction of the start-up "
+                                      "value.",
+                                      {"floating_point_range": [FloatingPointRange(
+                                          from_value=0.0, to_value=1.0, step=0.0)]}),
+    "registration_warn_shift_px": (4.0, "Registration health: WARN when the thermal image has "
+                                   "moved this far (px) from its start-up shift.",
+                                   {"floating_point_range": [FloatingPointRange(
+                                       from_value=0.1, to_value=512.0, step=0.0)]}),
+    "registration_warn_checks": (3, "Registration health: consecutive checks past a threshold "
+                                 "that raise the WARN (and within them that clear it): a drift "
+                                 "is reported within registration_warn_checks x "
+                                 "registration_check_every pairs.",
+                                 {"integer_range": [IntegerRange(from_value=1, to_value=1000,
+                                                                 step=0)]}),
 }
 #: Parameters that may change while the node runs; the others are read only.
 DYNAMIC = ("overlay_alpha", "no_pair_warn_s")

@@ -15,6 +15,10 @@ stream lost, a single modality whose missing image is replaced by a documented s
     (the thermal frame_id before any visible image).
 
 Frames are flagged in segmentation/info (``modality``) and counted as ``frames_fallback``.
+
+Every ``registration_check_every``-th pair the registered images also go to the registration
+health monitor (:class:`segmif_core.registration_health.RegistrationMonitor`), before the
+network; its state travels in segmentation/info and on /diagnostics.
 No rclpy import here (the messages are duck-typed), so the substitutes are unit tested alone.
 """
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 
 from segmif_core.data.thermal import normalize_thermal, to_uint8
 from segmif_core.inference import SegMiFPredictor
+from segmif_core.registration_health import HealthError
 
 from .encodings import to_rgb8, to_thermal
 from .sync import stamp_to_ns
@@ -79,13 +84,16 @@ class FrameProcessor:
         predictor: SegMiFPredictor; registration: segmif_core Registration; outputs: the node's
         :class:`.publishers.Outputs`; health: :class:`.health.Health`; sync: the synchroniser
         (stats for segmentation/info); reject: ``reject(reason, text)`` for refused frames;
-        debug: ``debug(text)`` for per-frame timings, or None.
+        debug: ``debug(text)`` for per-frame timings, or None; monitor: a
+        ``RegistrationMonitor`` checking pairs, or None (checks off).
     """
 
     def __init__(self, predictor, registration, outputs, health, sync,
-                 reject: Callable[[str, str], None], debug: Optional[Callable[[str], None]]):
+                 reject: Callable[[str, str], None], debug: Optional[Callable[[str], None]],
+                 monitor=None):
         self.predictor, self.registration, self.outputs = predictor, registration, outputs
         self.health, self.sync, self._reject, self._debug = health, sync, reject, debug
+        self.monitor = monitor
         self.callback_delay = {}  # visible stamp (ns) -> DDS receipt to callback (ms)
         self.last_visible = None  # (frame_id, height, width) of the last visible image seen
 
@@ -138,6 +146,8 @@ class FrameProcessor:
             for name, e in bad or [("frame", err)]:
                 self._reject("invalid", f"{frame.modality} refused: {name}: {e}")
             return False
+        if frame.modality == "pair" and self.monitor is not None and self.monitor.due():
+            self._check_registration(vis, ir, on_device)
         t2 = time.perf_counter()
         pred = self.predictor.predict(vis, ir, on_device)
         t3 = time.perf_counter()
@@ -154,13 +164,26 @@ class FrameProcessor:
         thermal_stamp = frame.ir.header.stamp if frame.ir is not None else header.stamp
         self.outputs.publish_info(header, thermal_stamp, pred, t0,
                                   self.health.snapshot()["counters"], self.sync.stats(), stages,
-                                  frame.modality)
+                                  frame.modality, self.monitor.status()
+                                  if self.monitor is not None else None)
         if self._debug is not None:
             self._debug("%s %d.%09d: " % (frame.modality, header.stamp.sec, header.stamp.nanosec)
                         + ", ".join(f"{k} {v:.1f} ms" for k, v in {
                             **stages, "network": pred.inference_ms,
                             "total": (t4 - t0) * 1e3}.items()))
         return True
+
+
+    def _check_registration(self, vis, ir, on_device) -> None:
+        """One registration health check (the CUDA path registers on the device: the check
+        warps on the CPU itself); an image the check cannot use is skipped (debug line)."""
+        try:
+            if on_device is not None:
+                vis, ir = on_device.register(vis, ir)
+            self.monitor.update(vis, ir)
+        except HealthError as err:
+            if self._debug is not None:
+                self._debug(f"registration check skipped: {err}")
 
 
 class Worker:

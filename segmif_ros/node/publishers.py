@@ -132,14 +132,18 @@ class Outputs:
 
     def publish_info(self, header, thermal_stamp, pred, t0: float, counters: dict,
                      sync_stats: dict, stages: dict | None = None,
-                     modality: str = "pair") -> None:
+                     modality: str = "pair", registration: dict | None = None) -> None:
         """segmentation/info of one prediction: class fractions, confidence, timings
         (processing from ``t0``, a ``time.perf_counter()`` value; latency from the header
         stamp to the node clock's now), the node's ``counters`` (:data:`.health.COUNTERS`),
         the synchroniser's ``sync_stats`` (``messages_unmatched``, ``resets``), the ROS-side
         ``stages`` (ms: convert, registration, preprocess, postprocess, publish,
-        callback_delay) and the ``modality`` ("pair", "visible_only", "thermal_only")."""
+        callback_delay), the ``modality`` ("pair", "visible_only", "thermal_only") and the
+        registration health (a ``RegistrationMonitor.status()``; None: checks off, NaN)."""
         stages = stages or {}
+        nan = float("nan")
+        reg = registration or {}
+        latest, ref = reg.get("latest"), reg.get("reference")
         counts = np.bincount(pred.labels.ravel(), minlength=len(self.class_names))
         info = self._info_cls(
             header=header, thermal_stamp=thermal_stamp, class_names=self.class_names,
@@ -166,5 +170,11 @@ class Outputs:
             preprocess_time_ms=float(stages.get("preprocess", 0.0)),
             postprocess_time_ms=float(stages.get("postprocess", 0.0)),
             publish_time_ms=float(stages.get("publish", 0.0)),
-            callback_delay_ms=float(stages.get("callback_delay", 0.0)))
+            callback_delay_ms=float(stages.get("callback_delay", 0.0)),
+            registration_score=latest.score if latest is not None else nan,
+            registration_score_startup=ref.score if ref is not None else nan,
+            registration_shift_x_px=latest.shift_x if latest is not None else nan,
+            registration_shift_y_px=latest.shift_y if latest is not None else nan,
+            registration_drift_px=float(reg.get("drift_px", nan)),
+            registration_level=1 if reg.get("level") == "warn" else 0)
         self.pub_info.publish(info)

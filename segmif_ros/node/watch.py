@@ -1,6 +1,6 @@
 """The watch over segmif_node: its counters, throttled warnings, the watchdog and
 /diagnostics, as a mixin of :class:`.node.SegMiFNode` (which provides ``health``,
-``_throttle``, ``progress``, ``diagnostics``, ``sync``, ``predictor``, ``state``, ``p``,
+``_throttle``, ``progress``, ``monitor``, ``diagnostics``, ``sync``, ``predictor``, ``state``, ``p``,
 ``_fallback``, ``_fallback_input`` and ``_no_pair_warn_s``).
 
 Warnings: one per rejection reason per 5 s (throttled per key, see :class:`.health.Throttle`);
@@ -48,7 +48,8 @@ class WatchMixin:
             device=str(pred.device) if pred is not None else str(self.p["device"]),
             backend=pred.backend.name if pred is not None else str(self.p["backend"]),
             model=f"{info.get('model', '')} {info.get('config', {}).get('encoder', '')}".strip(),
-            progress=self.progress.snapshot())
+            progress=self.progress.snapshot(),
+            registration=self.monitor.status() if self.monitor is not None else None)
 
     def _check_inputs(self) -> None:
         """Watchdog (every 0.5 s): one line per stream state change (lost, both lost, back;
