@@ -136,16 +136,17 @@ def laplacian(vis_y, ir, levels: int = 4, base: str = "max") -> np.ndarray:
     so both sources' low-frequency structure is kept at the sources' mean brightness). The
     levels are collapsed back (``pyramid_reconstruct``).
 
-    Args: vis_y, ir: H x W arrays of one shape and dtype (see the module docstring); levels >= 1
-    (at most what the image size allows: the coarsest level must stay >= 1 pixel per side).
+    Args: vis_y, ir: H x W arrays of one shape and dtype (see the module docstring); levels >= 1,
+    capped at what the image size allows (the coarsest level keeps >= 2 pixels per side, so a
+    tiny image gets fewer levels).
     Returns: H x W fused luminance in the inputs' dtype. Raises ValueError for bad arguments.
     """
     if base not in LAPLACIAN_BASE_RULES:
         raise ValueError(f"base must be one of {LAPLACIAN_BASE_RULES}, got {base!r}")
+    if int(levels) < 1:
+        raise ValueError(f"levels must be >= 1, got {levels}")
     v, t, vf, tf = _float_pair(vis_y, ir)
-    if min(v.shape) < 2 ** (levels - 1):
-        raise ValueError(f"{levels} levels need images of at least {2 ** (levels - 1)} pixels "
-                         f"per side, got {v.shape}")
+    levels = max(1, min(int(levels), int(np.log2(max(min(v.shape), 2))) ))
     pv, pt = laplacian_pyramid(vf, levels), laplacian_pyramid(tf, levels)
     fused = [np.where(np.abs(dv) >= np.abs(dt), dv, dt) for dv, dt in zip(pv[:-1], pt[:-1])]
     bv, bt = pv[-1], pt[-1]

@@ -130,7 +130,8 @@ def test_bag_eval_live_remapped_topics_and_namespace(tmp_path, small_pairs, tiny
     assert cmx.sum(axis=1).tolist() == np.bincount(gt, minlength=cmx.shape[0]).tolist()
     assert r["protocol"]["include_background"] is True and r["protocol"]["absent"] == "skip"
     # fusion: node row + rules; the rules recomputed from the PNGs (frames in stamp = name order)
-    assert r["methods"] == ["SegMiF", "visible", "thermal", "average", "maximum"]
+    assert r["methods"] == ["SegMiF", "visible", "thermal", "average", "maximum", "laplacian",
+                            "gff"]
     for i, n in enumerate(names):
         a = _luma(cv2.imread(str(root / "vis" / f"{n}.png"))[..., ::-1])
         b = cv2.imread(str(root / "ir" / f"{n}.png"), cv2.IMREAD_GRAYSCALE)

@@ -20,7 +20,7 @@ from segmif_core.metrics.fusion import FUSION_METRIC_KEYS, fusion_metrics
 from segmif_ros.tools import cli
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-RULES = ["visible", "thermal", "average", "maximum"]
+RULES = ["visible", "thermal", "average", "maximum", "laplacian", "gff"]
 FILES = ["report.json", "report.md", "fusion_violins.png", "confusion_matrix.png"]
 
 

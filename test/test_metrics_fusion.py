@@ -426,7 +426,7 @@ def test_fusion_rules_by_hand():
     avg = average(vf, tf)
     assert avg.dtype == np.float32
     np.testing.assert_allclose(avg, [[0.5, 0.5], [3.5 / 255, 4 / 255]], rtol=1e-6)
-    assert set(FUSION_RULES) == {"visible", "thermal", "average", "maximum"}
+    assert set(FUSION_RULES) == {"visible", "thermal", "average", "maximum", "laplacian", "gff"}
 
 
 def test_fusion_rules_refuse_mismatches():
