@@ -101,7 +101,7 @@ def subnetwork_ms(predictor: SegMiFPredictor, vis: np.ndarray, ir: np.ndarray,
     ir_f = torch.nn.functional.interpolate(ir_t, size=size, mode="area")
     y_f, _ = split_luminance(vis_f)
     norm = model.config.normalization
-    sem = model.segmenter.features(normalize_rgb(vis_f, norm), stages=2) \
+    sem = model.segmenter.features(model.psi_input(vis_f, ir_f), stages=2) \
         if model.fusion.uses_semantics else None
     out = model(vis_t, ir_t)
 
@@ -118,9 +118,13 @@ def subnetwork_ms(predictor: SegMiFPredictor, vis: np.ndarray, ir: np.ndarray,
     result = {}
     if sem is not None:
         result["guidance_encoder"] = timed(
-            lambda: model.segmenter.features(normalize_rgb(vis_f, norm), stages=2))
+            lambda: model.segmenter.features(model.psi_input(vis_f, ir_f), stages=2))
     result["phi"] = timed(lambda: model.fusion(y_f, ir_f, sem))
-    result["psi"] = timed(lambda: model.segment(out["fused_rgb"]))
+    result["psi"] = timed(lambda: model.segment(out["fused_rgb"], ir_t))
+    if model.config.fusion_head == "pyramid":
+        result["pyramid_network_size"] = timed(
+            lambda: model.composer(out["fusion_weights"], split_luminance(vis_t)[0], ir_t,
+                                   int(model.config.pyramid_levels)))
     result["full_resolution_fusion"] = timed(
         lambda: model.full_resolution_fused(out, vis_t, ir_t, vis_hi, ir_hi))
     return result

@@ -15,11 +15,13 @@ TINY = {"fusion_width": 8, "drdb_growth": 4, "hia_heads": 2, "decoder_hidden_siz
 VARIANTS = [("segmif", dict(TINY, interaction=m)) for m in
             ("full", "soam", "moam", "concat", "sum", "average", "none")]
 VARIANTS += [("segmif", dict(TINY, hia_stride=2))]
+VARIANTS += [("segmif", dict(TINY, fusion_head="pyramid", pyramid_levels=3)),
+             ("segmif", dict(TINY, fusion_head="pyramid", pyramid_levels=3, psi_thermal=True))]
 VARIANTS += [("baseline", {"inputs": i, "decoder_hidden_size": 32, "pretrained": None})
              for i in ("visible", "thermal", "early")]
 
 
-@pytest.fixture(scope="module", params=VARIANTS, ids=lambda v: f"{v[0]}-{'-'.join(f'{k}={x}' for k, x in v[1].items() if k in ('interaction', 'inputs', 'hia_stride'))}")
+@pytest.fixture(scope="module", params=VARIANTS, ids=lambda v: f"{v[0]}-{'-'.join(f'{k}={x}' for k, x in v[1].items() if k in ('interaction', 'inputs', 'hia_stride', 'fusion_head', 'psi_thermal'))}")
 def model(request):
     torch.manual_seed(0)
     name, cfg = request.param
@@ -85,6 +87,33 @@ class TestEveryVariant:
         model.eval()
         with torch.no_grad():
             torch.testing.assert_close(loaded(vis, ir)["logits"], model(vis, ir)["logits"])
+
+
+def test_pyramid_head_carries_a_one_pixel_thermal_line_at_camera_resolution():
+    # independent of training: an untrained SegMiF with the pyramid head, network input 64x80,
+    # camera 256x320; a one-pixel warm line only in the thermal image must be in the fused image
+    torch.manual_seed(0)
+    model = build_model("segmif", dict(TINY, num_classes=5, fusion_head="pyramid",
+                                        pyramid_levels=3))
+    vis_hi = torch.full((1, 3, 256, 320), 0.35)
+    ir_hi = torch.full((1, 1, 256, 320), 0.35)
+    ir_hi[..., 129, :] = 0.95
+    small = lambda x: torch.nn.functional.interpolate(x, size=(64, 80), mode="area")  # noqa: E731
+    fused = model.predict(small(vis_hi), small(ir_hi), full=(vis_hi, ir_hi))["fused_rgb"]
+    assert fused.shape == (1, 3, 256, 320)
+    y = 0.299 * fused[0, 0] + 0.587 * fused[0, 1] + 0.114 * fused[0, 2]
+    assert (y[129, 20:-20] - y[125, 20:-20]).min() > 0.4   # 0.6 in the source
+
+
+def test_psi_thermal_refuses_a_missing_thermal_image():
+    model = build_model("segmif", dict(TINY, num_classes=5, psi_thermal=True))
+    with pytest.raises(ValueError, match="thermal"):
+        model(torch.rand(1, 3, 64, 64), None, phase="fused")
+    # the 4th input channel is the thermal image: changing it changes the logits
+    vis = torch.rand(1, 3, 64, 64)
+    a = model(vis, torch.zeros(1, 1, 64, 64), phase="fused")["logits"]
+    b = model(vis, torch.ones(1, 1, 64, 64), phase="fused")["logits"]
+    assert not torch.allclose(a, b)
 
 
 def test_drdb_is_residual_dense():

@@ -56,7 +56,11 @@ class FusedCacheMixin:
                 with self._autocast():
                     rgb = self.model.fused_rgb(vis, ir).float()
                 rgb = (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+                keep_ir = self._cache_thermal()
                 for it, img in zip(group, rgb.numpy()):
+                    if keep_ir:  # Psi also sees the thermal image: kept as a 4th uint8 channel
+                        t8 = (it["ir"].clamp(0, 1) * 255).round().to(torch.uint8)[0].numpy()
+                        img = np.concatenate([img, t8[..., None]], axis=2)
                     self._fused.append(np.ascontiguousarray(img))
                     self._fused_labels.append(it["label"].numpy().astype(np.uint8))
 
@@ -64,12 +68,24 @@ class FusedCacheMixin:
         """The segmentation batch of ``step`` from the fused-image cache: the plan's pairs (a
         TSJNet task step: ``task_plan``'s, ``joint.task_batch_size`` of them), each augmented
         with a generator seeded by its item seed (so a resumed run repeats it)."""
-        vis, labels = [], []
+        vis, irs, labels = [], [], []
         plan = getattr(self, "task_plan", None) if self.phase_of(step)[1] == "task" else None
         for index, seed in (plan or self._plan).indices(step):
             img = self._fused[index].astype(np.float32) / np.float32(255.0)
-            f, _, lab = self.train_set.augment(img, None, self._fused_labels[index],
+            t = np.ascontiguousarray(img[..., 3]) if img.shape[2] == 4 else None
+            f, t, lab = self.train_set.augment(np.ascontiguousarray(img[..., :3]), t,
+                                               self._fused_labels[index],
                                                np.random.default_rng(seed))
             vis.append(torch.from_numpy(np.ascontiguousarray(f.transpose(2, 0, 1))))
+            if t is not None:
+                irs.append(torch.from_numpy(t)[None])
             labels.append(torch.from_numpy(lab.astype(np.int64)))
-        return {"vis": torch.stack(vis), "label": torch.stack(labels), "fused_rgb": True}
+        batch = {"vis": torch.stack(vis), "label": torch.stack(labels), "fused_rgb": True}
+        if irs:
+            batch["ir"] = torch.stack(irs)
+        return batch
+
+    def _cache_thermal(self) -> bool:
+        """True when Psi also sees the thermal image (SegMiF ``psi_thermal``): the cache then
+        keeps it beside each fused image (H x W x 4 uint8), augmented with the same geometry."""
+        return bool(getattr(getattr(self.model, "config", None), "psi_thermal", False))

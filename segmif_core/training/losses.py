@@ -88,9 +88,27 @@ def gradient_loss(u: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
     return total
 
 
-def fusion_loss(u: torch.Tensor, x: torch.Tensor, y: torch.Tensor, eta: float = 1.0) -> dict:
-    """Eq. (6): L_f = L_SSIM + L_MSE + eta * L_grad. Returns a dict of the parts and 'total'."""
-    parts = {"ssim": ssim_loss(u, x, y), "mse": saliency_pixel_loss(u, x, y),
+def max_intensity_loss(u: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """mean((u - max(x, y))^2): the max-intensity target of SeAFusion (Tang et al., Inf. Fusion
+    82, 2022, Eq. 6, there with an L1 norm) and of TSJNet's MFF loss; an option of this project
+    in place of Eq. (4) (``train.loss.intensity: max``)."""
+    return F.mse_loss(u, torch.maximum(x, y))
+
+
+#: Values of ``train.loss.intensity``: the paper's saliency-weighted Eq. (4), or the max target.
+INTENSITY_TERMS = ("vsm", "max")
+
+
+def fusion_loss(u: torch.Tensor, x: torch.Tensor, y: torch.Tensor, eta: float = 1.0,
+                intensity: str = "vsm") -> dict:
+    """Eq. (6): L_f = L_SSIM + L_MSE + eta * L_grad. Returns a dict of the parts and 'total'.
+
+    ``intensity``: 'vsm' (Eq. 4, the paper) or 'max' (``max_intensity_loss``) for L_MSE.
+    Raises ValueError for another value."""
+    if intensity not in INTENSITY_TERMS:
+        raise ValueError(f"intensity must be one of {INTENSITY_TERMS}, got {intensity!r}")
+    pixel = saliency_pixel_loss if intensity == "vsm" else max_intensity_loss
+    parts = {"ssim": ssim_loss(u, x, y), "mse": pixel(u, x, y),
              "grad": gradient_loss(u, x, y)}
     parts["total"] = parts["ssim"] + parts["mse"] + eta * parts["grad"]
     return parts

@@ -57,7 +57,8 @@ class StepMixin:
                          else self.model.fuse(vis, ir)[0])
                 y, _ = split_luminance(vis)
                 # losses outside autocast: blur, saliency histogram and SSIM in fp32
-                f = fusion_loss(u.float(), y.float(), ir.float(), lc["eta"])
+                f = fusion_loss(u.float(), y.float(), ir.float(), lc["eta"],
+                                 lc.get("intensity", "vsm"))
                 self.opt_fusion.zero_grad(set_to_none=True)
                 f["total"].backward()
                 self.opt_fusion.step()
@@ -70,7 +71,7 @@ class StepMixin:
             return row
         if phase == "seg":
             with self._autocast():
-                out = (self.net(vis, None, phase="fused") if batch.get("fused_rgb")
+                out = (self.net(vis, ir, phase="fused") if batch.get("fused_rgb")
                        else self.net(vis, ir, phase="seg"))
             loss = segmentation_loss(out["logits"].float(), label, self.class_weight,
                                      lc["ignore_index"])
@@ -96,7 +97,8 @@ class StepMixin:
                 # requires_grad: without this, every fusion step would keep its activations)
                 out = self.net(vis, ir, phase="joint", guidance_grad=not freeze)
             y, _ = split_luminance(vis)
-            f = fusion_loss(out["fused"].float(), y.float(), ir.float(), lc["eta"])
+            f = fusion_loss(out["fused"].float(), y.float(), ir.float(), lc["eta"],
+                                 lc.get("intensity", "vsm"))
             ls = segmentation_loss(out["logits"].float(), label, self.class_weight,
                                    lc["ignore_index"])
             lam = self.weighting.current()

@@ -11,8 +11,14 @@ thermal image into u; the fused RGB image YCbCr(u, Cb_vis, Cr_vis) goes through 
 weights) to per-pixel class logits.
 
 ``predict(vis, ir, full=(vis_hi, ir_hi))`` also returns the fused image at the camera's
-resolution: the guided upsampler (``modules.guided_filter``) carries Phi's local mix of the two
-sources, fitted at the network size, onto the full-resolution sources (this project's choice).
+resolution. Two heads (``SegMiFConfig.fusion_head``, both this project's choice for that step):
+- ``direct`` (the paper's Phi, which outputs the fused luminance): the guided upsampler
+  (``modules.guided_filter``) carries Phi's local mix of the two sources, fitted at the network
+  size, onto the full-resolution sources;
+- ``pyramid`` (the shipped default): Phi's output is the visible share w of the coarsest level of
+  a Laplacian-pyramid fusion (``modules.pyramid``), whose detail levels take the larger-magnitude
+  coefficient of the two sources; the same composition makes the fused image at the network size
+  (what Psi and the training losses see) and at the camera size (every detail of both cameras).
 """
 from __future__ import annotations
 
@@ -24,9 +30,15 @@ import torch.nn.functional as F
 from ..base import FusionSegModel
 from ..modules.guided_filter import GuidedUpsampler
 from ..modules.hia import AGGREGATIONS, HIA_MODES
-from ..preprocessing import check_normalization, merge_luminance, normalize_rgb, split_luminance
+from ..modules.pyramid import PyramidComposer, levels_for
+from ..preprocessing import (check_normalization, merge_luminance, normalize_mono, normalize_rgb,
+                             split_luminance)
 from ..segmenter import Segmenter
 from .fusion import FusionNetwork
+
+
+#: Values of ``SegMiFConfig.fusion_head``.
+FUSION_HEADS = ("direct", "pyramid")
 
 
 @dataclass
@@ -46,6 +58,11 @@ class SegMiFConfig:
     option, not the paper's): Phi and its guidance pass run on the pair resized by s (area), and
     the guided upsampler carries Phi's local mix back to the network input size before Psi; it
     can be changed on a trained model (``SegMiFPredictor(fusion_scale=...)``).
+    ``fusion_head`` / ``pyramid_levels``: what Phi's output means (module docstring); with
+    ``pyramid``, ``guided_radius`` / ``guided_eps`` are unused. ``psi_thermal``: Psi's input
+    (and its guidance pass) is the fused RGB image plus the thermal image as a 4th channel (a
+    documented deviation from the paper; the stem's extra filter starts as the mean of the RGB
+    filters, see ``models.encoders``).
     """
 
     num_classes: int = 9
@@ -65,6 +82,13 @@ class SegMiFConfig:
                                         # MFNet val, see docs/model_card.md)
     fusion_scale: float = 1.0           # Phi's resolution / the network input's (1 = paper;
                                         # 0.5 = 4x cheaper Phi, carried back by the upsampler)
+    fusion_head: str = "direct"         # direct (paper: Phi outputs u) | pyramid (Phi outputs
+                                        # the base-level weight of a Laplacian pyramid fusion)
+    pyramid_levels: int = 4             # pyramid levels at the network input size (pyramid head;
+                                        # at the camera size: + log2(camera / network size))
+    psi_thermal: bool = False           # Psi sees the registered thermal image as a 4th channel
+                                        # beside the fused RGB (not the paper's: Psi sees only
+                                        # the fused image)
 
     def __post_init__(self):
         if self.interaction not in HIA_MODES + AGGREGATIONS:
@@ -76,6 +100,11 @@ class SegMiFConfig:
             self.normalization = check_normalization(self.normalization)
         if not 0.0 < float(self.fusion_scale) <= 1.0:
             raise ValueError(f"fusion_scale must be in (0, 1], got {self.fusion_scale}")
+        if self.fusion_head not in FUSION_HEADS:
+            raise ValueError(f"unknown fusion_head {self.fusion_head!r}; choose one of "
+                             f"{FUSION_HEADS}")
+        if int(self.pyramid_levels) < 2:
+            raise ValueError(f"pyramid_levels must be >= 2, got {self.pyramid_levels}")
         if self.fusion_width % self.hia_heads:
             raise ValueError(f"fusion_width ({self.fusion_width}) must be divisible by "
                              f"hia_heads ({self.hia_heads})")
@@ -96,7 +125,8 @@ class SegMiF(FusionSegModel):
         super().__init__()
         self.config = config or SegMiFConfig()
         cfg = self.config
-        self.segmenter = Segmenter(cfg.encoder, cfg.num_classes, 3, cfg.decoder_hidden_size,
+        self.segmenter = Segmenter(cfg.encoder, cfg.num_classes, 4 if cfg.psi_thermal else 3,
+                                   cfg.decoder_hidden_size,
                                    cfg.pretrained if load_pretrained else None)
         if cfg.normalization is None:
             cfg.normalization = dict(self.segmenter.encoder.normalization)
@@ -105,6 +135,12 @@ class SegMiF(FusionSegModel):
                                     cfg.drdbs_per_group, (hidden[0], hidden[1]), cfg.hia_heads,
                                     cfg.interaction, cfg.hia_stride)
         self.upsampler = GuidedUpsampler(cfg.guided_radius, cfg.guided_eps)
+        self.composer = PyramidComposer()
+
+    @property
+    def pyramid(self) -> bool:
+        """True when Phi's output is the base-level weight of the pyramid head."""
+        return self.config.fusion_head == "pyramid"
 
     def fused_rgb(self, vis: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
         """Phi's fused RGB image (``fuse``'s second output), (B, 3, H, W) in [0, 1]."""
@@ -118,8 +154,13 @@ class SegMiF(FusionSegModel):
         guidance_grad: False runs Psi's guidance pass without a graph even where Psi's
             parameters require gradients (fusion warm-up under DistributedDataParallel).
         With ``config.fusion_scale`` < 1, Phi runs at the reduced size and the guided upsampler
-        gives the result at H x W.
+        (direct head) or the pyramid (pyramid head) gives the result at H x W.
         """
+        u, rgb, _ = self._fuse(vis, ir, guidance, guidance_grad)
+        return u, rgb
+
+    def _fuse(self, vis, ir, guidance=None, guidance_grad=True):
+        """``fuse`` plus Phi's raw output (the pyramid head's weight map, else None)."""
         y, cbcr = split_luminance(vis)
         h, w = vis.shape[-2:]
         scale = float(self.config.fusion_scale)
@@ -128,11 +169,25 @@ class SegMiF(FusionSegModel):
             area = lambda x: F.interpolate(x, size=size, mode="area")  # noqa: E731
             y_lo, ir_lo = area(y), area(ir)
             guide = area(vis if guidance is None else guidance)
-            u_lo = self._phi(y_lo, ir_lo, guide, guidance_grad)
-            u = self.upsampler(u_lo, y_lo, ir_lo, y, ir)
+            phi = self._phi(y_lo, ir_lo, guide, guidance_grad)
+            if self.pyramid:
+                return self._compose(phi, y, ir, cbcr)
+            u = self.upsampler(phi, y_lo, ir_lo, y, ir)
         else:
-            u = self._phi(y, ir, vis if guidance is None else guidance, guidance_grad)
-        return u, merge_luminance(u, cbcr)
+            phi = self._phi(y, ir, vis if guidance is None else guidance, guidance_grad)
+            if self.pyramid:
+                return self._compose(phi, y, ir, cbcr)
+            u = phi
+        return u, merge_luminance(u, cbcr), None
+
+    def _compose(self, w, y, ir, cbcr, ref_size=None):
+        """Pyramid head: (u, fused RGB, w) at the size of y (levels relative to ``ref_size``,
+        default y's own size, i.e. ``pyramid_levels``)."""
+        levels = int(self.config.pyramid_levels)
+        if ref_size is not None:
+            levels = levels_for(y.shape[-2:], ref_size, levels)
+        u = self.composer(w, y, ir, levels)
+        return u, merge_luminance(u, cbcr), w
 
     def _phi(self, y, ir, guide, guidance_grad):
         """Phi on luminance y and thermal ir (B, 1, h, w) guided by the RGB image ``guide``."""
@@ -142,22 +197,39 @@ class SegMiF(FusionSegModel):
             track = guidance_grad and torch.is_grad_enabled() and any(
                 p.requires_grad for p in self.segmenter.parameters())
             with torch.set_grad_enabled(track):
-                sem = self.segmenter.features(normalize_rgb(guide, self.config.normalization),
-                                              stages=2)
+                sem = self.segmenter.features(self.psi_input(guide, ir), stages=2)
         return self.fusion(y, ir, sem)
 
-    def segment(self, rgb: torch.Tensor) -> torch.Tensor:
-        """Run Psi on an RGB image (B, 3, H, W) in [0, 1] -> logits (B, num_classes, H, W)."""
-        return self.segmenter(normalize_rgb(rgb, self.config.normalization))
+    def psi_input(self, rgb: torch.Tensor, ir: torch.Tensor | None) -> torch.Tensor:
+        """Psi's normalised input: the RGB image (B, 3, H, W) in [0, 1], plus the thermal image
+        (B, 1, H, W) in [0, 1] as a 4th channel with ``psi_thermal``. Raises ValueError when
+        ``psi_thermal`` is set and ``ir`` is missing or of another size."""
+        x = normalize_rgb(rgb, self.config.normalization)
+        if not self.config.psi_thermal:
+            return x
+        if ir is None or ir.shape[-2:] != rgb.shape[-2:] or ir.shape[1] != 1:
+            raise ValueError("psi_thermal: Psi needs the thermal image (B, 1, H, W) at the size "
+                             f"of its RGB input {tuple(rgb.shape)}, got "
+                             f"{None if ir is None else tuple(ir.shape)}")
+        return torch.cat([x, normalize_mono(ir, self.config.normalization)], dim=1)
+
+    def segment(self, rgb: torch.Tensor, ir: torch.Tensor | None = None) -> torch.Tensor:
+        """Run Psi on an RGB image (B, 3, H, W) in [0, 1] (with ``psi_thermal`` also the thermal
+        image (B, 1, H, W)) -> logits (B, num_classes, H, W)."""
+        return self.segmenter(self.psi_input(rgb, ir))
 
     def full_resolution_fused(self, out: dict, vis: torch.Tensor, ir: torch.Tensor,
                               vis_hi: torch.Tensor, ir_hi: torch.Tensor) -> torch.Tensor:
         """The fused RGB image at the size of ``vis_hi`` (B, 3, H, W) / ``ir_hi`` (B, 1, H, W)
         (the camera's, in [0, 1]) from the network's output ``out`` on the resized ``vis``,
         ``ir``: the guided upsampler applies Phi's local mix of Y and T to the full-resolution
-        sources; the chroma is the full-resolution visible chroma."""
-        y_lo, _ = split_luminance(vis)
+        sources; the chroma is the full-resolution visible chroma. Pyramid head: the pyramid of
+        the full-resolution sources with Phi's weight map ``out['fusion_weights']``."""
         y_hi, cbcr_hi = split_luminance(vis_hi)
+        if self.pyramid:
+            return self._compose(out["fusion_weights"], y_hi, ir_hi, cbcr_hi,
+                                 ref_size=vis.shape[-2:])[1]
+        y_lo, _ = split_luminance(vis)
         u_hi = self.upsampler(out["fused"], y_lo, ir, y_hi, ir_hi)
         return merge_luminance(u_hi, cbcr_hi)
 
@@ -178,7 +250,7 @@ class SegMiF(FusionSegModel):
             if vis.dim() != 4 or vis.shape[1] != 3:
                 raise ValueError(f"phase 'fused' needs a (B, 3, H, W) fused RGB image, "
                                  f"got {tuple(vis.shape)}")
-            return {"logits": self.segment(vis)}
+            return {"logits": self.segment(vis, ir)}
         self.check_inputs(vis, ir)
         if phase == "fusion":
             u, fused_rgb = self.fuse(vis, ir, guidance, guidance_grad=False)
@@ -186,5 +258,8 @@ class SegMiF(FusionSegModel):
         if phase not in ("joint", "seg"):
             raise ValueError(f"phase must be 'joint', 'seg', 'fused' or 'fusion', got {phase!r}")
         with torch.set_grad_enabled(torch.is_grad_enabled() and phase == "joint"):
-            u, fused_rgb = self.fuse(vis, ir, guidance, guidance_grad=guidance_grad)
-        return {"logits": self.segment(fused_rgb), "fused": u, "fused_rgb": fused_rgb}
+            u, fused_rgb, w = self._fuse(vis, ir, guidance, guidance_grad=guidance_grad)
+        out = {"logits": self.segment(fused_rgb, ir), "fused": u, "fused_rgb": fused_rgb}
+        if w is not None:
+            out["fusion_weights"] = w
+        return out
