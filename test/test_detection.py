@@ -102,6 +102,74 @@ def test_postprocess_decodes_scores_and_suppresses_per_class():
     assert d["boxes"].tolist() == [[4, 4, 20, 20], [6, 4, 24, 20]]
 
 
+def _raw_for(size, strides=(8, 16, 32), classes=2, logit=-20.0, reg=1.0):
+    """Head outputs of an input of ``size`` (H, W) with ceil(H / s) x ceil(W / s) maps (the
+    encoder's 'same' padding), every location at ``logit`` and regression ``reg`` pixels."""
+    h, w = size
+    cls, box, ctr = [], [], []
+    for s in strides:
+        shape = (1, -(-h // s), -(-w // s))
+        cls.append(torch.full((shape[0], classes) + shape[1:], logit))
+        box.append(torch.full((shape[0], 4) + shape[1:], reg))
+        ctr.append(torch.full((shape[0], 1) + shape[1:], 20.0))
+    return {"cls_logits": cls, "box_regression": box, "centerness": ctr, "strides": strides}
+
+
+def test_locations_outside_the_image_give_no_boxes():
+    """70 x 90 input: the stride-8 map has 12 columns (points x = 4 ... 92) and the stride-32
+    map 3 rows (y = 16, 48, 80): the points x = 92 and y = 80 lie outside the image. Only they
+    score high, with boxes reaching far outside: no box may come out (before the guard they
+    came out clamped onto the image border)."""
+    raw = _raw_for((70, 90), reg=500.0)
+    raw["cls_logits"][0][0, 0, :, 11] = 5.0     # stride 8, column x = 92 > 90
+    raw["cls_logits"][2][0, 1, 2, :] = 5.0      # stride 32, row y = 80 > 70
+    (d,) = postprocess(raw, (70, 90))
+    assert len(d["boxes"]) == 0
+    # one column inside (x = 84) scores too: its boxes come out, inside the image
+    raw["cls_logits"][0][0, 0, :, 10] = 5.0
+    (d,) = postprocess(raw, (70, 90), max_detections=1000)
+    assert len(d["boxes"]) > 0
+    b = d["boxes"]
+    assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all() and (b[:, 2] <= 90).all() \
+        and (b[:, 3] <= 70).all()
+
+
+@pytest.mark.parametrize("reg", [3.0, 1000.0])
+def test_no_box_leaves_the_image_or_the_valid_crop_of_a_padded_input(reg):
+    """Every location scores (random logits) with tiny or huge distances: all boxes lie in the
+    image and have an area; for a padded batch (valid 50 x 60 and 70 x 90 regions of a 70 x 90
+    input) each image's boxes lie in its own valid region, and none comes from a location of
+    the padding (each box contains the point that predicted it)."""
+    g = torch.Generator().manual_seed(0)
+    raw = _raw_for((70, 90), reg=reg)
+    raw = {**raw, "cls_logits": [torch.randn(2, *m.shape[1:], generator=g) for m in
+                                 raw["cls_logits"]],
+           "box_regression": [torch.rand(2, *m.shape[1:], generator=g) * reg for m in
+                              raw["box_regression"]],
+           "centerness": [m.expand(2, -1, -1, -1) for m in raw["centerness"]]}
+    for valid in (None, [(50, 60), (70, 90)]):
+        dets = postprocess(raw, (70, 90), score_threshold=0.0, max_detections=10_000,
+                           valid_sizes=valid)
+        for d, (h, w) in zip(dets, valid or [(70, 90)] * 2):
+            b = d["boxes"]
+            assert len(b) > 0
+            assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all()
+            assert (b[:, 2] <= w).all() and (b[:, 3] <= h).all()
+            assert ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all()
+    # the padded image's boxes: a box reaching the valid region's right edge came from a point
+    # left of it (x < 60), never from the padding
+    d = postprocess(raw, (70, 90), score_threshold=0.0, max_detections=10_000,
+                    valid_sizes=[(50, 60), (70, 90)])[0]
+    assert (d["boxes"][:, 0] < 60).all() and (d["boxes"][:, 1] < 50).all()
+    # zero distances: boxes without area, none kept
+    flat = {**raw, "box_regression": [m * 0 for m in raw["box_regression"]]}
+    assert all(len(d["boxes"]) == 0 for d in postprocess(flat, (70, 90), score_threshold=0.0))
+    with pytest.raises(ValueError, match="valid_sizes"):
+        postprocess(raw, (70, 90), valid_sizes=[(80, 90), (70, 90)])
+    with pytest.raises(ValueError, match="valid_sizes"):
+        postprocess(raw, (70, 90), valid_sizes=[(50, 60)])
+
+
 # ---------------------------------------------------------------- IoU / NMS
 def test_box_iou_and_giou_hand_values():
     a = torch.tensor([[0.0, 0.0, 10.0, 10.0]])

@@ -366,3 +366,122 @@ def test_inference_modules_import_in_layers_without_a_circle():
     for node in graph:
         if node not in state:
             visit(node, [node])
+
+
+# ---------------------------------------------------------------- TSJNet (a detector) on ONNX
+def _match_detections(a: dict, b: dict, box_tol: float, score_tol: float) -> int:
+    """Number of detections of ``b`` paired one-to-one with one of ``a`` of the same class whose
+    four coordinates differ by <= box_tol pixels and score by <= score_tol (near-equal scores
+    may come out in either order, so the sets are compared, not the sequences)."""
+    used = np.zeros(len(a["boxes"]), bool)
+    n = 0
+    for box, score, cls in zip(b["boxes"], b["scores"], b["classes"]):
+        ok = (~used & (np.asarray(a["classes"]) == cls)
+              & (np.abs(np.asarray(a["boxes"]) - box).max(axis=1) <= box_tol)
+              & (np.abs(np.asarray(a["scores"]) - score) <= score_tol))
+        if ok.any():
+            used[np.flatnonzero(ok)[0]] = True
+            n += 1
+    return n
+
+
+@pytest.fixture(scope="module")
+def tsj_onnx(tiny_tsjnet_checkpoint, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tsj_onnx") / "tsj.onnx"
+    export_onnx(path, tiny_tsjnet_checkpoint, dynamic=True)
+    return path
+
+
+@pytest.mark.parametrize("pair", [0, 5])
+def test_tsjnet_onnx_matches_torch_on_real_pairs(tsj_onnx, tiny_tsjnet_checkpoint, pair):
+    """The exported TSJNet graph (decoded boxes in the graph, selection in numpy after it)
+    against the torch model on real val pairs: the graph's per-location boxes within 1e-3 px
+    and scores within 1e-5 of torch's; the predictors' detections (camera pixels) the same set
+    within 0.01 px and 1e-5; fused image and labels as for SegMiF."""
+    from segmif_core.models.tsjnet.fcos import decode_all
+
+    feeds = _inputs(*_real_pair(pair), (64, 64))
+    sess = ort.InferenceSession(str(tsj_onnx), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()][-2:] == ["boxes", "box_scores"]
+    out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, dict(zip(
+        ["visible", "thermal", "visible_full", "thermal_full"], feeds)))))
+    model, _, _ = load_checkpoint(tiny_tsjnet_checkpoint)
+    with torch.no_grad():
+        raw = model.eval()(*map(torch.from_numpy, feeds[:2]))["detections"]
+        boxes, scores = decode_all(raw, (64, 64))
+    assert np.abs(out["boxes"] - boxes.numpy()).max() < 1e-3
+    assert np.abs(out["box_scores"] - scores.numpy()).max() < 1e-5
+    vis, ir = _real_pair(pair)
+    a = SegMiFPredictor(tiny_tsjnet_checkpoint).predict(vis, ir)
+    b = SegMiFPredictor(tsj_onnx, backend="onnxruntime").predict(vis, ir)
+    assert np.abs(a.fused.astype(int) - b.fused).max() <= 1
+    assert (a.labels == b.labels).mean() > 0.999
+    da, db = a.detections, b.detections
+    assert db["names"] == da["names"] == ["car", "person", "bike"]
+    assert 0 < len(db["boxes"]) == len(da["boxes"])
+    assert _match_detections(da, db, 0.01, 1e-5) == len(db["boxes"])
+    h, w = CAMERA
+    assert (db["boxes"] >= 0).all() and (db["boxes"][:, [0, 2]] <= w).all() \
+        and (db["boxes"][:, [1, 3]] <= h).all()
+    assert db["boxes"].dtype == np.float32 and db["classes"].dtype == np.int64
+
+
+def test_numpy_selection_equals_the_torch_postprocess():
+    """``detections.select_detections`` on ``decode_all``'s outputs keeps exactly what
+    ``fcos.postprocess`` keeps, on random head outputs (distinct scores) of an input whose maps
+    reach outside it, with and without the top-k and detection caps."""
+    from segmif_core.inference.detections import select_detections
+    from segmif_core.models.tsjnet.fcos import decode_all, postprocess
+
+    g = torch.Generator().manual_seed(3)
+    sizes = [(9, 12), (5, 6), (3, 3)]                    # a 70 x 90 input at strides 8, 16, 32
+    raw = {"cls_logits": [torch.randn(1, 3, *s, generator=g) * 2 for s in sizes],
+           "box_regression": [torch.rand(1, 4, *s, generator=g) * 40 for s in sizes],
+           "centerness": [torch.randn(1, 1, *s, generator=g) for s in sizes],
+           "strides": (8, 16, 32)}
+    boxes, scores = (t[0].numpy() for t in decode_all(raw, (70, 90)))
+    for opts in ({}, {"pre_nms_top_k": 50, "max_detections": 7},
+                 {"score_threshold": 0.4, "nms_threshold": 0.3}):
+        (ref,) = postprocess(raw, (70, 90), **opts)
+        got = select_detections(boxes, scores, **opts)
+        assert len(got["boxes"]) == len(ref["boxes"]) > 0
+        np.testing.assert_array_equal(got["classes"], ref["classes"].numpy())
+        np.testing.assert_allclose(got["boxes"], ref["boxes"].numpy(), atol=1e-5)
+        np.testing.assert_allclose(got["scores"], ref["scores"].numpy(), atol=1e-7)
+
+
+def test_numpy_nms_hand_cases():
+    """The hand cases of the torch NMS (test_detection), with classes and a cap."""
+    from segmif_core.inference.detections import nms, select_detections
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 0, 10, 5]],
+                     np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    assert nms(boxes, scores, 0.5).tolist() == [0, 2, 3]       # IoU(A, E) = 0.5 is not > 0.5
+    assert nms(boxes, scores, 0.4).tolist() == [0, 2]
+    assert nms(boxes, scores, 0.5, classes=[0, 1, 0, 0]).tolist() == [0, 1, 2, 3]
+    assert nms(boxes, scores, 0.5, max_keep=2).tolist() == [0, 2]
+    assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
+    # per-location scores (N, K): B's class-1 score survives beside A's class 0; E's 0.03 is
+    # under the threshold; a zero-width box is dropped
+    per = np.zeros((5, 2), np.float32)
+    per[:4, 0], per[1, 1], per[3, 0] = scores, 0.85, 0.03
+    per[4, 1] = 0.99
+    b5 = np.vstack([boxes, [[5, 5, 5, 9]]]).astype(np.float32)
+    d = select_detections(b5, per, score_threshold=0.05, nms_threshold=0.5)
+    # candidates: A c0 0.9, B c1 0.85, B c0 0.8 (IoU(A, B) = 0.82: suppressed), C c0 0.7
+    assert d["classes"].tolist() == [0, 1, 0]
+    assert d["scores"].tolist() == pytest.approx([0.9, 0.85, 0.7])
+    np.testing.assert_array_equal(d["boxes"], boxes[[0, 1, 2]])
+    with pytest.raises(ValueError, match=r"\(N, K\)"):
+        select_detections(boxes, scores)
+
+
+def test_auto_runs_tsjnet_on_onnxruntime_with_detections(tiny_tsjnet_checkpoint, tmp_path,
+                                                         monkeypatch):
+    monkeypatch.setenv("SEGMIF_CACHE", str(tmp_path / "cache"))
+    pred = SegMiFPredictor(tiny_tsjnet_checkpoint, backend="auto")
+    assert pred.backend.name == "onnxruntime"
+    assert pred.detection_classes == ("car", "person", "bike")
+    vis, ir = _real_pair(2)
+    d = pred.predict(vis, ir).detections
+    assert d is not None and len(d["boxes"]) > 0 and d["names"] == ["car", "person", "bike"]

@@ -56,3 +56,52 @@ def test_tsjnet_checkpoint_segments_and_detects_on_val_pairs():
     assert summary["pixel_acc"] > 50 and max(objects) > 5
     # a random detector at score >= 0.3 finds (almost) none of them
     assert gts > 0 and hits >= 1, (hits, gts)
+
+
+@pytest.mark.skipif(not os.path.isdir(MFNET), reason="../shared/data/mfnet not present")
+def test_tsjnet_boxes_stay_inside_the_crop_of_a_padded_val_pair():
+    """Val pair 01209N (a car at the right border) at 240 x 320, padded by replicating its last
+    row and column to 256 x 352: with the valid size given, every box lies inside 320 x 240."""
+    import cv2
+    import torch
+    import torch.nn.functional as F
+
+    from segmif_core.data.thermal import normalize_thermal
+
+    model, _, _ = load_checkpoint(TSJNET_CHECKPOINT)
+    vis, ir, _ = read_pair(MFNET, "01209N")
+    v = torch.from_numpy(cv2.resize(vis, (320, 240), interpolation=cv2.INTER_AREA))
+    t = torch.from_numpy(cv2.resize(normalize_thermal(ir), (320, 240),
+                                    interpolation=cv2.INTER_AREA))
+    v = F.pad(v.permute(2, 0, 1)[None].float() / 255, (0, 32, 0, 16), mode="replicate")
+    t = F.pad(t[None, None], (0, 32, 0, 16), mode="replicate")
+    with torch.no_grad():
+        raw = model.eval()(v, t)["detections"]
+    (d,) = model.postprocess_detections(raw, (256, 352), valid_sizes=[(240, 320)])
+    b = d["boxes"]
+    assert len(b) > 0
+    assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all()
+    assert (b[:, 2] <= 320).all() and (b[:, 3] <= 240).all()
+
+
+@pytest.mark.skipif(not os.path.isdir(MFNET), reason="../shared/data/mfnet not present")
+def test_tsjnet_checkpoint_on_onnxruntime_matches_torch_on_val_pairs():
+    """The shipped checkpoint exported (once, cached) and run on ONNX Runtime: on the val pairs
+    00102D and 01207N at 640 x 480 (01207N has two boxes whose scores differ by 3e-7, which
+    come out in either order) the same detections as torch: the same number, each paired with
+    one of the same class within 0.01 px and score 1e-5; every box inside the camera image."""
+    pt = SegMiFPredictor(TSJNET_CHECKPOINT)
+    po = SegMiFPredictor(TSJNET_CHECKPOINT, backend="onnxruntime")
+    assert po.backend.name == "onnxruntime"
+    for name in ("00102D", "01207N"):
+        vis, ir, _ = read_pair(MFNET, name)
+        a, b = pt.predict(vis, ir).detections, po.predict(vis, ir).detections
+        assert len(a["boxes"]) == len(b["boxes"]) > 0
+        used = np.zeros(len(a["boxes"]), bool)
+        for box, score, cls in zip(b["boxes"], b["scores"], b["classes"]):
+            ok = (~used & (a["classes"] == cls) & (np.abs(a["scores"] - score) <= 1e-5)
+                  & (np.abs(a["boxes"] - box).max(axis=1) <= 0.01))
+            assert ok.any(), (name, box, score, cls)
+            used[np.flatnonzero(ok)[0]] = True
+        assert (b["boxes"] >= 0).all() and (b["boxes"][:, [0, 2]] <= 640).all() \
+            and (b["boxes"][:, [1, 3]] <= 480).all()

@@ -363,11 +363,3 @@ def test_predictor_boxes_are_in_camera_pixels(tsj_checkpoint, tiny_checkpoint):
     np.testing.assert_allclose(d["scores"], small["scores"].numpy(), atol=1e-5)
     assert d["boxes"][:, 2].max() <= 192 and d["boxes"][:, 3].max() <= 128
     assert SegMiFPredictor(tiny_checkpoint).predict(vis, ir).detections is None
-
-
-def test_onnx_export_refuses_tsjnet(tsj_checkpoint, tmp_path):
-    from segmif_core.inference.onnx_export import ExportError, export_onnx
-
-    with pytest.raises(ExportError, match="not supported"):
-        export_onnx(tmp_path / "tsj.onnx", tsj_checkpoint, size=(64, 64), camera=(64, 64))
-    assert not (tmp_path / "tsj.onnx").exists()

@@ -31,22 +31,30 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, np.float32(1e-12)), np.float32(0))
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy NMS of one class: (N, 4) boxes, (N,) scores -> (K,) int64 indices of the kept
-    boxes by decreasing score (ties: the lower index first). ValueError for bad shapes."""
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, classes=None,
+        max_keep: int | None = None) -> np.ndarray:
+    """Greedy NMS: (N, 4) boxes, (N,) scores -> (K,) int64 indices of the kept boxes by
+    decreasing score (ties: the lower index first). With ``classes`` (N,) only boxes of one
+    class suppress each other; ``max_keep`` stops after that many kept boxes (the same first
+    ones: later boxes never change an earlier decision). ValueError for bad shapes."""
     boxes, scores = np.asarray(boxes, np.float32), np.asarray(scores)
     if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.shape != boxes.shape[:1]:
         raise ValueError(f"boxes must be (N, 4) and scores (N,), got {boxes.shape}, "
                          f"{scores.shape}")
+    classes = np.zeros(len(boxes), np.int64) if classes is None else np.asarray(classes)
     order = np.argsort(-scores, kind="stable")
-    over = box_iou(boxes[order], boxes[order]) > iou_threshold
+    boxes, classes = boxes[order], classes[order]
     suppressed = np.zeros(len(order), bool)
     keep = []
     for i in range(len(order)):
         if suppressed[i]:
             continue
         keep.append(i)
-        suppressed |= over[i]
+        if max_keep is not None and len(keep) >= max_keep:
+            break
+        rest = slice(i + 1, None)
+        over = box_iou(boxes[i:i + 1], boxes[rest])[0] > iou_threshold
+        suppressed[rest] |= over & (classes[rest] == classes[i])
     return order[np.asarray(keep, np.int64)]
 
 
@@ -76,12 +84,5 @@ def select_detections(boxes: np.ndarray, scores: np.ndarray, score_threshold: fl
     b = boxes[idx]
     ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
     b, s, classes = b[ok], s[ok], classes[ok]
-    kept = []
-    for c in np.unique(classes):
-        members = np.flatnonzero(classes == c)
-        kept.append(members[nms(b[members], s[members], nms_threshold)])
-    keep = np.concatenate(kept) if kept else np.zeros(0, np.int64)
-    # by decreasing score; ties: the earlier candidate (the order of the single-pass NMS)
-    keep = keep[np.lexsort((keep, -s[keep]))][:max_detections]
-    return {"boxes": b[keep].reshape(-1, 4), "scores": s[keep],
-            "classes": classes[keep]}
+    keep = nms(b, s, nms_threshold, classes, max_keep=max_detections)
+    return {"boxes": b[keep].reshape(-1, 4), "scores": s[keep], "classes": classes[keep]}
