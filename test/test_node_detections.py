@@ -42,8 +42,8 @@ def test_detections_in_the_live_graph(context, tsj_checkpoint):
     from segmif_ros.node.detections import draw_detections
     from segmif_ros.node.publishers import overlay
 
-    node = make_node(context, tsj_checkpoint)  # backend auto: TSJNet is not exportable -> torch
-    assert node.predictor.backend.name == "torch"
+    # every box the model keeps (detection_min_score 0; test_min_score_filters_at_run_time)
+    node = make_node(context, tsj_checkpoint, backend="torch", detection_min_score=0.0)
     peer = rclpy.create_node("peer", context=context)
     ex = rclpy.executors.SingleThreadedExecutor(context=context)
     ex.add_node(node)
@@ -140,3 +140,86 @@ def test_segmif_node_has_no_detections_topic(context, tiny_checkpoint):
 def test_onnxruntime_backend_refuses_a_detector_in_one_line(context, tsj_checkpoint):
     with pytest.raises(ConfigurationError, match="not supported"):
         make_node(context, tsj_checkpoint, backend="onnxruntime")
+
+
+def test_min_score_filters_the_published_boxes_at_run_time(context, tsj_checkpoint):
+    """detection_min_score (default 0.5, declared with its range) keeps the boxes scoring at
+    least it, on detections and on segmentation/color; it changes at run time."""
+    from rclpy.parameter import Parameter
+    from segmif_ros.msg import Detection2DArray
+    from test_node import process_pair
+
+    node = make_node(context, tsj_checkpoint, backend="torch")
+    peer = rclpy.create_node("min_score_peer", context=context)
+    ex = rclpy.executors.SingleThreadedExecutor(context=context)
+    ex.add_node(peer)
+    got = []
+    peer.create_subscription(Detection2DArray, "detections", got.append, 10)
+    rng = np.random.default_rng(1)
+    import cv2
+    vis = cv2.resize(rng.integers(0, 256, (6, 10, 3), dtype=np.uint8), (80, 48))
+    ir = cv2.resize(rng.integers(0, 256, (6, 10), dtype=np.uint8), (80, 48))
+    _, scores, _ = _network_boxes(tsj_checkpoint, vis, ir)
+    try:
+        assert node.get_parameter("detection_min_score").value == 0.5
+        (desc,) = node.describe_parameters(["detection_min_score"])
+        assert desc.floating_point_range[0].to_value == 1.0 and not desc.read_only
+        assert not node.set_parameters([Parameter("detection_min_score", value=1.5)])[0].successful
+        for threshold in (0.5, float(np.median(scores)), 0.0, 1.0):
+            assert node.set_parameters([Parameter("detection_min_score",
+                                                  value=threshold)])[0].successful
+            n = len(got)
+            assert process_pair(node, stamped(vis, "rgb8", 1, 0, "v"),
+                                stamped(ir, "mono8", 1, 0, "t"))
+            assert spin_until(ex, lambda: len(got) > n, 5.0)
+            published = [d.results[0].hypothesis.score for d in got[-1].detections]
+            expected = sorted(float(s) for s in scores if s >= threshold)
+            assert sorted(published) == pytest.approx(expected, abs=1e-5), threshold
+    finally:
+        ex.shutdown()
+        node.destroy_node()
+        peer.destroy_node()
+
+
+def test_node_publishes_vision_msgs_when_importable(context, tsj_checkpoint, monkeypatch,
+                                                    capfd):
+    """A stand-in vision_msgs whose classes are publishable (the mirror's, which have
+    vision_msgs' field layout): the node picks it, says so at start-up, and its LabelInfo is
+    built with vision_msgs' fields only."""
+    import sys
+    import types as pytypes
+    import segmif_ros.msg as mirror
+    from test_node import process_pair
+
+    module = pytypes.ModuleType("vision_msgs.msg")
+    for name in ("Detection2DArray", "Detection2D", "ObjectHypothesisWithPose",
+                 "ObjectHypothesis", "BoundingBox2D", "LabelInfo", "VisionClass"):
+        setattr(module, name, getattr(mirror, name))
+    package = pytypes.ModuleType("vision_msgs")
+    package.msg = module
+    monkeypatch.setitem(sys.modules, "vision_msgs", package)
+    monkeypatch.setitem(sys.modules, "vision_msgs.msg", module)
+    node = make_node(context, tsj_checkpoint, backend="torch", detection_min_score=0.0)
+    peer = rclpy.create_node("vision_msgs_peer", context=context)
+    ex = rclpy.executors.SingleThreadedExecutor(context=context)
+    ex.add_node(peer)
+    got = {"det": [], "label": []}
+    peer.create_subscription(module.Detection2DArray, "detections", got["det"].append, 10)
+    peer.create_subscription(module.LabelInfo, "segmentation/label_info", got["label"].append,
+                             LATCHED)
+    try:
+        assert node.outputs.types.package == "vision_msgs"
+        assert "messages: vision_msgs (importable)" in capfd.readouterr().err
+        vis = np.zeros((48, 80, 3), np.uint8)
+        ir = np.full((48, 80), 128, np.uint8)
+        assert process_pair(node, stamped(vis, "rgb8", 3, 0, "v"),
+                            stamped(ir, "mono8", 3, 0, "t"))
+        assert spin_until(ex, lambda: got["det"] and got["label"], 10)
+        label = got["label"][0]
+        assert [c.class_name for c in label.class_map][:3] == ["unlabelled", "car", "person"]
+        assert list(label.detection_classes) == [] and list(label.class_colors) == []
+        assert got["det"][0].header.stamp.sec == 3
+    finally:
+        ex.shutdown()
+        node.destroy_node()
+        peer.destroy_node()

@@ -4,6 +4,9 @@
     runner.py      ``main`` (``segmif_node``, ``ros2 run``): the node in a multi-threaded
                    executor until its shutdown transition
     parameters.py  parameter declarations (defaults, descriptors, type conversion, checks), QoS
+    model.py       the predictor, the registration health monitor and the start-up line
+    intake.py      input callbacks: arrival checks, pairing, fallback frames, worker handler
+    detections.py  Detection2DArray / LabelInfo (vision_msgs when importable, else the mirror)
     pipeline.py    one frame through conversion, registration, predictor, outputs; the worker;
                    the single-modality substitutes of ``fallback``
     publishers.py  the output messages and their publishers

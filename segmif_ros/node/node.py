@@ -14,8 +14,10 @@ deactivate  unsubscribes, stops the worker (the waiting frame is dropped) and re
             model's GPU memory (on CUDA the model is dropped and ``torch.cuda.empty_cache()``
             called; activate loads it again; on the CPU it stays loaded).
 cleanup     drops the model, publishers and synchroniser (back to unconfigured).
-shutdown    the same from any state (finalized).
-/diagnostics is published in every state (level OK with "inactive" while not active).
+shutdown    the same from any state (finalized); :func:`.runner.main` then exits (code 0).
+/diagnostics is published in every state (level OK with "inactive" while not active), and
+during a transition with its step (:class:`.diagnostics.Progress`). Under ``main`` the
+autostart runs on a multi-threaded executor, so the lifecycle services answer meanwhile.
 
 Subscriptions (while active; relative names, remap them in launch): ``visible/image`` (rgb8,
 bgr8, mono8, 8UC1) and ``thermal/image`` (mono8, 8UC1, mono16, 16UC1), QoS from ``input_qos``
@@ -30,19 +32,14 @@ is replaced by a newer one before the worker thread takes it is dropped and coun
 cannot grow with a queue of stale frames. With ``fallback`` set, a lost camera does not stop the
 output (see :mod:`.pipeline`).
 
-Publications (QoS from ``output_qos``, reliable by default), all with the visible image's header
-(acquisition stamp and frame_id, never now()):
-    fused/image          sensor_msgs/Image bgr8, the fused image
-    segmentation/labels  sensor_msgs/Image mono8, class id per pixel
-    segmentation/color   sensor_msgs/Image bgr8, class colours over the fused image (for people)
-    segmentation/info    segmif_ros/SegmentationInfo, per frame: classes, timings, counters
-    segmentation/label_info  segmif_ros/LabelInfo, the class map (and the detector's
-                         ``detection_classes``), once, transient local
-    detections           segmif_ros/Detection2DArray (vision_msgs mirror), every processed
-                         frame, boxes in pixels of the published images: only for a model with
-                         a detector (TSJNet); with SegMiF the topic does not exist
-    fused/camera_info, segmentation/camera_info  the latest visible CameraInfo, output header
-    /diagnostics         diagnostic_msgs/DiagnosticArray, 1 Hz (:mod:`.diagnostics`)
+Publications (:mod:`.publishers`; QoS from ``output_qos``, reliable by default), all with the
+visible image's header (acquisition stamp and frame_id, never now()): ``fused/image``,
+``segmentation/labels``, ``segmentation/color``, ``segmentation/info`` (per frame: classes,
+timings, counters, registration health), ``segmentation/label_info`` (once, transient local),
+``fused/camera_info`` and ``segmentation/camera_info``, ``detections`` (models with a
+detector: the boxes scoring at least ``detection_min_score``; vision_msgs types when
+importable, :mod:`.detections`), and ``/diagnostics`` at 1 Hz (:mod:`.diagnostics`).
+Robot-side conventions: docs/robot.md.
 
 Bad messages (unknown encoding, malformed data, size problems) are refused with a throttled
 warning (one throttle per reason) and counted; the node never dies on a message. Bad parameters
@@ -68,32 +65,31 @@ from rclpy.lifecycle.node import LifecycleNodeMixin
 from rclpy.logging import LoggingSeverity
 from rclpy.node import Node
 from rclpy.task import Future
-from sensor_msgs.msg import Image
 
 from segmif_core.checkpoint import CheckpointError
 from segmif_core.inference import BackendError, SegMiFPredictor
-from segmif_core.inference.onnx_export import ExportError
 from segmif_core.registration import Registration, RegistrationError
-from segmif_core.registration_health import RegistrationMonitor
 
+from .detections import message_types
 from .diagnostics import Diagnostics, Progress
-from .encodings import THERMAL_ENCODINGS, VISIBLE_ENCODINGS
 from .health import STREAMS, Health, Throttle
 from .camera_info import CameraInfoRelay
-from .inputs import check_raw, decode_compressed, note_callback_delay, subscribe_inputs
+from .model import build_monitor, build_predictor, start_up_line
+from .inputs import subscribe_inputs
 from .qos import subscription_options
 from .topics import input_topics
 from .parameters import (ConfigurationError, declare_parameters, describe_qos,
                          dynamic_parameter_error, qos_profile)
-from .pipeline import FALLBACKS, Frame, FrameProcessor, Worker
+from .pipeline import FALLBACKS, FrameProcessor, Worker
 from .publishers import Outputs
-from .sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer, stamp_to_ns
+from .sync import ApproximateTimeSynchronizer, ExactTimeSynchronizer
+from .intake import IntakeMixin
 from .watch import WatchMixin
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
-class SegMiFNode(WatchMixin, LifecycleNode):
+class SegMiFNode(IntakeMixin, WatchMixin, LifecycleNode):
     """The SegMiF ROS 2 node (see the module docstring).
 
     Args:
@@ -132,6 +128,7 @@ class SegMiFNode(WatchMixin, LifecycleNode):
         self.p = p = declare_parameters(self)
         self._debug = self.get_logger().get_effective_level() <= LoggingSeverity.DEBUG
         self._alpha = float(p["overlay_alpha"])
+        self._min_score = float(p["detection_min_score"])
         self._compressed = p["input_transport"] == "compressed"
         self._no_pair_warn_s = float(p["no_pair_warn_s"])
         self._fallback = FALLBACKS[p["fallback"]]  # modality published when a stream is lost
@@ -188,31 +185,7 @@ class SegMiFNode(WatchMixin, LifecycleNode):
         self.get_logger().info(text)
 
     def _load_predictor(self) -> None:
-        p = self.p
-        size = (p["input_height"], p["input_width"])
-        if p["threads"]:  # every backend: torch runs the network (backend torch, or auto's
-            # fallback) and the pre- and post-processing of the others
-            torch.set_num_threads(int(p["threads"]))
-        kwargs = dict(
-            thermal_norm=p["thermal_norm"], thermal_range=(p["thermal_min"], p["thermal_max"]),
-            thermal_percentiles=(p["thermal_percentile_low"], p["thermal_percentile_high"]),
-            precision=p["precision"], threads=int(p["threads"]),
-            # an exported .onnx file has its fusion_scale built in
-            fusion_scale=None if str(p["checkpoint"]).lower().endswith(".onnx")
-            else p["fusion_scale"] or None, log=self._step,
-            int8_calibration=p["int8_calibration"] or None)
-        args = (p["checkpoint"] or None, p["device"], size if all(size) else None)
-        self._step(f"loading the model ({p['checkpoint'] or 'default checkpoint'}, backend "
-                   f"{p['backend']}, {p['device']})")
-        try:
-            self.predictor = self._predictor_factory(*args, backend=p["backend"], **kwargs)
-        except ExportError as err:
-            if p["backend"] != "auto":
-                raise BackendError(str(err)) from err
-            # 'auto' chose ONNX Runtime but the model cannot be exported (TSJNet: its detector's
-            # boxes have no place in the graph): the torch backend runs it, detections included
-            self._step(f"backend auto: {err}; using the torch backend")
-            self.predictor = self._predictor_factory(*args, backend="torch", **kwargs)
+        self.predictor = build_predictor(self.p, self._predictor_factory, self._step)
         if self.frames is not None:
             self.frames.predictor = self.predictor
 
@@ -232,6 +205,7 @@ class SegMiFNode(WatchMixin, LifecycleNode):
         p = self.p
         try:
             self.registration = Registration(p["homography"], crop=p["crop"])
+            types, messages = message_types(p["detection_messages"])
             self._load_predictor()
             self._in_qos = qos_profile(p["input_qos"], int(p["queue_size"]))
             out_qos = qos_profile(p["output_qos"], 5)
@@ -258,7 +232,8 @@ class SegMiFNode(WatchMixin, LifecycleNode):
                 else f"ROS time jumped back {-jump.delta.nanoseconds / 1e9:.3f} s"))
         try:
             self.outputs = Outputs(self, self.predictor.classes, out_qos,
-                                   self.predictor.detection_classes, warn=self._warn)
+                                   self.predictor.detection_classes, warn=self._warn,
+                                   types=types, min_score=self._min_score)
         except (InvalidQosOverridesError, ParameterException, ValueError) as err:
             self._clean()
             self.configure_error = f"QoS overrides of the outputs: {err}"
@@ -268,29 +243,13 @@ class SegMiFNode(WatchMixin, LifecycleNode):
         self.outputs.camera_info = CameraInfoRelay(self, out_qos, self.registration.crop_box,
                                                    self.outputs.create_publisher)
         self.class_names = self.outputs.class_names
-        every = int(p["registration_check_every"])
-        self.monitor = RegistrationMonitor(
-            every, int(p["registration_check_size"]), int(p["registration_baseline_checks"]),
-            float(p["registration_warn_score_ratio"]), float(p["registration_warn_shift_px"]),
-            int(p["registration_warn_checks"]),
-            search_px=float(p["registration_search_px"])) if every else None
+        self.monitor = build_monitor(p)
         self.frames = FrameProcessor(self.predictor, self.registration, self.outputs,
                                      self.health, self.sync, self._reject,
                                      self.get_logger().debug if self._debug else None,
                                      self.monitor)
-        info = self.predictor.info
-        self.get_logger().info(
-            f"model {info.get('model')} {info.get('config', {}).get('encoder', '')} on "
-            f"{self.predictor.device} ({self.predictor.backend.name}), input "
-            f"{self.predictor.input_size[1]}x{self.predictor.input_size[0]}, "
-            f"{len(self.class_names)} classes"
-            + (f", detector ({', '.join(self.predictor.detection_classes)}) on detections"
-               if self.predictor.detection_classes else "") + f", checkpoint {p['checkpoint'] or 'default'}; "
-            f"outputs QoS {describe_qos(self.outputs.pub_fused.qos_profile)}; sync "
-            f"{'approximate, slop %.3f s' % p['slop'] if p['approximate_sync'] else 'exact'}"
-            f", queue {p['queue_size']}; homography "
-            f"{'identity' if self.registration.is_identity else 'set'}; fallback "
-            f"{p['fallback']}")
+        self.get_logger().info(start_up_line(p, self.predictor, self.registration, describe_qos(
+            self.outputs.pub_fused.qos_profile), messages))
         self.state = "inactive"
         return SUCCESS
 
@@ -406,63 +365,11 @@ class SegMiFNode(WatchMixin, LifecycleNode):
                 self._alpha = float(prm.value)
             elif prm.name == "no_pair_warn_s":
                 self._no_pair_warn_s = float(prm.value)
+            elif prm.name == "detection_min_score":
+                self._min_score = float(prm.value)
+                if self.outputs is not None:
+                    self.outputs.min_score = self._min_score
         return SetParametersResult(successful=True)
-
-    # ---------------------------------------------------------------- inputs
-
-    def _on_image(self, index: int, msg: Image, info=None) -> None:
-        # a transition in another thread may tear these down while a callback is in flight
-        frames, sync, worker = self.frames, self.sync, self.worker
-        if frames is None or sync is None or worker is None:
-            return
-        self.health.received(index, stamp_to_ns(msg.header.stamp))
-        if index == 0:
-            note_callback_delay(frames.callback_delay, msg, info)
-        if self._compressed:
-            msg, refused = decode_compressed(msg, index)
-        else:
-            refused = check_raw(msg, (VISIBLE_ENCODINGS, THERMAL_ENCODINGS)[index],
-                                STREAMS[index])
-        if refused is not None:  # on arrival: a bad message never takes a valid partner
-            self._reject(*refused)
-            return
-        if index == 0:
-            frames.last_visible = (msg.header.frame_id, msg.height, msg.width)
-        sync.add(index, msg)
-        if index == self._fallback_input and self.health.lost(1 - index):
-            # the other camera is lost: this image alone, with the documented substitute
-            frame = Frame(self._fallback, msg, None) if index == 0 else \
-                Frame(self._fallback, None, msg)
-            if worker.submit(frame):
-                self.health.add("pairs_dropped")
-
-    def _on_pair(self, vis: Image, ir: Image) -> None:
-        self.health.add("pairs_matched")
-        worker = self.worker
-        if worker is not None and worker.submit(Frame("pair", vis, ir)):
-            self.health.add("pairs_dropped")
-
-    def modality(self) -> str:
-        """What the node publishes now: "pair", or the fallback modality while the other
-        stream is lost."""
-        if self._fallback_input is not None and self.health.lost(1 - self._fallback_input) \
-                and not self.health.lost(self._fallback_input):
-            return self._fallback
-        return "pair"
-
-    # ---------------------------------------------------------------- processing
-    def _handle(self, frame: Frame) -> None:
-        """The worker's handler: process one frame; never raises (errors counted, logged)."""
-        frames = self.frames
-        if frames is None:
-            return
-        try:
-            frames.process(frame, self._alpha)
-        except Exception as err:  # noqa: BLE001 - the node must survive any bad frame
-            failures = self.health.failed()
-            if self._throttle("processing_error") is not None:
-                self.get_logger().error(f"frame skipped ({failures} failures in a row): "
-                                        f"{type(err).__name__}: {err}")
 
     def destroy_node(self):
         if getattr(self, "_autostart_timer", None) is not None:

@@ -153,9 +153,20 @@ PARAMETERS = {
                                  "registration_check_every pairs.",
                                  {"integer_range": [IntegerRange(from_value=1, to_value=1000,
                                                                  step=0)]}),
+    "detection_messages": ("auto", "Message types of detections and segmentation/label_info: "
+                           "auto (vision_msgs when importable, else the segmif_ros mirror "
+                           "types), vision_msgs (required) or segmif_ros (the mirror).",
+                           {"additional_constraints": "one of: auto, vision_msgs, segmif_ros"}),
+    "detection_min_score": (0.5, "Models with a detector: lowest score of the boxes published "
+                            "on detections and drawn on segmentation/color (yolo_ros' threshold"
+                            " default); the model keeps boxes down to its own 0.05 for "
+                            "evaluation. Can change at run time.",
+                            {"floating_point_range": [FloatingPointRange(from_value=0.0,
+                                                                         to_value=1.0,
+                                                                         step=0.0)]}),
 }
 #: Parameters that may change while the node runs; the others are read only.
-DYNAMIC = ("overlay_alpha", "no_pair_warn_s")
+DYNAMIC = ("overlay_alpha", "no_pair_warn_s", "detection_min_score")
 
 
 def _expected(default) -> str:
@@ -276,7 +287,7 @@ def declare_parameters(node) -> dict:
 
 def dynamic_parameter_error(prm) -> str | None:
     """Why a new value of a :data:`DYNAMIC` parameter is refused, or None when it is accepted
-    (no_pair_warn_s is checked by its descriptor's range)."""
+    (no_pair_warn_s and detection_min_score are checked by their descriptors' ranges)."""
     if prm.name == "overlay_alpha":
         if prm.type_ != ParameterType.PARAMETER_DOUBLE or not 0 <= prm.value <= 1:
             return "overlay_alpha must be a double in [0, 1]"

@@ -7,13 +7,15 @@ Every output carries the visible image's header (acquisition stamp and frame_id,
     segmentation/color       sensor_msgs/Image bgr8, class colours over the fused image, and for
                              a model with a detector its boxes (class colour, 'name score')
     segmentation/info        segmif_ros/SegmentationInfo, per frame: classes, timings, counters
-    segmentation/label_info  segmif_ros/LabelInfo, the class map (and ``detection_classes``, the
-                             detector's class names), published once at start, reliable and
-                             transient local (late subscribers get it)
-    detections               segmif_ros/Detection2DArray (mirror of vision_msgs), every processed
-                             frame, boxes in pixels of the published images; only for a model
-                             with a detector (TSJNet on the torch backend): for a model without
-                             one (SegMiF) the topic is not created at all
+    segmentation/label_info  LabelInfo (vision_msgs', or the segmif_ros mirror with the class
+                             colours and ``detection_classes``, the detector's class names),
+                             the class map, published once at start, reliable and transient
+                             local (late subscribers get it)
+    detections               Detection2DArray (vision_msgs' or the segmif_ros mirror,
+                             :mod:`.detections`), every processed frame, the boxes scoring at
+                             least ``detection_min_score``, in pixels of the published images;
+                             only for a model with a detector (TSJNet): for a model without one
+                             (SegMiF) the topic is not created at all
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import ColorRGBA
 
-from .detections import detections_message, draw_detections
+from .detections import (detections_message, draw_detections, filter_detections,
+                         label_info_message, message_types)
 from .encodings import numpy_to_image
 from .qos import publisher_options
 from .sync import stamp_to_ns
@@ -51,12 +54,18 @@ class Outputs:
 
     ``detection_classes``: the detector's class names (``SegMiFPredictor.detection_classes``);
     non-empty creates the ``detections`` publisher. A box is drawn in the colour of the
-    segmentation class of the same name (case-insensitive), white when there is none."""
+    segmentation class of the same name (case-insensitive), white when there is none.
+    ``types``: the Detection2DArray / LabelInfo types (:func:`.detections.message_types`;
+    default the segmif_ros mirror); ``min_score``: the lowest score of a published box (the
+    node updates :attr:`min_score` when ``detection_min_score`` changes)."""
 
-    def __init__(self, node, classes, qos: QoSProfile, detection_classes=(), warn=None):
-        from segmif_ros.msg import Detection2DArray, LabelInfo, SegmentationInfo, VisionClass
+    def __init__(self, node, classes, qos: QoSProfile, detection_classes=(), warn=None,
+                 types=None, min_score: float = 0.0):
+        from segmif_ros.msg import SegmentationInfo
 
         self._node = node
+        self.types = types or message_types("segmif_ros")[0]
+        self.min_score = float(min_score)
         # publishers with QoS overrides and incompatible-QoS warnings (``warn(key, text)``)
         self._warn = warn
         self.camera_info = None  # a .camera_info.CameraInfoRelay, published with the images
@@ -66,8 +75,8 @@ class Outputs:
                    for n, c in zip(self.class_names, classes.colors)}
         self._det_colors_bgr = [by_name.get(n.lower(), (255, 255, 255))
                                 for n in self.detection_classes]
-        self.pub_detections = (self.create_publisher(Detection2DArray, "detections", qos)
-                               if self.detection_classes else None)
+        self.pub_detections = (self.create_publisher(self.types.Detection2DArray, "detections",
+                                                     qos) if self.detection_classes else None)
         self._lut_bgr = class_lut(classes.colors)
         self._colors_msg = [ColorRGBA(r=c[0] / 255.0, g=c[1] / 255.0, b=c[2] / 255.0, a=1.0)
                             for c in classes.colors]
@@ -78,11 +87,10 @@ class Outputs:
         self.pub_info = self.create_publisher(SegmentationInfo, "segmentation/info", qos)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.pub_label_info = self.create_publisher(LabelInfo, "segmentation/label_info", latched)
-        label_info = LabelInfo(class_map=[VisionClass(class_id=i, class_name=n)
-                                          for i, n in enumerate(self.class_names)],
-                               class_colors=self._colors_msg, threshold=0.0,
-                               detection_classes=self.detection_classes)
+        self.pub_label_info = self.create_publisher(self.types.LabelInfo,
+                                                    "segmentation/label_info", latched)
+        label_info = label_info_message(self.types, None, self.class_names, self._colors_msg,
+                                        self.detection_classes, threshold=0.0)
         label_info.header.stamp = node.get_clock().now().to_msg()
         self.pub_label_info.publish(label_info)
 
@@ -107,8 +115,9 @@ class Outputs:
     def publish_images(self, header, pred, alpha: float) -> None:
         """fused/image, segmentation/labels and segmentation/color of one prediction
         (segmif_core Prediction: RGB ``fused``, ``labels``), colours weighted by ``alpha``;
-        with the ``detections`` publisher, the prediction's boxes drawn on the colour image and
-        published on ``detections`` (an empty array when the prediction has none).
+        with the ``detections`` publisher, the prediction's boxes scoring at least
+        :attr:`min_score` drawn on the colour image and published on ``detections`` (an empty
+        array when there are none).
         OpenCV does the per-pixel work (channel swap, colour lookup, blend: about 1 ms at
         640x480, against 15 ms for the numpy indexing and float blend it replaced; the boxes
         are a few cv2.rectangle/putText calls)."""
@@ -120,7 +129,8 @@ class Outputs:
             dets = getattr(pred, "detections", None) or {
                 "boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
                 "classes": np.zeros(0, np.int64), "names": self.detection_classes}
-            det_msg = detections_message(header, dets)  # ValueError before any publish
+            dets = filter_detections(dets, self.min_score)
+            det_msg = detections_message(header, dets, self.types)  # ValueError before publish
             draw_detections(color, dets, self._det_colors_bgr)
         self.pub_fused.publish(numpy_to_image(fused_bgr, "bgr8", header))
         self.pub_labels.publish(numpy_to_image(pred.labels, "mono8", header))

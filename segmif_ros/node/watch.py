@@ -1,7 +1,7 @@
 """The watch over segmif_node: its counters, throttled warnings, the watchdog and
 /diagnostics, as a mixin of :class:`.node.SegMiFNode` (which provides ``health``,
-``_throttle``, ``progress``, ``monitor``, ``diagnostics``, ``sync``, ``predictor``, ``state``, ``p``,
-``_fallback``, ``_fallback_input`` and ``_no_pair_warn_s``).
+``_throttle``, ``progress``, ``monitor``, ``diagnostics``, ``sync``, ``predictor``, ``state``,
+``p``, ``_fallback``, ``_fallback_input`` and ``_no_pair_warn_s``).
 
 Warnings: one per rejection reason per 5 s (throttled per key, see :class:`.health.Throttle`);
 stream state changes once per change, with hysteresis (:meth:`.health.Health.stream_changes`):

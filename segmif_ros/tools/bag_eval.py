@@ -193,6 +193,10 @@ def run_bag_eval(bag, out="runs/bag_eval", *, visible_topic: str = "/visible/ima
 
     proc, node_log = None, None
     params = dict(node_params or {})
+    # mAP needs every box the model keeps (its own score threshold), not the node's default
+    # for planners (detection_min_score 0.5); the mirror types are what the recorder reads
+    params.setdefault("detection_min_score", 0.0)
+    params.setdefault("detection_messages", "segmif_ros")
     if start_node:
         cmd = [sys.executable, "-m", "segmif_ros.node", "--ros-args"]
         ns = normalize_namespace(namespace)
