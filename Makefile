@@ -46,7 +46,8 @@ PY_DEPS := \
 	onnxruntime==1.32.0 \
 	onnx==1.23.2 \
 	onnxscript==0.7.2 \
-	pytest==9.2.0
+	pytest==9.2.0 \
+	pycocotools==2.0.11
 ROS_DEPS := \
 	'ros-rclpy[fastrtps]==9.1.2' \
 	ros-sensor-msgs==5.5.1 \

