@@ -11,7 +11,6 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import Image  # noqa: E402
 
 from segmif_ros.node.encodings import image_to_numpy  # noqa: E402
-from segmif_ros.node.node import ConfigurationError  # noqa: E402
 
 from test_node import make_node, spin_until, stamped  # noqa: E402
 
@@ -137,9 +136,21 @@ def test_segmif_node_has_no_detections_topic(context, tiny_checkpoint):
         peer.destroy_node()
 
 
-def test_onnxruntime_backend_refuses_a_detector_in_one_line(context, tsj_checkpoint):
-    with pytest.raises(ConfigurationError, match="not supported"):
-        make_node(context, tsj_checkpoint, backend="onnxruntime")
+def test_onnxruntime_backend_runs_the_detector(context, tsj_checkpoint):
+    """TSJNet exports with its detector (issue 23 item 5): backend onnxruntime configures and
+    its predictor returns boxes inside the image."""
+    node = make_node(context, tsj_checkpoint, backend="onnxruntime")
+    try:
+        pred = node.predictor
+        assert pred.backend.name == "onnxruntime"
+        assert pred.detection_classes == ("car", "person", "bike")
+        rng = np.random.default_rng(0)
+        d = pred.predict(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8),
+                         rng.integers(0, 256, (48, 80), dtype=np.uint8)).detections
+        assert len(d["boxes"]) > 0 and (d["boxes"][:, [0, 2]] <= 80).all() \
+            and (d["boxes"][:, [1, 3]] <= 48).all() and (d["boxes"] >= 0).all()
+    finally:
+        node.destroy_node()
 
 
 def test_min_score_filters_the_published_boxes_at_run_time(context, tsj_checkpoint):
