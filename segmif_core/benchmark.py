@@ -121,10 +121,6 @@ def subnetwork_ms(predictor: SegMiFPredictor, vis: np.ndarray, ir: np.ndarray,
             lambda: model.segmenter.features(model.psi_input(vis_f, ir_f), stages=2))
     result["phi"] = timed(lambda: model.fusion(y_f, ir_f, sem))
     result["psi"] = timed(lambda: model.segment(out["fused_rgb"], ir_t))
-    if model.config.fusion_head == "pyramid":
-        result["pyramid_network_size"] = timed(
-            lambda: model.composer(out["fusion_weights"], split_luminance(vis_t)[0], ir_t,
-                                   int(model.config.pyramid_levels)))
     result["full_resolution_fusion"] = timed(
         lambda: model.full_resolution_fused(out, vis_t, ir_t, vis_hi, ir_hi))
     return result

@@ -130,7 +130,7 @@ def test_composer_carries_a_one_pixel_thermal_line_at_camera_resolution():
     t = torch.full((1, 1, 480, 640), 0.3)
     t[..., 201, :] = 0.9
     w = torch.ones(1, 1, 240, 320)
-    u = PyramidComposer()(w, y, t, levels=5)
+    u = PyramidComposer()(w, y, t, levels=5, w_downs=3)
     line, beside = u[..., 201, 50:-50].mean().item(), u[..., 197, 50:-50].mean().item()
     assert line - beside > 0.45          # 0.6 of contrast in the source
     assert abs(beside - 0.3) < 0.05
@@ -141,5 +141,5 @@ def test_composer_weight_chooses_the_base_level():
     y = torch.full((1, 1, 64, 64), 0.2)
     t = torch.full((1, 1, 64, 64), 0.8)
     for wv in (0.0, 0.25, 1.0):
-        u = PyramidComposer()(torch.full((1, 1, 16, 16), wv), y, t, levels=3)
+        u = PyramidComposer()(torch.full((1, 1, 16, 16), wv), y, t, levels=3, w_downs=0)
         assert torch.allclose(u, torch.full_like(u, wv * 0.2 + (1 - wv) * 0.8), atol=1e-5)

@@ -23,8 +23,6 @@ Pyramid operators (torch, exportable to ONNX): ``down`` = 5-tap binomial blur [1
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -44,8 +42,13 @@ def down(x: torch.Tensor) -> torch.Tensor:
 
 def up(x: torch.Tensor, size) -> torch.Tensor:
     """Bilinear resize to ``size`` (h, w) (half-pixel centres)."""
-    return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bilinear",
-                         align_corners=False)
+    return F.interpolate(x, size=(size[0], size[1]), mode="bilinear", align_corners=False)
+
+
+def _tracing() -> bool:
+    """True under torch.export / torch.compile (no checks on symbolic sizes there: a check
+    would fix the camera size of a dynamic ONNX export)."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
@@ -54,7 +57,7 @@ def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
     but the coarsest must be >= 3 pixels per side)."""
     if levels < 1:
         raise ValueError(f"levels must be >= 1, got {levels}")
-    if min(x.shape[-2:]) < 3 * 2 ** max(levels - 2, 0):
+    if not _tracing() and min(x.shape[-2:]) < 3 * 2 ** max(levels - 2, 0):
         raise ValueError(f"{levels} pyramid levels need at least {3 * 2 ** max(levels - 2, 0)} "
                          f"pixels per side, got {tuple(x.shape[-2:])}")
     out, g = [], x
@@ -74,36 +77,29 @@ def collapse(pyr: list[torch.Tensor]) -> torch.Tensor:
     return x
 
 
-def levels_for(size, ref_size, ref_levels: int) -> int:
-    """Pyramid levels at image size ``size`` (h, w) that keep the coarsest level at the scale it
-    has with ``ref_levels`` levels at ``ref_size`` (the network input): ref_levels +
-    round(log2(h / ref_h)), at least 1."""
-    ratio = float(size[0]) / float(ref_size[0])
-    return max(1, int(ref_levels + round(math.log2(ratio))))
-
-
 class PyramidComposer(nn.Module):
     """Fused luminance from a base-level weight map and the two sources (module docstring).
 
-    forward(w, y, t, levels): w (B, 1, h, w) in [0, 1], the visible share of the coarsest level
-    at any size (it is brought to the coarsest level's size by repeated ``down`` and a bilinear
-    resize); y, t (B, 1, H, W) in [0, 1]; levels >= 1 -> fused luminance (B, 1, H, W) float in
-    [0, 1] (clamped). Raises ValueError for mismatched shapes or too small images.
+    forward(w, y, t, levels, w_downs): w (B, 1, h, w) in [0, 1], the visible share of the
+    coarsest level, reduced by ``w_downs`` ``down`` steps (to about the coarsest level's scale)
+    and then resized bilinearly to the coarsest level's size; y, t (B, 1, H, W) in [0, 1];
+    levels >= 1 -> fused luminance (B, 1, H, W) float in [0, 1] (clamped). ``w_downs`` depends
+    only on w's size, never on H, W, so an ONNX export keeps the camera size free. Raises
+    ValueError for mismatched shapes or too small images.
     """
 
-    def forward(self, w: torch.Tensor, y: torch.Tensor, t: torch.Tensor, levels: int
-                ) -> torch.Tensor:
-        if y.shape != t.shape or y.shape[1] != 1 or w.shape[1] != 1 or w.shape[0] != y.shape[0]:
+    def forward(self, w: torch.Tensor, y: torch.Tensor, t: torch.Tensor, levels: int,
+                w_downs: int) -> torch.Tensor:
+        if not _tracing() and (y.shape != t.shape or y.shape[1] != 1 or w.shape[1] != 1
+                               or w.shape[0] != y.shape[0]):
             raise ValueError(f"shapes differ: w {tuple(w.shape)}, y {tuple(y.shape)}, "
                              f"t {tuple(t.shape)}")
         both = laplacian_pyramid(torch.cat([y, t], dim=1), levels)
         fused = [torch.where(d[:, :1].abs() >= d[:, 1:].abs(), d[:, :1], d[:, 1:])
                  for d in both[:-1]]
         base = both[-1]
-        hb, wb = base.shape[-2:]
-        while w.shape[-2] >= 2 * hb and w.shape[-1] >= 2 * wb and min(w.shape[-2:]) >= 3:
+        for _ in range(int(w_downs)):
             w = down(w)
-        if tuple(w.shape[-2:]) != (hb, wb):
-            w = up(w, (hb, wb))
+        w = up(w, base.shape[-2:])
         fused.append(w * base[:, :1] + (1.0 - w) * base[:, 1:])
         return collapse(fused).clamp(0.0, 1.0)

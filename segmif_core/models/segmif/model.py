@@ -22,6 +22,7 @@ resolution. Two heads (``SegMiFConfig.fusion_head``, both this project's choice 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from ..base import FusionSegModel
 from ..modules.guided_filter import GuidedUpsampler
 from ..modules.hia import AGGREGATIONS, HIA_MODES
-from ..modules.pyramid import PyramidComposer, levels_for
+from ..modules.pyramid import PyramidComposer
 from ..preprocessing import (check_normalization, merge_luminance, normalize_mono, normalize_rgb,
                              split_luminance)
 from ..segmenter import Segmenter
@@ -84,8 +85,9 @@ class SegMiFConfig:
                                         # 0.5 = 4x cheaper Phi, carried back by the upsampler)
     fusion_head: str = "direct"         # direct (paper: Phi outputs u) | pyramid (Phi outputs
                                         # the base-level weight of a Laplacian pyramid fusion)
-    pyramid_levels: int = 4             # pyramid levels at the network input size (pyramid head;
-                                        # at the camera size: + log2(camera / network size))
+    pyramid_levels: int = 4             # pyramid levels at the network input size (pyramid head)
+    camera_extra_levels: int = 1        # and this many more at the camera size (1: the same
+                                        # base scale for a camera twice the network size)
     psi_thermal: bool = False           # Psi sees the registered thermal image as a 4th channel
                                         # beside the fused RGB (not the paper's: Psi sees only
                                         # the fused image)
@@ -171,22 +173,26 @@ class SegMiF(FusionSegModel):
             guide = area(vis if guidance is None else guidance)
             phi = self._phi(y_lo, ir_lo, guide, guidance_grad)
             if self.pyramid:
-                return self._compose(phi, y, ir, cbcr)
+                return self._compose(phi, y, ir, cbcr, (h, w))
             u = self.upsampler(phi, y_lo, ir_lo, y, ir)
         else:
             phi = self._phi(y, ir, vis if guidance is None else guidance, guidance_grad)
             if self.pyramid:
-                return self._compose(phi, y, ir, cbcr)
+                return self._compose(phi, y, ir, cbcr, (h, w))
             u = phi
         return u, merge_luminance(u, cbcr), None
 
-    def _compose(self, w, y, ir, cbcr, ref_size=None):
-        """Pyramid head: (u, fused RGB, w) at the size of y (levels relative to ``ref_size``,
-        default y's own size, i.e. ``pyramid_levels``)."""
+    def _compose(self, w, y, ir, cbcr, net_size, camera: bool = False):
+        """Pyramid head: (u, fused RGB, w) at the size of y: ``pyramid_levels`` levels (plus
+        ``camera_extra_levels`` at the camera size); w (Phi's output at ``net_size`` times
+        ``fusion_scale``) is reduced by down steps to the scale of the network-size pyramid's
+        coarsest level (a count fixed by the network size, so exports keep the camera free)."""
         levels = int(self.config.pyramid_levels)
-        if ref_size is not None:
-            levels = levels_for(y.shape[-2:], ref_size, levels)
-        u = self.composer(w, y, ir, levels)
+        n_net = max(int(round(math.log2(float(net_size[0]) / float(w.shape[-2])))), 0)
+        w_downs = max(levels - 1 - n_net, 0)
+        if camera:
+            levels += int(self.config.camera_extra_levels)
+        u = self.composer(w, y, ir, levels, w_downs)
         return u, merge_luminance(u, cbcr), w
 
     def _phi(self, y, ir, guide, guidance_grad):
@@ -227,8 +233,8 @@ class SegMiF(FusionSegModel):
         the full-resolution sources with Phi's weight map ``out['fusion_weights']``."""
         y_hi, cbcr_hi = split_luminance(vis_hi)
         if self.pyramid:
-            return self._compose(out["fusion_weights"], y_hi, ir_hi, cbcr_hi,
-                                 ref_size=vis.shape[-2:])[1]
+            return self._compose(out["fusion_weights"], y_hi, ir_hi, cbcr_hi, vis.shape[-2:],
+                                 camera=True)[1]
         y_lo, _ = split_luminance(vis)
         u_hi = self.upsampler(out["fused"], y_lo, ir, y_hi, ir_hi)
         return merge_luminance(u_hi, cbcr_hi)
