@@ -114,6 +114,37 @@ def test_pair_in_all_outputs_out_with_visible_header(context, tiny_checkpoint):
         peer.destroy_node()
 
 
+def test_fused_image_parameter_publishes_a_classical_rule(context, tiny_checkpoint):
+    # fused_image: maximum -> fused/image is the visible image with its BT.601 luma replaced by
+    # max(luma, thermal), at the camera's size (computed here with OpenCV's YCrCb by hand)
+    import cv2
+    node = make_node(context, tiny_checkpoint, fused_image="maximum")
+    peer = rclpy.create_node("peer_rule", context=context)
+    ex = rclpy.executors.SingleThreadedExecutor(context=context)
+    ex.add_node(node)
+    ex.add_node(peer)
+    got = []
+    peer.create_subscription(Image, "fused/image", got.append, 10)
+    try:
+        assert spin_until(ex, lambda: node.count_subscribers("fused/image") > 0, 10)
+        rng = np.random.default_rng(4)
+        grey = rng.integers(40, 200, (48, 80, 1))
+        vis = np.clip(grey + rng.integers(-6, 7, (48, 80, 3)), 0, 255).astype(np.uint8)
+        ir = rng.integers(0, 256, (48, 80), dtype=np.uint8)
+        assert process_pair(node, stamped(vis, "rgb8"), stamped(ir, "mono8"))
+        assert spin_until(ex, lambda: len(got) > 0, 10)
+        fused = image_to_numpy(got[0])[:, :, ::-1]      # bgr8 -> RGB
+        ycrcb = cv2.cvtColor(vis, cv2.COLOR_RGB2YCrCb)
+        ycrcb[..., 0] = np.maximum(ycrcb[..., 0], ir)
+        expected = cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB)
+        assert fused.shape == (48, 80, 3)
+        assert np.abs(fused.astype(int) - expected.astype(int)).max() <= 1
+    finally:
+        ex.shutdown()
+        node.destroy_node()
+        peer.destroy_node()
+
+
 def test_bad_messages_are_counted_and_node_keeps_working(context, tiny_checkpoint):
     node = make_node(context, tiny_checkpoint)
     try:
@@ -158,6 +189,7 @@ def test_newest_pair_wins_and_stale_pairs_are_counted(context, tiny_checkpoint):
     ({"backend": "onnxruntime", "precision": "bf16"}, "takes precision"),
     ({"precision": "fp16"}, "fp16 needs a CUDA device"),
     ({"precision": "int8"}, "needs int8_calibration"),
+    ({"fused_image": "median"}, "fused_image: 'median' is not one of"),
 ])
 def test_invalid_parameters_are_refused_at_construction(context, tiny_checkpoint, params, text):
     with pytest.raises(ConfigurationError, match=text):

@@ -9,8 +9,14 @@ import numpy as np
 import torch
 
 from ..checkpoint import DEFAULT_CHECKPOINT
-from ..data.thermal import normalize_thermal
+from ..data.thermal import normalize_thermal, to_uint8
+from ..fusion_rules import FUSION_RULES, fuse_rgb
 from .factory import make_backend
+
+
+#: Values of ``SegMiFPredictor(fused_method=...)``: the model's fused image, "auto" (the model's
+#: where it has a fusion network, else the Laplacian-pyramid rule) or a classical rule.
+FUSED_METHODS = ("model", "auto") + tuple(FUSION_RULES)
 
 
 @dataclass
@@ -91,8 +97,11 @@ class SegMiFPredictor:
                  thermal_percentiles=(1.0, 99.0), backend: str = "torch",
                  precision: str = "fp32", compile: bool = False, threads: int = 0,
                  fusion_scale: float | None = None, device_preprocess: bool | None = None,
-                 log=None, int8_calibration=None):
+                 log=None, int8_calibration=None, fused_method: str = "model"):
         self.device = resolve_device(device)
+        if fused_method not in FUSED_METHODS:
+            raise ValueError(f"fused_method must be one of {FUSED_METHODS}, got "
+                             f"{fused_method!r}")
         if thermal_norm not in ("fixed", "percentile"):
             raise ValueError(f"thermal_norm must be 'fixed' or 'percentile', got {thermal_norm!r}")
         self.checkpoint_path = checkpoint or DEFAULT_CHECKPOINT
@@ -114,9 +123,18 @@ class SegMiFPredictor:
             raise ValueError(f"the ONNX file {checkpoint} was exported for network input "
                              f"{fixed[0]}x{fixed[1]}, input_size {self.input_size[0]}x"
                              f"{self.input_size[1]} requested: export again with --size")
+        if fused_method == "auto":  # the model's image where it has a fusion network
+            fused_method = "model" if self.has_fusion_network else "laplacian"
+        #: what ``Prediction.fused`` is: "model" or a rule of ``segmif_core.fusion_rules``
+        self.fused_method = fused_method
         self.thermal_norm = thermal_norm
         self.thermal_range = tuple(thermal_range)
         self.thermal_percentiles = tuple(thermal_percentiles)
+
+    @property
+    def has_fusion_network(self) -> bool:
+        """True when the checkpoint's model fuses (SegMiF, TSJNet); False for the baselines."""
+        return str(self.info.get("model", "")) in ("segmif", "tsjnet")
 
     @property
     def model(self):
@@ -153,8 +171,9 @@ class SegMiFPredictor:
         """
         t0 = time.perf_counter()
         stages = {}
-        on_device = registration is not None and getattr(self.backend, "device_registration",
-                                                         False)
+        # a classical rule fuses the registered pair on the host
+        on_device = registration is not None and self.fused_method == "model" and getattr(
+            self.backend, "device_registration", False)
         if registration is not None and not on_device:
             self.check_images(vis, ir, same_size=False)
             vis, ir = registration.register(vis, ir)
@@ -172,12 +191,17 @@ class SegMiFPredictor:
         if labels.shape != (h, w):
             labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
             prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+        fused = out.fused
+        if self.fused_method != "model":
+            t_rule = time.perf_counter()
+            fused = fuse_rgb(self.fused_method, vis, to_uint8(ir01))
+            stages["rule_fusion"] = (time.perf_counter() - t_rule) * 1e3
         t3 = time.perf_counter()
         stages.update({"thermal": (t1 - t_reg) * 1e3, **out.stages_ms,
-                       "postprocess": (t3 - t2) * 1e3})
+                       "postprocess": (t3 - t2) * 1e3 - stages.get("rule_fusion", 0.0)})
         dets = getattr(out, "detections", None)
         if dets is not None:
             dets = dict(dets, names=list(self.detection_classes))
-        return Prediction(out.fused, labels, prob.astype(np.float32, copy=False),
+        return Prediction(fused, labels, prob.astype(np.float32, copy=False),
                           out.stages_ms["network"], (t3 - t0) * 1e3,
                           {k: round(v, 3) for k, v in stages.items()}, dets)

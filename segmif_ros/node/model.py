@@ -37,7 +37,7 @@ def build_predictor(p: dict, factory: Callable, step: Callable[[str], None]):
         # an exported .onnx file has its fusion_scale built in
         fusion_scale=None if str(p["checkpoint"]).lower().endswith(".onnx")
         else p["fusion_scale"] or None, log=step,
-        int8_calibration=p["int8_calibration"] or None)
+        int8_calibration=p["int8_calibration"] or None, fused_method=p["fused_image"])
     args = (p["checkpoint"] or None, p["device"], size if all(size) else None)
     step(f"loading the model ({p['checkpoint'] or 'default checkpoint'}, backend "
          f"{p['backend']}, {p['device']})")

@@ -75,6 +75,7 @@ from .diagnostics import Diagnostics, Progress
 from .health import STREAMS, Health, Throttle
 from .camera_info import CameraInfoRelay
 from .model import build_monitor, build_predictor, start_up_line
+from .params_check import warn_unknown_parameters
 from .inputs import subscribe_inputs
 from .qos import subscription_options
 from .topics import input_topics
@@ -126,6 +127,7 @@ class SegMiFNode(IntakeMixin, WatchMixin, LifecycleNode):
         self.finished = Future()
         self.progress = Progress()
         self.p = p = declare_parameters(self)
+        warn_unknown_parameters(self)  # a misspelt name in a params file, -p or an override
         self._debug = self.get_logger().get_effective_level() <= LoggingSeverity.DEBUG
         self._alpha = float(p["overlay_alpha"])
         self._min_score = float(p["detection_min_score"])

@@ -66,6 +66,13 @@ PARAMETERS = {
                      "checkpoint's. Ignored by models without a fusion network.",
                      {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=1.0,
                                                                   step=0.0)]}),
+    "fused_image": ("auto", "What fused/image carries: model (the network's fused image; the "
+                    "visible image for a model without a fusion network), auto (model where the "
+                    "checkpoint has a fusion network, else laplacian) or a classical rule at the "
+                    "camera's resolution: laplacian (Laplacian pyramid), gff (guided filtering, "
+                    "~6x slower), average, maximum, visible, thermal. Labels are unaffected.",
+                    {"additional_constraints": "one of: auto, model, laplacian, gff, average, "
+                     "maximum, visible, thermal"}),
     "input_height": (0, "Network input height in pixels (images are resized to it and the "
                      "outputs back); 0 = the size stored in the checkpoint.",
                      {"integer_range": [IntegerRange(from_value=0, to_value=4096, step=0)]}),
