@@ -21,7 +21,7 @@ from segmif_core.inference import SegMiFPredictor
 from segmif_core.metrics import ConfusionMatrix
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-RULES = ("average", "maximum")  # scored beside each fusion model
+RULES = ("average", "maximum", "laplacian", "gff")  # scored beside each fusion model
 FUSION_KEYS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM")
 
 
