@@ -89,21 +89,44 @@ class Detector(nn.Module):
 
     forward(x): x (B, 3, H, W) float32, normalised with the encoder's statistics -> the head's
     raw dict (see ``FCOSHead``). ``detect(raw, image_size, **options)`` -> per-image boxes
-    (``fcos.postprocess``)."""
+    (``fcos.postprocess``).
+
+    ``border_pad`` (pixels, a multiple of the largest stride; 0 = off): the input is padded
+    with zeros (the normalised mean colour) by that much on every side before the encoder and
+    the head's maps are cropped back by border_pad / stride cells, so the raw outputs have the
+    locations (and points) of the unpadded input, while the image border no longer coincides
+    with the network's own border. Why: the EfficientNet-Lite encoders pad every stride-2
+    convolution TensorFlow-'same' style, one zero column more on the right / bottom than on
+    the left / top ((0, 1) for 3x3, (1, 2) for 5x5), so the same content makes more false boxes
+    at the right image border than at the left (measured: scripts/tsjnet_border_boxes.py).
+    Raises ValueError for a border_pad that is not a non-negative multiple of the largest
+    stride."""
 
     def __init__(self, encoder: str, num_classes: int, width: int = 128, num_convs: int = 4,
-                 pretrained: str | None = None):
+                 pretrained: str | None = None, border_pad: int = 0):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"the detector needs >= 1 class, got {num_classes}")
         self.encoder = build_encoder(encoder, in_channels=3, pretrained=pretrained)
         self.strides = tuple(self.encoder.strides[1:])
+        if border_pad < 0 or border_pad % max(self.strides):
+            raise ValueError(f"border_pad must be a multiple of {max(self.strides)} >= 0, got "
+                             f"{border_pad}")
+        self.border_pad = int(border_pad)
         self.fpn = FPN(self.encoder.channels[1:], width)
         self.head = FCOSHead(width, num_classes, num_convs, levels=len(self.strides))
 
     def forward(self, x: torch.Tensor) -> dict:
+        p = self.border_pad
+        if p:
+            x = F.pad(x, (p, p, p, p))
         feats = self.encoder.features(x)[1:]
-        return self.head(self.fpn(feats), self.strides)
+        out = self.head(self.fpn(feats), self.strides)
+        if p:
+            for key in ("cls_logits", "box_regression", "centerness"):
+                out[key] = [m[..., p // s:m.shape[-2] - p // s, p // s:m.shape[-1] - p // s]
+                            for m, s in zip(out[key], self.strides)]
+        return out
 
     @staticmethod
     def detect(raw: dict, image_size: tuple[int, int], **options) -> list[dict]:

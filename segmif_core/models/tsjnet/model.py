@@ -58,7 +58,9 @@ class TSJNetConfig:
     MFNet classes car, person, bike of ``data.boxes.MFNET_DETECTION_CLASSES``), ``det_encoder`` /
     ``seg_encoder`` (registry names), ``pretrained`` (both encoders' weight source, see
     ``models.encoders``; not read when a checkpoint loads), ``det_width`` / ``det_convs`` (FPN and
-    head width, tower depth; FCOS 256, 4), ``seg_width`` / ``seg_low_channels`` / ``aspp_rates``
+    head width, tower depth; FCOS 256, 4), ``det_border_pad`` (zero padding in pixels around the
+    detector's input, a multiple of 32; 0 = none, the shipped checkpoint's; see
+    ``detector.Detector``), ``seg_width`` / ``seg_low_channels`` / ``aspp_rates``
     (DeepLabV3+ 256, 48, rates (3, 6, 9) at stride 32), ``det_normalization`` /
     ``seg_normalization`` (None = the encoder's, filled in), ``task_input`` ('gray' = F as the
     paper, 'rgb' = the fused RGB image).
@@ -88,6 +90,7 @@ class TSJNetConfig:
     pretrained: str | None = "imagenet"
     det_width: int = 64
     det_convs: int = 2
+    det_border_pad: int = 0
     seg_width: int = 64
     seg_low_channels: int = 24
     aspp_rates: tuple = (3, 6, 9)
@@ -161,7 +164,7 @@ class TSJNet(FusionSegModel):
                                     cfg.reduce_channels, cfg.attention_groups, cfg.decoder_in, nat)
         pretrained = cfg.pretrained if load_pretrained else None
         self.detector = Detector(cfg.det_encoder, len(cfg.detection_classes), cfg.det_width,
-                                 cfg.det_convs, pretrained)
+                                 cfg.det_convs, pretrained, cfg.det_border_pad)
         self.segmenter = DeepLabSegmenter(cfg.seg_encoder, cfg.num_classes, cfg.seg_width,
                                           cfg.seg_low_channels, cfg.aspp_rates, pretrained)
         if cfg.det_normalization is None:
