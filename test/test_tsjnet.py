@@ -327,3 +327,36 @@ def test_detection_loss_of_exact_boxes_is_zero_box_term():
     assert empty["positives"] == 0 and empty["box"].item() == 0
     with pytest.raises(ValueError):
         detection_loss(raw, target * 2)
+
+
+def test_detector_border_pad_keeps_the_locations_of_the_unpadded_input():
+    """det_border_pad 32: the head's maps have the unpadded input's sizes, and each cell holds
+    what the same network computes at that image position on the input zero-padded by 32 px
+    on every side (cell j + 32 / stride of the padded maps); the detection loss trains it."""
+    import torch.nn.functional as F
+
+    from segmif_core.training.tsjnet_losses import detection_loss
+    torch.manual_seed(0)
+    padded = build_model("tsjnet", dict(TINY, det_border_pad=32)).eval()
+    plain = build_model("tsjnet", dict(TINY)).eval()
+    plain.load_state_dict(padded.state_dict())
+    x = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        got = padded.detector(x)
+        ref = plain.detector(F.pad(x, (32, 32, 32, 32)))
+        own = plain.detector(x)
+    for key in ("cls_logits", "box_regression", "centerness"):
+        for g, r, o, s in zip(got[key], ref[key], own[key], got["strides"]):
+            assert g.shape == o.shape
+            c = 32 // s
+            torch.testing.assert_close(g, r[..., c:c + g.shape[-2], c:c + g.shape[-1]])
+    assert not torch.allclose(got["cls_logits"][0], own["cls_logits"][0])
+    padded.train()
+    raw = padded.detector(x)
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 60.0, 90.0]]), "labels": torch.tensor([1])}]
+    loss = detection_loss(raw, targets)
+    assert loss["positives"] > 0
+    loss["total"].backward()
+    assert padded.detector.head.box.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="border_pad"):
+        build_model("tsjnet", dict(TINY, det_border_pad=16))
