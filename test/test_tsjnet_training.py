@@ -363,3 +363,38 @@ def test_predictor_boxes_are_in_camera_pixels(tsj_checkpoint, tiny_checkpoint):
     np.testing.assert_allclose(d["scores"], small["scores"].numpy(), atol=1e-5)
     assert d["boxes"][:, 2].max() <= 192 and d["boxes"][:, 3].max() <= 128
     assert SegMiFPredictor(tiny_checkpoint).predict(vis, ir).detections is None
+
+
+def _bn_stats(net):
+    return [m.running_mean.clone() for m in net.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_task_bn_keeps_the_task_networks_running_statistics(tmp_path, freeze):
+    torch.manual_seed(0)
+    tr = Trainer(_config(tmp_path, iters=5, freeze_task_bn=freeze), log=lambda *_: None)
+    batch = next(iter(torch.utils.data.DataLoader(tr.train_set, batch_size=2)))
+    before = _bn_stats(tr.model.detector) + _bn_stats(tr.model.segmenter)
+    assert before
+    tr.set_learning_rates(0.0)
+    tr.train_step(batch, "joint")
+    after = _bn_stats(tr.model.detector) + _bn_stats(tr.model.segmenter)
+    same = all(torch.equal(a, b) for a, b in zip(before, after))
+    assert same is freeze
+    # the networks are back in training mode after the step
+    assert tr.model.detector.training and all(
+        m.training for m in tr.model.segmenter.modules())
+
+
+def test_selection_score_by_hand(tmp_path):
+    from segmif_core.training.validation import selection_score
+    s = {"mIoU": 30.0, "detection": {"map50": 0.2}}
+    assert selection_score(s, "miou") == 30.0
+    assert selection_score(s, "miou_map50") == pytest.approx(25.0)   # (30 + 20) / 2
+    assert selection_score({"mIoU": 30.0, "detection": {"map50": float("nan")}},
+                           "miou_map50") == pytest.approx(15.0)
+    with pytest.raises(ValueError, match="selection"):
+        selection_score(s, "map")
+    with pytest.raises(ValueError, match="select"):
+        Trainer(_config(tmp_path, iters=1, select="map"), log=lambda *_: None)

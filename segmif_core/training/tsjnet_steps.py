@@ -70,9 +70,13 @@ from .tsjnet_losses import (LOSS_WEIGHTS, attention_diversity_loss, detection_lo
                             reconstruction_loss)
 
 JOINT_KEYS = ("iters", "epochs", "task_iters", "task_batch_size", "loss_weights", "clip_grad",
-              "box_min_area", "det_optim", "lr_schedule", "plateau_factor", "plateau_patience")
+              "box_min_area", "det_optim", "lr_schedule", "plateau_factor", "plateau_patience",
+              "freeze_task_bn", "select")
 JOINT_DEFAULTS = {"task_iters": 0, "loss_weights": {}, "clip_grad": 1.0, "box_min_area": 50,
-                  "lr_schedule": "plateau", "plateau_factor": 0.1, "plateau_patience": 3}
+                  "lr_schedule": "plateau", "plateau_factor": 0.1, "plateau_patience": 3,
+                  "freeze_task_bn": False, "select": "miou"}
+#: ``train.joint.select``: what ``best.pt`` is chosen on (validation.selection_score)
+SELECT_SCORES = ("miou", "miou_map50")
 #: log.csv columns of a joint run (after ``Trainer.FIELDS``)
 JOINT_FIELDS = ["lr_det", "mff", "mff_int", "mff_grad", "mff_ssim", "recon", "attention", "det",
                 "det_cls", "det_box", "det_ctr", "det_pos", "val_mAP50", "val_mAP50_95"]
@@ -166,6 +170,9 @@ class JointMixin:
         task_iters = int(jc["task_iters"])
         if task_iters < 0:
             raise ValueError(f"train.joint.task_iters must be >= 0, got {task_iters}")
+        if jc["select"] not in SELECT_SCORES:
+            raise ValueError(f"train.joint.select must be one of {SELECT_SCORES}, got "
+                             f"{jc['select']!r}")
         if jc["lr_schedule"] not in ("plateau", "poly"):
             raise ValueError(f"train.joint.lr_schedule must be 'plateau' or 'poly', got "
                              f"{jc['lr_schedule']!r}")
@@ -275,6 +282,18 @@ class JointMixin:
             opt.zero_grad(set_to_none=True)
 
     # -- one step
+    def _freeze_task_bn(self) -> list:
+        """BatchNorm layers of the detector and the segmenter put in eval mode (running
+        statistics used and left as the task stage's batches of ``task_batch_size`` made them;
+        their affine weights still learn) for one joint step, whose batch (2 pairs in the CPU
+        recipe) is too small for batch statistics. Returns the layers switched."""
+        layers = [m for net in (self.model.detector, self.model.segmenter)
+                  for m in net.modules()
+                  if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training]
+        for m in layers:
+            m.eval()
+        return layers
+
     def joint_step(self, batch: dict, phase: str) -> dict:
         """One optimiser step: 'warmup' (fusion network on MFF + reconstruction + attention),
         'task' (``task_step``) or 'joint' (all three networks on the full loss of the module
@@ -286,8 +305,13 @@ class JointMixin:
         joint = phase == "joint"
         targets = (targets_from_labels(label, self.box_class_ids, self.jc["box_min_area"],
                                        self.device) if joint else None)
-        with self._autocast():
-            out = self.net(vis, ir, phase="joint" if joint else "fusion", reconstruct=True)
+        frozen = self._freeze_task_bn() if joint and self.jc["freeze_task_bn"] else []
+        try:
+            with self._autocast():
+                out = self.net(vis, ir, phase="joint" if joint else "fusion", reconstruct=True)
+        finally:
+            for m in frozen:
+                m.train()
         y = split_luminance(vis)[0].float()
         irf = ir.float()
         # losses outside autocast, in fp32

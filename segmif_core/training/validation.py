@@ -75,6 +75,20 @@ def _to_u8(t: torch.Tensor) -> list[np.ndarray]:
     return list((t[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
 
 
+def selection_score(summary: dict, select: str = "miou") -> float:
+    """What ``best.pt`` is chosen on, from ``evaluate``'s summary: 'miou' = val mIoU (percent);
+    'miou_map50' (models with a detector, ``train.joint.select``) = the mean of val mIoU and val
+    mAP@0.5, both in percent (a split without ground-truth boxes counts mAP as 0)."""
+    if select == "miou":
+        return float(summary["mIoU"])
+    if select == "miou_map50":
+        det = summary.get("detection") or {}
+        m = det.get("map50")
+        m = 0.0 if m is None or m != m else 100.0 * float(m)
+        return 0.5 * (float(summary["mIoU"]) + m)
+    raise ValueError(f"unknown selection score {select!r}")
+
+
 class ValidationMixin:
     """``Trainer``'s validation. It uses the attributes ``Trainer.__init__`` sets: ``distributed``,
     ``rank``, ``model``, ``classes``, ``device``, ``state``, ``out`` and ``cfg``."""
@@ -96,9 +110,11 @@ class ValidationMixin:
             if det is not None:  # percent, as mIoU (NaN: no ground-truth box in the split)
                 scores["val_mAP50"] = round(100 * det["map50"], 3)
                 scores["val_mAP50_95"] = round(100 * det["map50_95"], 3)
-            if s["mIoU"] > self.state["best"]["mIoU"]:
+            score = selection_score(s, getattr(self, "jc", {}).get("select", "miou"))
+            best = self.state["best"]
+            if score > best.get("score", best["mIoU"]):
                 self.state["best"] = {
-                    "mIoU": s["mIoU"], "mAcc": s["mAcc"], "step": step,
+                    "mIoU": s["mIoU"], "mAcc": s["mAcc"], "step": step, "score": score,
                     "per_class": {k: v["iou"] for k, v in s["per_class"].items()}}
                 if "fusion" in s:
                     self.state["best"]["fusion"] = s["fusion"]
