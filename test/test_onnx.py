@@ -485,3 +485,18 @@ def test_auto_runs_tsjnet_on_onnxruntime_with_detections(tiny_tsjnet_checkpoint,
     vis, ir = _real_pair(2)
     d = pred.predict(vis, ir).detections
     assert d is not None and len(d["boxes"]) > 0 and d["names"] == ["car", "person", "bike"]
+
+
+def test_tsjnet_fusion_scale_on_onnxruntime_matches_torch(tiny_tsjnet_checkpoint, tmp_path,
+                                                          monkeypatch):
+    """TSJNet's fusion_scale (the fusion network at half the network size) through the export
+    cache: the same fused image and detections as the torch predictor with that scale."""
+    monkeypatch.setenv("SEGMIF_CACHE", str(tmp_path / "cache"))
+    vis, ir = _real_pair(4)
+    a = SegMiFPredictor(tiny_tsjnet_checkpoint, fusion_scale=0.5).predict(vis, ir)
+    po = SegMiFPredictor(tiny_tsjnet_checkpoint, backend="onnxruntime", fusion_scale=0.5)
+    assert po.info["onnx"]["config"]["fusion_scale"] == 0.5
+    b = po.predict(vis, ir)
+    assert np.abs(a.fused.astype(int) - b.fused).max() <= 1
+    assert 0 < len(b.detections["boxes"]) == len(a.detections["boxes"])
+    assert _match_detections(a.detections, b.detections, 0.01, 1e-5) == len(b.detections["boxes"])

@@ -360,3 +360,30 @@ def test_detector_border_pad_keeps_the_locations_of_the_unpadded_input():
     assert padded.detector.head.box.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="border_pad"):
         build_model("tsjnet", dict(TINY, det_border_pad=16))
+
+
+def test_fusion_scale_runs_the_fusion_network_at_the_reduced_size(model):
+    """fusion_scale 0.5 on a 64 x 96 input: the fusion network's encoder sees 32 x 64 (the
+    reduced 32 x 48 padded to its stride 32), F and the attention maps come back at 64 x 96 in
+    [0, 1], F is the guided upsampling of the reduced map (a smooth image is reproduced closely),
+    the task networks see 64 x 96; the option is set on a built model by set_fusion_scale."""
+    from segmif_core.inference.backends import set_fusion_scale
+    torch.manual_seed(0)
+    m = build_model("tsjnet", dict(TINY)).eval()
+    seen = []
+    m.fusion.encoder.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape))
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 96), indexing="ij")
+    vis = torch.stack([xx, yy, (xx + yy) / 2])[None]
+    ir = ((xx * yy)[None, None] * 0.8 + 0.1)
+    with torch.no_grad():
+        full = m(vis, ir)
+        assert set_fusion_scale(m, 0.5) and m.config.fusion_scale == 0.5
+        half = m(vis, ir)
+    assert seen[0][-2:] == (64, 96) and seen[1][-2:] == (32, 64) and seen[1][0] == 2
+    assert half["fused"].shape == (1, 1, 64, 96) and half["attention"].shape[-2:] == (64, 96)
+    assert half["fused"].min() >= 0 and half["fused"].max() <= 1
+    assert half["logits"].shape[-2:] == (64, 96)
+    # smooth inputs: the half-size fusion plus guided upsampling stays close to full size
+    assert (half["fused"] - full["fused"]).abs().mean() < 0.05
+    with pytest.raises(ValueError, match="fusion_scale"):
+        TSJNetConfig(fusion_scale=0.0)

@@ -67,6 +67,11 @@ class TSJNetConfig:
     Post-processing: ``score_threshold``, ``nms_threshold`` (class-wise, IoU >), ``max_detections``;
     training: ``center_radius`` (FCOS centre sampling in strides, None = off).
     Full-resolution fused image: ``guided_radius``, ``guided_eps``.
+    Speed: ``fusion_scale`` s in (0, 1] (default 1 = the paper): the fusion network runs on the
+    pair area-resized to s times the network input and its fused map is brought back to the
+    input size by the guided upsampler (as SegMiF's ``fusion_scale``); the task networks still
+    see the input size. Changeable on a trained model (``SegMiFPredictor(fusion_scale=...)``,
+    ``segmif export --fusion-scale``).
     """
 
     num_classes: int = 9
@@ -103,10 +108,13 @@ class TSJNetConfig:
     center_radius: float | None = 1.5
     guided_radius: int = 4
     guided_eps: float = 1e-5
+    fusion_scale: float = 1.0
 
     def __post_init__(self):
         for key in _TUPLES:
             setattr(self, key, tuple(getattr(self, key)))
+        if not 0.0 < float(self.fusion_scale) <= 1.0:
+            raise ValueError(f"fusion_scale must be in (0, 1], got {self.fusion_scale}")
         if self.task_input not in TASK_INPUTS:
             raise ValueError(f"task_input must be one of {TASK_INPUTS}, got {self.task_input!r}")
         if not self.detection_classes:
@@ -185,11 +193,24 @@ class TSJNet(FusionSegModel):
 
     def fuse(self, vis: torch.Tensor, ir: torch.Tensor) -> dict:
         """The fusion network: vis (B, 3, H, W), ir (B, 1, H, W) in [0, 1] -> dict 'fused',
-        'fused_rgb', 'attention' (shapes as ``forward``)."""
+        'fused_rgb', 'attention' (shapes as ``forward``). With ``config.fusion_scale`` < 1 the
+        network runs at the reduced size; the guided upsampler gives F at H x W and the
+        attention maps are upsampled bilinearly."""
         h, w = vis.shape[-2:]
         y, cbcr = split_luminance(vis)
-        fused, attention = self.fusion.fuse(self._pad(y), self._pad(ir))
-        fused, attention = fused[..., :h, :w], attention[..., :h, :w]
+        scale = float(self.config.fusion_scale)
+        size = (max(int(round(h * scale)), self.min_size),
+                max(int(round(w * scale)), self.min_size))
+        if scale < 1.0 and size != (h, w):
+            y_lo, ir_lo = (F.interpolate(x, size=size, mode="area") for x in (y, ir))
+            fused, attention = self.fusion.fuse(self._pad(y_lo), self._pad(ir_lo))
+            fused, attention = fused[..., :size[0], :size[1]], attention[..., :size[0], :size[1]]
+            fused = self.upsampler(fused, y_lo, ir_lo, y, ir)
+            attention = F.interpolate(attention, size=(h, w), mode="bilinear",
+                                      align_corners=False)
+        else:
+            fused, attention = self.fusion.fuse(self._pad(y), self._pad(ir))
+            fused, attention = fused[..., :h, :w], attention[..., :h, :w]
         return {"fused": fused, "fused_rgb": merge_luminance(fused, cbcr),
                 "attention": attention}
 
