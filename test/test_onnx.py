@@ -500,3 +500,28 @@ def test_tsjnet_fusion_scale_on_onnxruntime_matches_torch(tiny_tsjnet_checkpoint
     assert np.abs(a.fused.astype(int) - b.fused).max() <= 1
     assert 0 < len(b.detections["boxes"]) == len(a.detections["boxes"])
     assert _match_detections(a.detections, b.detections, 0.01, 1e-5) == len(b.detections["boxes"])
+
+
+def test_cache_key_follows_the_source_of_the_graph(tiny_checkpoint, tmp_path, monkeypatch):
+    """A cached graph is found again only while the code that built it is the same: the digest
+    of a copy of the package's model and exporter sources changes when one model file changes,
+    and the cache key changes with the digest."""
+    import shutil
+    from pathlib import Path
+
+    import segmif_core
+    import segmif_core.inference.onnx_cache as oc
+    src = Path(segmif_core.__file__).parent
+    copy = tmp_path / "segmif_core"
+    shutil.copytree(src / "models", copy / "models")
+    (copy / "inference").mkdir()
+    for name in ("onnx_export.py", "onnx_io.py"):
+        shutil.copy(src / "inference" / name, copy / "inference" / name)
+    before = oc.graph_source_digest(copy)
+    assert before == oc.graph_source_digest()                 # the copy is the package's
+    fcos = copy / "models" / "tsjnet" / "fcos.py"
+    fcos.write_text(fcos.read_text() + "\n# changed\n")
+    assert oc.graph_source_digest(copy) != before
+    key = oc.cache_key(tiny_checkpoint, None, (64, 64))
+    monkeypatch.setattr(oc, "_SOURCE_DIGEST", "0" * 64)
+    assert oc.cache_key(tiny_checkpoint, None, (64, 64)) != key
