@@ -47,8 +47,11 @@ def protocols(cm: ConfusionMatrix) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/model_card")
-    ap.add_argument("--fusion", action=argparse.BooleanOptionalAction, default=True,
-                    help="also score the fused images of fusion models on TNO and MSRS")
+    ap.add_argument("--fusion-scale", type=float, default=None,
+                    help="Phi's resolution for the fused-image rows (the node's default is 0.5; "
+                         "default: each checkpoint's own setting)")
+    ap.add_argument("--no-fusion", dest="fusion", action="store_false",
+                    help="segmentation rows only")
     ap.add_argument("runs", nargs="+", metavar="NAME=CHECKPOINT")
     args = ap.parse_args(argv)
     results = {}
@@ -57,6 +60,8 @@ def main(argv=None) -> int:
         pred = SegMiFPredictor(ckpt)
         row = {"checkpoint": ckpt, "val": protocols(val_confusion(pred)), "fusion": {}}
         if args.fusion and pred.model.name in ("segmif", "tsjnet"):  # models with a fusion network
+            if args.fusion_scale is not None:  # the fused-image rows at this setting
+                pred = SegMiFPredictor(ckpt, fusion_scale=args.fusion_scale)
             for ds, root, split in (("val", DATA / "mfnet", "val.txt"),
                                     ("tno", DATA / "fusion_pairs" / "tno", None),
                                     ("msrs", DATA / "fusion_pairs" / "msrs", None)):

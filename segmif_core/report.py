@@ -303,8 +303,10 @@ def render_markdown(report: Mapping, title: str = "segmif evaluation report",
               f"{protocol.get('ignore_index', 255)} ignored. Percent (0-100).",
               "- Fusion: per pair at native resolution on 8-bit luminance (fused: BT.601 luma of "
               "the fused RGB; sources: visible luma and thermal), mean over pairs. Baseline rules "
-              "(visible, thermal, average = (vis + ir + 1) // 2, maximum) are scored on the same "
-              "sources: they show how far the model is from trivial answers.", ""]
+              "(visible, thermal, average = (vis + ir + 1) // 2, maximum, laplacian = 4-level "
+              "Laplacian pyramid with max-abs details and max base, gff = guided-filtering "
+              "fusion of Li et al. 2013) are scored on the same sources: they show how far the "
+              "model is from trivial and classical answers.", ""]
 
     lines += ["## Segmentation", ""] + _segmentation_table(report)
     lines += _detection_table(report)

@@ -1,8 +1,9 @@
 """The ``segmif`` command line.
 
     segmif fuse --vis DIR --ir DIR --out DIR [--checkpoint PATH] [--device cpu] [--labels]
+                [--method model|laplacian|gff|average|maximum|visible|thermal]
     segmif evaluate --data DIR [--split FILE] [--checkpoint [NAME=]PATH ...] --out DIR
-                    [--method model|visible|thermal|average|maximum] [--no-rules]
+                    [--method model|visible|thermal|average|maximum|laplacian|gff] [--no-rules]
                     [--exclude-background] [--absent skip|zero|present]
     segmif train --config FILE [--set section.key=value ...]
     segmif bag make --data DIR --out BAG [--split FILE] [--rate 30] [--storage mcap]
