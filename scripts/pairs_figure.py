@@ -1,11 +1,11 @@
 """Figures of docs/: val pairs through a checkpoint, side by side with the sources and the rules.
 
-    python scripts/pairs_figure.py --checkpoint CKPT --out docs/images/pairs.png \
-        [--names 00102D 01209N ...] [--overview docs/images/overview.png]
+    python scripts/pairs_figure.py --checkpoint CKPT --out docs/images/pairs.jpg \
+        [--names 00102D 01209N ...] [--overview docs/images/overview.jpg]
 
 ``--out``: one row per pair (default: two day and two night MFNet val pairs), columns visible |
 thermal | laplacian rule | the model's fused image | the model's labels | ground truth, each tile
-320x240 (the camera's 640x480 halved), written atomically as PNG. ``--overview``: one row,
+320x240 (the camera's 640x480 halved), written atomically (PNG or JPEG by the suffix). ``--overview``: one row,
 visible | thermal | fused | labels, of the first pair (the README's picture). The model runs with
 the node's defaults (``SegMiFPredictor`` with ``fusion_scale`` 0.5 unless ``--fusion-scale``).
 """
