@@ -59,11 +59,12 @@ PARAMETERS = {
     "threads": (0, "CPU threads of the network (torch intra-op threads, ONNX Runtime intra-op "
                 "threads); 0 = the library's default.",
                 {"integer_range": [IntegerRange(from_value=0, to_value=256, step=0)]}),
-    "fusion_scale": (0.5, "SegMiF: resolution of the fusion network relative to the network "
-                     "input, in (0, 1]: 0.5 (default) runs Phi at a quarter of the pixels and "
-                     "carries its mix back with the guided upsampler (2x the frame rate on a "
-                     "CPU, same val mIoU, Qabf 0.35 instead of 0.40); 1 = the paper's; 0 = the "
-                     "checkpoint's. Ignored by models without a fusion network.",
+    "fusion_scale": (0.5, "SegMiF and TSJNet: resolution of the fusion network relative to "
+                     "the network input, in (0, 1]: 0.5 (default) runs it at a quarter of the "
+                     "pixels (SegMiF's pyramid head: Phi's weight map drives the pyramid of the "
+                     "full-size sources; the direct head and TSJNet: the guided upsampler "
+                     "carries the mix back); 1 = the paper's; 0 = the checkpoint's. Ignored by "
+                     "models without a fusion network (docs/model_card.md).",
                      {"floating_point_range": [FloatingPointRange(from_value=0.0, to_value=1.0,
                                                                   step=0.0)]}),
     "fused_image": ("auto", "What fused/image carries: model (the network's fused image; the "

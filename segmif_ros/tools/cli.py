@@ -254,8 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                        help="network input size (default: the checkpoint's)")
         p.add_argument("--fusion-scale", type=float, default=None, metavar="S",
-                       help="SegMiF: fusion network resolution in (0, 1] (default: the "
-                            "checkpoint's; segmif_node runs 0.5)")
+                       help="SegMiF / TSJNet: fusion network resolution in (0, 1] (default: "
+                            "the checkpoint's; segmif_node runs 0.5)")
 
     p = sub.add_parser("fuse", help="fuse folders of visible and thermal images")
     p.add_argument("--vis", required=True)
@@ -371,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="camera size of a fixed-size graph (default 480 640)")
     p.add_argument("--dynamic", action="store_true", help="any camera size (the network size stays --size: a graph traced at one network size fails at another)")
     p.add_argument("--fusion-scale", type=float, default=None,
-                   help="SegMiF: fusion network resolution in (0, 1] (default: checkpoint's)")
+                   help="SegMiF / TSJNet: fusion network resolution in (0, 1] (default: "
+                        "checkpoint's)")
     p.add_argument("--int8", action="store_true",
                    help="static int8 quantisation of the --int8-part's convolutions (ONNX "
                         "Runtime QDQ), calibrated on --calibration pairs")
