@@ -24,7 +24,7 @@ import torch
 from .evaluation import timing_summary
 from .inference import SegMiFPredictor, export_onnx
 from .inference.backends import BackendError
-from .models.preprocessing import normalize_rgb, split_luminance
+from .models.preprocessing import split_luminance
 
 
 def hardware() -> dict:
@@ -100,7 +100,6 @@ def subnetwork_ms(predictor: SegMiFPredictor, vis: np.ndarray, ir: np.ndarray,
     vis_f = torch.nn.functional.interpolate(vis_t, size=size, mode="area")
     ir_f = torch.nn.functional.interpolate(ir_t, size=size, mode="area")
     y_f, _ = split_luminance(vis_f)
-    norm = model.config.normalization
     sem = model.segmenter.features(model.psi_input(vis_f, ir_f), stages=2) \
         if model.fusion.uses_semantics else None
     out = model(vis_t, ir_t)

@@ -191,17 +191,16 @@ class SegMiFPredictor:
         if labels.shape != (h, w):
             labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
             prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
-        fused = out.fused
-        if self.fused_method != "model":
-            t_rule = time.perf_counter()
-            fused = fuse_rgb(self.fused_method, vis, to_uint8(ir01))
-            stages["rule_fusion"] = (time.perf_counter() - t_rule) * 1e3
         t3 = time.perf_counter()
         stages.update({"thermal": (t1 - t_reg) * 1e3, **out.stages_ms,
-                       "postprocess": (t3 - t2) * 1e3 - stages.get("rule_fusion", 0.0)})
+                       "postprocess": (t3 - t2) * 1e3})
+        fused = out.fused
+        if self.fused_method != "model":
+            fused = fuse_rgb(self.fused_method, vis, to_uint8(ir01))
+            stages["rule_fusion"] = (time.perf_counter() - t3) * 1e3
         dets = getattr(out, "detections", None)
         if dets is not None:
             dets = dict(dets, names=list(self.detection_classes))
         return Prediction(fused, labels, prob.astype(np.float32, copy=False),
-                          out.stages_ms["network"], (t3 - t0) * 1e3,
+                          out.stages_ms["network"], (time.perf_counter() - t0) * 1e3,
                           {k: round(v, 3) for k, v in stages.items()}, dets)

@@ -46,6 +46,7 @@ class FusedCacheMixin:
         return time.time() - t0
 
     def _fuse_all(self, plain, chunk: int) -> None:
+        keep_ir = self._cache_thermal()
         for first in range(0, len(plain), chunk):
             items = [plain[i] for i in range(first, min(first + chunk, len(plain)))]
             same = len({tuple(it["vis"].shape) for it in items}) == 1
@@ -56,7 +57,6 @@ class FusedCacheMixin:
                 with self._autocast():
                     rgb = self.model.fused_rgb(vis, ir).float()
                 rgb = (rgb.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
-                keep_ir = self._cache_thermal()
                 for it, img in zip(group, rgb.numpy()):
                     if keep_ir:  # Psi also sees the thermal image: kept as a 4th uint8 channel
                         t8 = (it["ir"].clamp(0, 1) * 255).round().to(torch.uint8)[0].numpy()

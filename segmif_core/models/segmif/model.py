@@ -172,14 +172,12 @@ class SegMiF(FusionSegModel):
             y_lo, ir_lo = area(y), area(ir)
             guide = area(vis if guidance is None else guidance)
             phi = self._phi(y_lo, ir_lo, guide, guidance_grad)
-            if self.pyramid:
-                return self._compose(phi, y, ir, cbcr, (h, w))
-            u = self.upsampler(phi, y_lo, ir_lo, y, ir)
+            if not self.pyramid:
+                u = self.upsampler(phi, y_lo, ir_lo, y, ir)
         else:
-            phi = self._phi(y, ir, vis if guidance is None else guidance, guidance_grad)
-            if self.pyramid:
-                return self._compose(phi, y, ir, cbcr, (h, w))
-            u = phi
+            phi = u = self._phi(y, ir, vis if guidance is None else guidance, guidance_grad)
+        if self.pyramid:
+            return self._compose(phi, y, ir, cbcr, (h, w))
         return u, merge_luminance(u, cbcr), None
 
     def _compose(self, w, y, ir, cbcr, net_size, camera: bool = False):
