@@ -259,9 +259,30 @@ def test_brightness_jitter_only_changes_visible(synthetic):
     assert changed >= 4
 
 
+def test_thermal_gain_scales_only_thermal_within_its_range(synthetic):
+    plain = PairDataset(synthetic, ["p"], size=(H, W), train=True, brightness=0.0)
+    gained = PairDataset(synthetic, ["p"], size=(H, W), train=True, brightness=0.0,
+                         thermal_gain=(0.25, 1.0))
+    gains = []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        a = plain[0]
+        torch.manual_seed(seed)
+        b = gained[0]
+        # same geometry and visible image; the thermal image times one factor in [0.25, 1]
+        assert torch.equal(a["vis"], b["vis"]) and torch.equal(a["label"], b["label"])
+        warm = a["ir"] > 0.05
+        ratio = b["ir"][warm] / a["ir"][warm]
+        assert torch.allclose(ratio, ratio[0].expand_as(ratio), atol=1e-4)
+        gains.append(float(ratio[0]))
+    assert min(gains) >= 0.25 - 1e-4 and max(gains) <= 1.0 + 1e-4
+    assert max(gains) - min(gains) > 0.1  # it varies
+
+
 def test_dataset_argument_errors():
     for kw in (dict(size=(0, 10)), dict(train=True), dict(scale_range=(2, 1), size=(8, 8)),
-               dict(brightness=1.5), dict(thermal_mode="auto"), dict(ignore_index=-100)):
+               dict(brightness=1.5), dict(thermal_mode="auto"), dict(ignore_index=-100),
+               dict(thermal_gain=(0.0, 1.0)), dict(thermal_gain=(2.0, 1.0))):
         with pytest.raises(ValueError):
             PairDataset(MFNET, ["00102D"], **kw)
 

@@ -16,13 +16,14 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rcl_interfaces.srv import GetParameters  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from segmif_core.checkpoint import CheckpointError  # noqa: E402
 from segmif_core.inference import SegMiFPredictor  # noqa: E402
 from segmif_core.inference.onnx_export import ExportError  # noqa: E402
 from segmif_ros.node.health import Health  # noqa: E402
+from segmif_ros.node import runner  # noqa: E402
 from segmif_ros.node.node import SegMiFNode  # noqa: E402
 from test_node import stamped  # noqa: E402
 
@@ -50,26 +51,37 @@ def params(checkpoint, **extra):
 
 @pytest.fixture
 def spun(context):
-    """start(node): spins ``node`` in a MultiThreadedExecutor on a thread (as main() does);
+    """start(node): spins ``node`` with segmif_node's own :func:`runner.spin` on a thread (as
+    main() does: multi-threaded until the first configure has ended, then single-threaded);
     yields (start, peer node, the peer's executor driven by the test)."""
-    executors, threads = [], []
+    spun_nodes, threads = [], []
     peer = rclpy.create_node("startup_peer", context=context)
     peer_ex = SingleThreadedExecutor(context=context)
     peer_ex.add_node(peer)
 
     def start(node):
-        ex = MultiThreadedExecutor(num_threads=4, context=context)
-        ex.add_node(node)
-        thread = threading.Thread(target=ex.spin, daemon=True)
+        thread = threading.Thread(target=runner.spin, args=(node, context), daemon=True)
         thread.start()
-        executors.append(ex)
+        spun_nodes.append(node)
         threads.append(thread)
 
     yield start, peer, peer_ex
-    for ex in executors:
-        ex.shutdown(timeout_sec=5.0)
+    for node in spun_nodes:  # end runner.spin as the shutdown transition would
+        if not node.finished.done():
+            node.finished.set_result(0)
+        if not node.started.done():
+            node.started.set_result(True)
+    for thread in threads:
+        thread.join(timeout=15.0)
     peer_ex.shutdown()
     peer.destroy_node()
+
+
+def wait_for(condition, timeout=15.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not condition():
+        time.sleep(0.02)
+    assert condition()
 
 
 def call(peer_ex, client, request, timeout=10.0):
@@ -128,6 +140,13 @@ def test_services_and_diagnostics_answer_while_a_slow_configure_runs(spun, tiny_
         assert configure.done() and configure.result().success
         assert call(peer_ex, get, GetState.Request())[0].current_state.label == "inactive"
         assert node.progress.snapshot() is None
+        # the first configure has ended: the node moves to one executor thread, and the next
+        # transition is answered there
+        assert node.started.done()
+        wait_for(lambda: isinstance(node.executor, SingleThreadedExecutor))
+        request.transition.id = Transition.TRANSITION_ACTIVATE
+        assert call(peer_ex, change, request)[0].success
+        assert call(peer_ex, get, GetState.Request())[0].current_state.label == "active"
     finally:
         gate.release.set()
         node.destroy_node()
@@ -152,6 +171,10 @@ def test_deferred_autostart_answers_then_activates(spun, tiny_checkpoint, contex
             time.sleep(0.05)
         assert call(peer_ex, get, GetState.Request())[0].current_state.label == "active"
         assert node.sub_vis is not None and not node.finished.done()
+        # configure and activate have ended: one executor thread from here on
+        assert node.started.done()
+        wait_for(lambda: isinstance(node.executor, SingleThreadedExecutor))
+        assert call(peer_ex, get, GetState.Request())[0].current_state.label == "active"
     finally:
         gate.release.set()
         node.destroy_node()

@@ -199,7 +199,7 @@ class _FixedRng:
     """Stands in for the augmentation's generator: scale, offsets and flip chosen by hand."""
 
     def __init__(self, scale, y0, x0, flip):
-        self.uniforms = [scale, 1.0]          # scale, then brightness factor 1
+        self.uniforms = [scale, 1.0, 0.0]     # scale, brightness factor 1, log thermal gain 0
         self.ints = [y0, x0]
         self.flip = flip
 

@@ -179,15 +179,20 @@ def _check_hw(what: str, hw) -> None:
 def augment_pair(vis: np.ndarray, ir: np.ndarray, label: np.ndarray, base: tuple[int, int],
                  crop: tuple[int, int], rng: np.random.Generator,
                  scale_range: tuple[float, float] = (0.5, 2.0), brightness: float = 0.2,
-                 flip: bool = True, ignore_index: int = 255):
+                 flip: bool = True, ignore_index: int = 255,
+                 thermal_gain: tuple[float, float] = (1.0, 1.0)):
     """Training augmentation of SegMiF (Sec. 3.4): random resize, random crop, horizontal flip,
-    brightness jitter. The geometry is identical for the three images.
+    brightness jitter, and (ours) a thermal gain. The geometry is identical for the three images.
 
     1. resize to ``round(s * base)`` with ``s ~ U(scale_range)`` (bilinear images, nearest label);
     2. crop ``crop`` at a uniformly random offset; where the resized image is smaller it is padded
        at the bottom/right (images 0, label ``ignore_index``);
     3. flip left-right with probability 0.5 (if ``flip``);
-    4. multiply the visible image only by ``b ~ U(1 - brightness, 1 + brightness)``, clip to [0, 1].
+    4. multiply the visible image only by ``b ~ U(1 - brightness, 1 + brightness)``, clip to [0, 1];
+    5. multiply the thermal image by ``g``, log-uniform in ``thermal_gain`` (lo, hi), clip to
+       [0, 1] (ours, not the paper's: thermal cameras differ in level; MFNet's 8-bit thermal
+       averages 65-73 of 255, MSRS's 15-21, and a fusion network trained on one alone learns
+       the level instead of comparing the two images; (1, 1) = off).
 
     Every random number is drawn whatever the options, so two calls with equally seeded ``rng``
     share their geometry even if ``brightness`` or ``flip`` differ.
@@ -207,6 +212,7 @@ def augment_pair(vis: np.ndarray, ir: np.ndarray, label: np.ndarray, base: tuple
     (ch, cw), (h, w) = crop, hw
     y0, x0 = int(rng.integers(0, max(h - ch, 0) + 1)), int(rng.integers(0, max(w - cw, 0) + 1))
     do_flip, b = rng.random() < 0.5, rng.uniform(1.0 - brightness, 1.0 + brightness)
+    g = float(np.exp(rng.uniform(np.log(thermal_gain[0]), np.log(thermal_gain[1]))))
 
     def window(img: np.ndarray, fill) -> np.ndarray:
         out = np.full((ch, cw) + img.shape[2:], fill, img.dtype)
@@ -217,6 +223,8 @@ def augment_pair(vis: np.ndarray, ir: np.ndarray, label: np.ndarray, base: tuple
     vis, label = window(vis, 0), window(label, ignore_index)
     ir = None if ir is None else np.ascontiguousarray(window(ir, 0))
     vis = np.clip(vis * np.float32(b), 0.0, 1.0).astype(np.float32)
+    if ir is not None and g != 1.0:
+        ir = np.clip(ir * np.float32(g), 0.0, 1.0).astype(np.float32)
     return vis, ir, np.ascontiguousarray(label)
 
 
@@ -242,6 +250,8 @@ class PairDataset(Dataset):
         scale_range: (min, max) random resize factor, 0 < min <= max.
         crop: (height, width) of training crops; None = ``size``.
         brightness: visible brightness jitter amplitude in [0, 1).
+        thermal_gain: (lo, hi), 0 < lo <= hi: range of the log-uniform thermal gain in training
+            (:func:`augment_pair`); (1, 1) = off.
         flip: random horizontal flips in training.
         ignore_index: label value of pixels without ground truth, in [0, 255].
         layout: layout name, :class:`~.layouts.Layout`, or ``"auto"`` (detected once, here);
@@ -263,7 +273,8 @@ class PairDataset(Dataset):
                  scale_range: tuple[float, float] = (0.5, 2.0),
                  crop: tuple[int, int] | None = None, brightness: float = 0.2, flip: bool = True,
                  ignore_index: int = 255, layout: str | Layout = "auto", cache: bool = False,
-                 modality_dropout: float = 0.0):
+                 modality_dropout: float = 0.0,
+                 thermal_gain: tuple[float, float] = (1.0, 1.0)):
         for what, hw in (("size", size), ("crop", crop)):
             if hw is not None:
                 _check_hw(what, hw)
@@ -273,6 +284,9 @@ class PairDataset(Dataset):
             raise ValueError(f"scale_range must satisfy 0 < min <= max, got {scale_range}")
         if not 0 <= brightness < 1:
             raise ValueError(f"brightness must be in [0, 1), got {brightness}")
+        if len(thermal_gain) != 2 or not 0 < thermal_gain[0] <= thermal_gain[1]:
+            raise ValueError(f"thermal_gain must be (lo, hi) with 0 < lo <= hi, got "
+                             f"{thermal_gain}")
         if not 0 <= ignore_index <= 255:
             raise ValueError(f"ignore_index must fit uint8 labels (0-255), got {ignore_index}")
         self.root, self.names, self.train = root, list(names), train
@@ -282,6 +296,7 @@ class PairDataset(Dataset):
                             vmin=thermal_min, vmax=thermal_max)
         normalize_thermal(np.zeros((1, 1), np.uint16), **self.thermal)  # validate the arguments
         self.scale_range, self.brightness, self.flip = tuple(scale_range), brightness, flip
+        self.thermal_gain = tuple(float(x) for x in thermal_gain)
         self.ignore_index = ignore_index
         self.layout = get_layout(layout, root)
         self._cache: dict[int, tuple] | None = {} if cache else None
@@ -296,7 +311,8 @@ class PairDataset(Dataset):
         """:func:`augment_pair` with this dataset's settings (scale relative to ``size``, or to
         the image's own size when ``size`` is None; output ``crop``). ``ir`` may be None."""
         return augment_pair(vis, ir, label, self.size or label.shape[:2], self.crop, rng,
-                            self.scale_range, self.brightness, self.flip, self.ignore_index)
+                            self.scale_range, self.brightness, self.flip, self.ignore_index,
+                            self.thermal_gain)
 
     def with_crop(self, crop: tuple[int, int]) -> "PairDataset":
         """The same pairs and augmentation with output size ``crop`` (height, width), sharing

@@ -86,7 +86,8 @@ def build_datasets(cfg: dict):
     train = PairDataset(d["root"], train_names, train=True, crop=tuple(d["crop"]),
                         scale_range=tuple(d["scale_range"]), brightness=d["brightness"],
                         flip=d["flip"], cache=bool(d.get("cache", False)),
-                        modality_dropout=float(d.get("modality_dropout", 0.0)), **common)
+                        modality_dropout=float(d.get("modality_dropout", 0.0)),
+                        thermal_gain=tuple(d.get("thermal_gain", (1.0, 1.0))), **common)
     val = PairDataset(d["root"], val_names, train=False, cache=bool(d.get("cache", False)),
                       **common)
     return train, val, classes

@@ -23,7 +23,7 @@ REQUIRED = {
 }
 # keys that may be left out (defaults in code); any other key is a typo and rejected
 OPTIONAL = {
-    "data": ("layout", "cache", "fusion_crop", "modality_dropout"),
+    "data": ("layout", "cache", "fusion_crop", "modality_dropout", "thermal_gain"),
     "model": (),
     "train": ("threads", "dist_timeout_min", "fused_cache", "final_seg_iters", "init",
               "joint"),  # joint: the one-stage schedule of models with a detector (TSJNet)

@@ -106,10 +106,13 @@ class SegMiFNode(IntakeMixin, WatchMixin, LifecycleNode):
             configure (a failure then logs one line and sets :attr:`finished` to 1).
 
     The lifecycle services are in a reentrant callback group of their own: under a
-    ``MultiThreadedExecutor`` (:func:`.runner.main`) ``get_state`` answers, and the node's other
-    callbacks (default group: inputs, timers, parameters) run, while a transition is in
-    progress (:attr:`progress` on /diagnostics). :attr:`finished` (an rclpy Future) gets the
-    process's exit code: 0 after the shutdown transition, 1 after a failed deferred autostart.
+    ``MultiThreadedExecutor`` (:func:`.runner.main`, until the first configure has ended)
+    ``get_state`` answers, and the node's other callbacks (default group: inputs, timers,
+    parameters) run, while a transition is in progress (:attr:`progress` on /diagnostics).
+    :attr:`started` (an rclpy Future) is done once the first configure (the autostart's
+    configure and activate, or a lifecycle manager's configure) has ended, or the node has
+    finished; :attr:`finished` gets the process's exit code: 0 after the shutdown transition,
+    1 after a failed deferred autostart.
 
     Raises ConfigurationError (one line) on a parameter of the wrong type or out of range, and,
     with ``autostart`` in the constructor, when configure fails (homography, checkpoint,
@@ -125,6 +128,7 @@ class SegMiFNode(IntakeMixin, WatchMixin, LifecycleNode):
                                     callback_group=self._lifecycle_group)
         self._predictor_factory = predictor_factory
         self.finished = Future()
+        self.started = Future()
         self.progress = Progress()
         self.p = p = declare_parameters(self)
         warn_unknown_parameters(self)  # a misspelt name in a params file, -p or an override
@@ -159,6 +163,7 @@ class SegMiFNode(IntakeMixin, WatchMixin, LifecycleNode):
             finally:
                 self._quiet = False
             self.trigger_activate()
+            self._mark_started()
 
     # ---------------------------------------------------------------- lifecycle
     def _autostart(self) -> None:
@@ -177,8 +182,16 @@ class SegMiFNode(IntakeMixin, WatchMixin, LifecycleNode):
             self.get_logger().fatal(f"cannot start: {self.configure_error}")
             if not self.finished.done():
                 self.finished.set_result(1)
+            self._mark_started()
             return
         self.trigger_activate()
+        self._mark_started()
+
+    def _mark_started(self) -> None:
+        """:attr:`started` done: the first configure (the autostart's configure and activate, or
+        a lifecycle manager's configure) has ended, or the node is finished."""
+        if not self.started.done():
+            self.started.set_result(True)
 
     def _step(self, text: str) -> None:
         """A slow step of a transition (the ONNX export, the int8 quantisation): logged and
@@ -201,6 +214,8 @@ class SegMiFNode(IntakeMixin, WatchMixin, LifecycleNode):
             self.progress.end()
         if result != SUCCESS:
             self.state = "unconfigured"
+        elif not self._quiet:  # a lifecycle manager's configure (the autostart marks its own end)
+            self._mark_started()
         return result
 
     def _configure(self) -> TransitionCallbackReturn:
@@ -349,6 +364,7 @@ class SegMiFNode(IntakeMixin, WatchMixin, LifecycleNode):
         self.state = "finalized"
         if not self.finished.done():
             self.finished.set_result(0)
+        self._mark_started()
         return SUCCESS
 
     def on_error(self, state) -> TransitionCallbackReturn:
