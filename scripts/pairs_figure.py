@@ -8,6 +8,10 @@ thermal | laplacian rule | the model's fused image | the model's labels | ground
 320x240 (the camera's 640x480 halved), written atomically (PNG or JPEG by the suffix). ``--overview``: one row,
 visible | thermal | fused | labels, of the first pair (the README's picture). The model runs with
 the node's defaults (``SegMiFPredictor`` with ``fusion_scale`` 0.5 unless ``--fusion-scale``).
+A model with a detector (TSJNet) gets its boxes with score >= ``--min-score`` drawn on its fused
+image, and the boxes derived from the labels (the evaluation's protocol) on the ground truth;
+the columns are titled with ``--title`` (default: TSJNet for a model with a detector, else
+SegMiF).
 """
 from __future__ import annotations
 
@@ -18,10 +22,12 @@ import cv2
 import numpy as np
 
 from segmif_core import atomic
+from segmif_core.data.boxes import boxes_from_labels
 from segmif_core.data.pairs import read_pair
 from segmif_core.evaluation import thermal8
 from segmif_core.fusion_rules import fuse_rgb
 from segmif_core.inference import SegMiFPredictor
+from segmif_ros.node.detections import draw_detections
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mfnet"
 DEFAULT_NAMES = ("00102D", "00510D", "01209N", "00733N")
@@ -43,8 +49,13 @@ def main(argv=None) -> int:
     ap.add_argument("--overview", default=None)
     ap.add_argument("--names", nargs="+", default=list(DEFAULT_NAMES))
     ap.add_argument("--fusion-scale", type=float, default=0.5)
+    ap.add_argument("--min-score", type=float, default=0.3,
+                    help="smallest score of the boxes drawn (models with a detector)")
+    ap.add_argument("--title", default=None, help="the model's name in the column titles")
     args = ap.parse_args(argv)
     pred = SegMiFPredictor(args.checkpoint, fusion_scale=args.fusion_scale)
+    detector = bool(pred.detection_classes)
+    title = args.title or ("TSJNet" if detector else "SegMiF")
     rows, overview = [], None
     for name in args.names:
         vis, ir, label = read_pair(str(DATA), name)
@@ -52,11 +63,27 @@ def main(argv=None) -> int:
         p = pred.predict(vis, ir)
         colors = pred.classes.colorize(p.labels)
         gt = pred.classes.colorize(label)
+        fused = p.fused
+        if detector:  # boxes in the colour of their class, on copies of the fused image / GT
+            names = [n.lower() for n in pred.classes.names]
+            ids = [names.index(n.lower()) for n in pred.detection_classes]
+            palette = [tuple(int(c) for c in pred.classes.colors[i]) for i in ids]
+            d = p.detections
+            keep = np.asarray(d["scores"]) >= args.min_score
+            fused = draw_detections(np.ascontiguousarray(fused).copy(), {
+                "boxes": np.asarray(d["boxes"])[keep], "scores": np.asarray(d["scores"])[keep],
+                "classes": np.asarray(d["classes"])[keep], "names": pred.detection_classes},
+                palette)
+            truth = boxes_from_labels(label.astype(np.int32), ids)
+            gt = draw_detections(np.ascontiguousarray(gt).copy(), {
+                "boxes": truth["boxes"], "scores": np.ones(len(truth["boxes"])),
+                "classes": truth["labels"], "names": pred.detection_classes},
+                [(255, 255, 255)] * len(ids))
         ir_rgb = np.repeat(ir8[..., None], 3, axis=2)
         tiles = [_tile(vis, f"{name} visible"), _tile(ir_rgb, "thermal"),
                  _tile(fuse_rgb("laplacian", vis, ir8), "laplacian rule"),
-                 _tile(p.fused, "SegMiF fused"), _tile(colors, "SegMiF labels"),
-                 _tile(gt, "ground truth")]
+                 _tile(fused, f"{title} fused" + (" + boxes" if detector else "")),
+                 _tile(colors, f"{title} labels"), _tile(gt, "ground truth")]
         rows.append(np.concatenate(tiles, axis=1))
         if overview is None:
             overview = np.concatenate([tiles[0], tiles[1], tiles[3], tiles[4]], axis=1)
