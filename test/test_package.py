@@ -251,6 +251,7 @@ NOT_IMPORTED = {
     'lifecycle_msgs': 'launch_ros.actions.LifecycleNode',
     # msg/ObjectHypothesisWithPose.msg (the vision_msgs mirror) uses PoseWithCovariance
     'geometry_msgs': 'msg/ObjectHypothesisWithPose.msg',
+    'vision_msgs': 'segmif_ros/node/detections.py imports it with importlib, when installed',
 }
 
 
