@@ -89,6 +89,19 @@ class TestEveryVariant:
             torch.testing.assert_close(loaded(vis, ir)["logits"], model(vis, ir)["logits"])
 
 
+@pytest.mark.parametrize("size", [(480, 640), (15, 8), (7, 9), (3, 3)])
+def test_pyramid_down_equals_opencv_pyrdown(size):
+    """The pyramid's ``down`` (strided slices) is OpenCV's pyrDown: the 5x5 binomial kernel
+    [1 4 6 4 1]^T [1 4 6 4 1] / 256, reflect-101 borders, output ceil(n / 2), odd sizes too."""
+    import cv2
+
+    from segmif_core.models.modules.pyramid import down
+    rng = np.random.default_rng(sum(size))
+    img = rng.random(size).astype(np.float32)
+    got = down(torch.from_numpy(img)[None, None])[0, 0].numpy()
+    np.testing.assert_allclose(got, cv2.pyrDown(img), atol=2e-6)
+
+
 def test_pyramid_head_carries_a_one_pixel_thermal_line_at_camera_resolution():
     # independent of training: an untrained SegMiF with the pyramid head, network input 64x80,
     # camera 256x320; a one-pixel warm line only in the thermal image must be in the fused image
