@@ -89,6 +89,17 @@ class TestEveryVariant:
             torch.testing.assert_close(loaded(vis, ir)["logits"], model(vis, ir)["logits"])
 
 
+def test_confidence_and_labels_equal_softmax_max():
+    from segmif_core.models.base import confidence_and_labels
+    logits = torch.randn(2, 9, 17, 23) * 8.0
+    logits[0, :, 0, 0] = 1000.0  # equal logits: probability 1/9, class 0 (the first maximum)
+    conf, labels = confidence_and_labels(logits)
+    ref_conf, ref_labels = torch.softmax(logits.double(), dim=1).max(dim=1)
+    torch.testing.assert_close(conf.double(), ref_conf, rtol=1e-6, atol=1e-7)
+    assert torch.equal(labels, ref_labels) and labels[0, 0, 0] == 0
+    assert abs(float(conf[0, 0, 0]) - 1 / 9) < 1e-6
+
+
 @pytest.mark.parametrize("size", [(480, 640), (15, 8), (7, 9), (3, 3)])
 def test_pyramid_down_equals_opencv_pyrdown(size):
     """The pyramid's ``down`` (strided slices) is OpenCV's pyrDown: the 5x5 binomial kernel

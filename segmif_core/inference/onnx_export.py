@@ -40,6 +40,7 @@ from torch import nn
 
 from .. import atomic
 from ..checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from ..models.base import confidence_and_labels
 from ..models.tsjnet.fcos import decode_all
 from .backends import set_fusion_scale
 from .onnx_io import (DETECTION_OUTPUT_NAMES, INPUT_NAMES, METADATA_KEY, ONNX_FORMAT,
@@ -72,7 +73,7 @@ class WholeModel(nn.Module):
         logits = out["logits"].float()
         fused = self.model.full_resolution_fused(out, visible, thermal, visible_full,
                                                  thermal_full).float()
-        confidence, labels = torch.softmax(logits, dim=1).max(dim=1)
+        confidence, labels = confidence_and_labels(logits)
         if not self.has_detector:
             return logits, labels.to(torch.uint8), confidence, fused
         boxes, scores = decode_all(out["detections"], tuple(visible.shape[-2:]))

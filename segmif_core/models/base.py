@@ -7,6 +7,18 @@ import torch
 from torch import nn
 
 
+def confidence_and_labels(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The softmax probability of the chosen class and the class: logits (B, K, H, W) float ->
+    (confidence (B, H, W) float in (0, 1], labels (B, H, W) int64 argmax over K).
+
+    ``softmax(logits).max(dim=1)`` without the K-channel softmax: the largest probability is
+    1 / sum_k exp(l_k - l_max). Equal to it to float rounding and 5x cheaper in ONNX Runtime,
+    whose Softmax over a non-last axis cost 44 ms of a 290 ms SegMiF graph (one CPU thread)."""
+    top, labels = logits.max(dim=1)
+    confidence = torch.exp(logits - top.unsqueeze(1)).sum(dim=1).reciprocal()
+    return confidence, labels
+
+
 class FusionSegModel(nn.Module):
     """A model that takes a visible and a registered thermal image and returns class logits and
     (for fusion models) a fused image.
@@ -92,8 +104,7 @@ class FusionSegModel(nn.Module):
                 fused = self.full_resolution_fused(out, vis, ir, vis_hi, ir_hi)
         finally:
             self.train(was_training)
-        prob = torch.softmax(out["logits"].float(), dim=1)
-        confidence, labels = prob.max(dim=1)
+        confidence, labels = confidence_and_labels(out["logits"].float())
         return {"labels": labels, "confidence": confidence, "fused_rgb": fused.float(),
                 **self.extra_predictions(out, vis, full)}
 
