@@ -170,9 +170,12 @@ def test_paper_recipe_constants():
     assert cfg["model"]["config"]["nat_depths"] == [3, 4, 6, 5]
     cpu = load_config(CPU_RECIPE)
     assert cpu["model"]["config"]["stem_channels"] == [16, 16, 32]  # not the paper's widths
-    assert cpu["train"]["max_minutes"] == 60 and cpu["train"]["threads"] == 1
+    # within the issue's 2 hours on one core of the 2-core CPU
+    assert cpu["train"]["max_minutes"] <= 120 and cpu["train"]["threads"] == 1
     # the staged CPU schedule (ours): fusion warm-up, task stage on cached fused images, joint
-    assert cpu["train"]["fusion_warmup_iters"] == 300 and cpu["train"]["joint"]["task_iters"] == 600
+    # steps with the task networks' BatchNorm statistics kept, best.pt on mIoU and mAP@0.5
+    assert cpu["train"]["fusion_warmup_iters"] > 0 and cpu["train"]["joint"]["task_iters"] > 0
+    assert cpu["train"]["joint"]["freeze_task_bn"] and cpu["train"]["joint"]["select"] == "miou_map50"
     assert PAPER_RECIPE.read_text().count("task_iters") == 0  # the paper has one joint stage
 
 
