@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 
 from segmif_core import atomic
-from segmif_core.data.boxes import boxes_from_labels
 from segmif_core.data.pairs import read_pair
+from segmif_core.detection_eval import GroundTruthBoxes
 from segmif_core.evaluation import thermal8
 from segmif_core.fusion_rules import fuse_rgb
 from segmif_core.inference import SegMiFPredictor
@@ -56,6 +56,8 @@ def main(argv=None) -> int:
     pred = SegMiFPredictor(args.checkpoint, fusion_scale=args.fusion_scale)
     detector = bool(pred.detection_classes)
     title = args.title or ("TSJNet" if detector else "SegMiF")
+    # the evaluation's ground-truth boxes (segmif evaluate: derived from the labels)
+    truth = GroundTruthBoxes(pred.detection_classes, pred.classes.names) if detector else None
     rows, overview = [], None
     for name in args.names:
         vis, ir, label = read_pair(str(DATA), name)
@@ -65,20 +67,18 @@ def main(argv=None) -> int:
         gt = pred.classes.colorize(label)
         fused = p.fused
         if detector:  # boxes in the colour of their class, on copies of the fused image / GT
-            names = [n.lower() for n in pred.classes.names]
-            ids = [names.index(n.lower()) for n in pred.detection_classes]
-            palette = [tuple(int(c) for c in pred.classes.colors[i]) for i in ids]
+            palette = [tuple(int(c) for c in pred.classes.colors[i]) for i in truth.class_ids]
             d = p.detections
             keep = np.asarray(d["scores"]) >= args.min_score
             fused = draw_detections(np.ascontiguousarray(fused).copy(), {
                 "boxes": np.asarray(d["boxes"])[keep], "scores": np.asarray(d["scores"])[keep],
                 "classes": np.asarray(d["classes"])[keep], "names": pred.detection_classes},
                 palette)
-            truth = boxes_from_labels(label.astype(np.int32), ids)
+            boxes = truth.get(name, label)
             gt = draw_detections(np.ascontiguousarray(gt).copy(), {
-                "boxes": truth["boxes"], "scores": np.ones(len(truth["boxes"])),
-                "classes": truth["labels"], "names": pred.detection_classes},
-                [(255, 255, 255)] * len(ids))
+                "boxes": boxes["boxes"], "scores": np.ones(len(boxes["boxes"])),
+                "classes": boxes["labels"], "names": pred.detection_classes},
+                [(255, 255, 255)] * len(truth.classes))
         ir_rgb = np.repeat(ir8[..., None], 3, axis=2)
         tiles = [_tile(vis, f"{name} visible"), _tile(ir_rgb, "thermal"),
                  _tile(fuse_rgb("laplacian", vis, ir8), "laplacian rule"),

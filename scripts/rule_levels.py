@@ -46,7 +46,8 @@ def main(argv=None) -> int:
                "maximum": means(R.maximum, pairs)}
         results[ds] = dict(ref)
         for n in args.levels:
-            m = means(lambda y, t: R.laplacian(y, t, levels=n), pairs)
+            m = ref["laplacian4"] if n == 4 else \
+                means(lambda y, t: R.laplacian(y, t, levels=n), pairs)
             results[ds][f"laplacian{n}"] = m
             wins = {r: [k for k in KEYS if m[k] > ref[r][k]] for r in ref}
             print(f"{ds:5s} laplacian, {n} levels: beats the 4-level rule on "

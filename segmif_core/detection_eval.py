@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.boxes import boxes_from_labels, read_coco_json, read_voc_xml
+from .data.boxes import boxes_from_labels, detection_class_ids, read_coco_json, read_voc_xml
 from .metrics.detection import DetectionEvaluator
 
 
@@ -53,12 +53,7 @@ class GroundTruthBoxes:
         self.min_area = int(min_area)
         self._coco = None
         if self.source == "labels":
-            lookup = {str(n).lower(): i for i, n in enumerate(class_names or ())}
-            missing = [c for c in self.classes if c.lower() not in lookup]
-            if missing:
-                raise ValueError(f"detection classes {missing} are not segmentation classes "
-                                 f"{list(class_names or ())}: no boxes from label images")
-            self.class_ids = tuple(lookup[c.lower()] for c in self.classes)
+            self.class_ids = detection_class_ids(self.classes, list(class_names or ()))
         elif Path(self.source).is_dir():
             pass  # VOC files, read pair by pair
         elif Path(self.source).suffix.lower() == ".json" and Path(self.source).is_file():

@@ -40,6 +40,18 @@ def _box_set(boxes, labels, ignore) -> dict:
             "labels": np.asarray(labels, np.int64), "ignore": np.asarray(ignore, bool)}
 
 
+def detection_class_ids(detection_classes, class_names) -> tuple[int, ...]:
+    """Label id of every detection class (by name, case-insensitive) in the segmentation class
+    set. Raises ValueError for a detection class that is not a segmentation class (its boxes
+    cannot come from the label images)."""
+    lookup = {str(n).lower(): i for i, n in enumerate(class_names)}
+    missing = [n for n in detection_classes if n.lower() not in lookup]
+    if missing:
+        raise ValueError(f"detection classes {missing} are not segmentation classes "
+                         f"{list(class_names)}: boxes from label images need them")
+    return tuple(lookup[n.lower()] for n in detection_classes)
+
+
 def boxes_from_labels(labels: np.ndarray, class_ids=tuple(i for _, i in MFNET_DETECTION_CLASSES),
                       min_area: int = 50, connectivity: int = 8) -> dict:
     """Boxes of the connected components of some classes of a label map.

@@ -61,7 +61,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..data.boxes import boxes_from_labels, to_tensors
+from ..data.boxes import boxes_from_labels, detection_class_ids, to_tensors
 from ..models.preprocessing import split_luminance
 from .batches import StepBatches
 from .losses import segmentation_loss
@@ -80,18 +80,6 @@ SELECT_SCORES = ("miou", "miou_map50")
 #: log.csv columns of a joint run (after ``Trainer.FIELDS``)
 JOINT_FIELDS = ["lr_det", "mff", "mff_int", "mff_grad", "mff_ssim", "recon", "attention", "det",
                 "det_cls", "det_box", "det_ctr", "det_pos", "val_mAP50", "val_mAP50_95"]
-
-
-def detection_class_ids(detection_classes, class_names) -> tuple[int, ...]:
-    """Label id of every detection class (by name, case-insensitive) in the segmentation class
-    set. Raises ValueError for a detection class that is not a segmentation class (its boxes
-    cannot come from the label images)."""
-    lookup = {n.lower(): i for i, n in enumerate(class_names)}
-    missing = [n for n in detection_classes if n.lower() not in lookup]
-    if missing:
-        raise ValueError(f"detection classes {missing} are not segmentation classes "
-                         f"{list(class_names)}: boxes from label images need them")
-    return tuple(lookup[n.lower()] for n in detection_classes)
 
 
 def targets_from_labels(labels: torch.Tensor, class_ids, min_area: int, device=None

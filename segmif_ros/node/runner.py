@@ -10,14 +10,15 @@ phases:
    group), the parameter services and the 1 Hz /diagnostics (which shows the step in progress)
    keep answering.
 2. **Data, single-threaded.** Then the node moves to a ``SingleThreadedExecutor`` for the rest
-   of its life. rclpy's multi-threaded executor (Kilted) takes up to 4x the CPU per message in
-   its Python wait loop, and on a loaded 2-core host its subscription callbacks fell behind a
-   30 Hz camera (the reliable depth-5 queues then overwrite messages and pairs go unmatched):
-   soaks with the tiny checkpoint measured a closed loop of 2.3-5.1 pairs/s instead of 46-85
-   (docs/robustness.md). The node's inference runs in its own worker thread either way, so one
-   executor thread is enough for the inputs, timers and services. A later configure (after a
-   ``cleanup``) runs on this thread: with a new checkpoint, export it up front
-   (``segmif export``) so the configure finds it in the cache.
+   of its life. rclpy's multi-threaded executor (Kilted) spends its main thread in a Python
+   wait loop, and on a loaded 2-core host its subscription callbacks fell behind a 30 Hz
+   camera (the reliable depth-5 queues then overwrite messages and pairs go unmatched): soaks
+   with the tiny checkpoint measured a closed loop of 2.3-5.1 pairs/s instead of 46-85, and
+   side by side 54 pairs/s multi-threaded against 85 single-threaded (docs/robustness.md). The
+   node's inference runs in its own worker thread either way, so one executor thread is enough
+   for the inputs, timers and services. A later configure (after a ``cleanup``) runs on this
+   thread: with a new checkpoint, export it up front (``segmif export``) so the configure
+   finds it in the cache.
 
 The process ends after the ``shutdown`` transition (``ros2 lifecycle set /segmif_node
 shutdown``, or a lifecycle manager's), with exit code 0, once the transition's service response

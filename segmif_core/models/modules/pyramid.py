@@ -17,15 +17,16 @@ wins at low frequency (the warm pedestrian at night, the lit sign). Gradients re
 w_b only.
 
 Pyramid operators (torch, exportable to ONNX): ``down`` = 5-tap binomial blur [1 4 6 4 1] / 16
-(separable, reflected borders) at every second pixel (the size becomes ceil(n / 2), as OpenCV's pyrDown);
-``up`` = bilinear resize to the finer level's size. Decomposition and collapse use the same
-``up``, so ``collapse(pyramid(x)) == x`` to float rounding.
+(separable, reflected borders) at every second pixel (the size becomes ceil(n / 2), as
+OpenCV's pyrDown); ``up`` = bilinear resize to the finer level's size. Decomposition and
+collapse use the same ``up``, so ``collapse(pyramid(x)) == x`` to float rounding.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 import torch.nn.functional as F
+
 
 def down(x: torch.Tensor) -> torch.Tensor:
     """Blur (5-tap binomial, reflected borders) and keep every second pixel:
