@@ -179,6 +179,9 @@ def test_min_score_filters_the_published_boxes_at_run_time(context, tsj_checkpoi
         for threshold in (0.5, float(np.median(scores)), 0.0, 1.0):
             assert node.set_parameters([Parameter("detection_min_score",
                                                   value=threshold)])[0].successful
+            # the box selection starts at the published threshold, never below the model's
+            assert node.predictor.detection_score_threshold == pytest.approx(
+                max(0.05, threshold))
             n = len(got)
             assert process_pair(node, stamped(vis, "rgb8", 1, 0, "v"),
                                 stamped(ir, "mono8", 1, 0, "t"))

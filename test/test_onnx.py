@@ -476,6 +476,36 @@ def test_numpy_nms_hand_cases():
         select_detections(boxes, scores)
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_raised_score_threshold_keeps_the_same_high_boxes(tsj_onnx, tiny_tsjnet_checkpoint,
+                                                          backend):
+    """``detection_score_threshold`` (the node sets it from detection_min_score): selecting at s
+    gives exactly the boxes scoring >= s of a selection at the model's 0.05 (greedy NMS: a box
+    only suppresses lower-scoring ones), on both backends; out-of-range values are refused and
+    a model without a detector reports None."""
+    ckpt = tiny_tsjnet_checkpoint if backend == "torch" else tsj_onnx
+    pred = SegMiFPredictor(ckpt, backend=backend)
+    assert pred.detection_score_threshold == pytest.approx(0.05)
+    vis, ir = _real_pair(1)
+    low = pred.predict(vis, ir).detections
+    s = float(np.median(low["scores"]))
+    pred.detection_score_threshold = s
+    high = pred.predict(vis, ir).detections
+    keep = low["scores"] >= s
+    assert 0 < len(high["boxes"]) == int(keep.sum()) < len(low["boxes"])
+    np.testing.assert_allclose(high["boxes"], low["boxes"][keep], atol=1e-5)
+    np.testing.assert_array_equal(high["classes"], low["classes"][keep])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        pred.detection_score_threshold = 1.5
+
+
+def test_segmif_has_no_detection_score_threshold(tiny_checkpoint):
+    pred = SegMiFPredictor(tiny_checkpoint)
+    assert pred.detection_score_threshold is None
+    pred.detection_score_threshold = 0.5            # nothing to set: no error, still None
+    assert pred.detection_score_threshold is None
+
+
 def test_auto_runs_tsjnet_on_onnxruntime_with_detections(tiny_tsjnet_checkpoint, tmp_path,
                                                          monkeypatch):
     monkeypatch.setenv("SEGMIF_CACHE", str(tmp_path / "cache"))

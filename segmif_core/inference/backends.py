@@ -157,6 +157,17 @@ class TorchBackend:
         """True when ``run`` takes a ``registration`` (the warp runs on the device)."""
         return self.device_preprocess
 
+    @property
+    def score_threshold(self) -> float | None:
+        """The detector's box selection threshold (the model config's ``score_threshold``;
+        None: no detector). Setting it changes which boxes the next runs keep before NMS."""
+        return float(self.model.config.score_threshold) if self.detection_classes else None
+
+    @score_threshold.setter
+    def score_threshold(self, value: float) -> None:
+        if self.detection_classes:
+            self.model.config.score_threshold = float(value)
+
     def run(self, vis: np.ndarray, ir01: np.ndarray, size: tuple[int, int],
             registration=None) -> Outputs:
         """See the module docstring; ``registration`` (a ``segmif_core.registration.
@@ -304,6 +315,17 @@ class OnnxRuntimeBackend:
         self.fixed_size = tuple(meta["input_size"]) if meta["input_size"] else None
         self.fixed_camera = tuple(meta["camera_size"]) if meta["camera_size"] else None
         self.providers = self.session.get_providers()
+
+    @property
+    def score_threshold(self) -> float | None:
+        """The box selection threshold of ``select_detections`` (from the file's metadata;
+        None: no detector outputs). Setting it changes which boxes the next runs keep."""
+        return self.detection_options["score_threshold"] if self.has_detector else None
+
+    @score_threshold.setter
+    def score_threshold(self, value: float) -> None:
+        if self.has_detector:
+            self.detection_options = {**self.detection_options, "score_threshold": float(value)}
 
     def run(self, vis: np.ndarray, ir01: np.ndarray, size: tuple[int, int]) -> Outputs:
         if self.fixed_camera and vis.shape[:2] != self.fixed_camera:

@@ -201,8 +201,19 @@ class SegMiFNode(IntakeMixin, WatchMixin, LifecycleNode):
 
     def _load_predictor(self) -> None:
         self.predictor = build_predictor(self.p, self._predictor_factory, self._step)
+        # the model's own selection threshold (what evaluation uses) is the floor
+        self._det_floor = getattr(self.predictor, "detection_score_threshold", None)
+        self._apply_min_score()
         if self.frames is not None:
             self.frames.predictor = self.predictor
+
+    def _apply_min_score(self) -> None:
+        """Boxes below ``detection_min_score`` are never published, so the detector's box
+        selection starts there (the published boxes are the same, NMS is faster:
+        ``SegMiFPredictor.detection_score_threshold``), never below the model's own."""
+        floor = getattr(self, "_det_floor", None)
+        if self.predictor is not None and floor is not None:
+            self.predictor.detection_score_threshold = max(floor, self._min_score)
 
     def on_configure(self, state) -> TransitionCallbackReturn:
         """Homography, model, publishers, synchroniser; FAILURE (one line) on bad values."""
@@ -387,6 +398,7 @@ class SegMiFNode(IntakeMixin, WatchMixin, LifecycleNode):
                 self._min_score = float(prm.value)
                 if self.outputs is not None:
                     self.outputs.min_score = self._min_score
+                self._apply_min_score()
         return SetParametersResult(successful=True)
 
     def destroy_node(self):
