@@ -513,6 +513,8 @@ def test_final_segmentation_phase_follows_the_rounds(tmp_path):
         assert torch.equal(v, at_cache[k]) and torch.equal(v, at_end[k]), k
     with pytest.raises(ValueError, match="final_seg_iters"):
         Trainer(_config(tmp_path, root, out="bad", final_seg_iters=-1), log=lambda *_: None)
+    with pytest.raises(ValueError, match="val_absent"):
+        Trainer(_config(tmp_path, root, out="bad2", val_absent="nan"), log=lambda *_: None)
 
 
 def test_init_copies_the_named_parts_of_a_release_checkpoint(tmp_path):
@@ -553,3 +555,40 @@ def test_learning_rate_warmup_linear_or_constant_then_poly():
     assert _lr(constant, 9, 110, 0.0) == pytest.approx(1e-5)
     with pytest.raises(ValueError, match="warmup"):
         _lr(dict(oc, warmup="cosine"), 3, 110, 0.0)
+
+
+class _FixedLabels(torch.nn.Module):
+    """A stand-in model that predicts the given label map (no fusion network)."""
+
+    def __init__(self, labels):
+        super().__init__()
+        self.labels = labels
+
+    def predict(self, vis, ir):
+        return {"labels": self.labels[None]}
+
+
+@pytest.mark.parametrize("absent, clean, stray", [
+    # by hand, 3 classes, GT: left half 0, right half 1 (8 + 8 pixels); class 2 never in GT;
+    # "stray": the prediction is right except one class-0 pixel called class 2
+    # (IoU 0 = 7/8, IoU 1 = 8/8, IoU 2 = 0/1)
+    ("zero", (1 + 1 + 0) / 3, (7 / 8 + 1 + 0) / 3),
+    ("present", (1 + 1) / 2, (7 / 8 + 1) / 2),
+    ("skip", (1 + 1) / 2, (7 / 8 + 1 + 0) / 3),
+])
+def test_validation_miou_protocol_for_classes_absent_from_val(absent, clean, stray):
+    """The trainer's val mIoU (train.val_absent, default 'zero'): under 'skip' one stray pixel
+    of a class without ground truth moves the mean from /2 to /3; under 'zero' and 'present'
+    only through the IoU of the class it was taken from."""
+    gt = torch.zeros(4, 4, dtype=torch.int64)
+    gt[:, 2:] = 1
+    batch = {"vis": torch.zeros(1, 3, 4, 4), "ir": torch.zeros(1, 1, 4, 4), "label": gt[None]}
+    wrong = gt.clone()
+    wrong[0, 0] = 2
+    got_clean = evaluate(_FixedLabels(gt), [batch], 3, "cpu", absent=absent)["mIoU"]
+    got_stray = evaluate(_FixedLabels(wrong), [batch], 3, "cpu", absent=absent)["mIoU"]
+    assert got_clean == pytest.approx(100 * clean)
+    assert got_stray == pytest.approx(100 * stray)
+    if absent == "zero":  # the default of the trainer
+        assert evaluate(_FixedLabels(wrong), [batch], 3, "cpu")["mIoU"] == pytest.approx(
+            100 * stray)

@@ -85,6 +85,7 @@ from torch.utils.data import DataLoader
 
 from .. import atomic
 from ..evaluation import write_json_atomic
+from ..metrics.segmentation import ABSENT_MODES
 from ..models import build_model
 from .batches import StepBatches, _Seeded, build_datasets, label_counts
 from .checkpoints import CheckpointMixin
@@ -95,7 +96,7 @@ from .losses import class_weights
 from .schedule import _lr, _optimizer, _set_lr  # noqa: F401 (_lr, _set_lr: importable here)
 from .steps import StepMixin
 from .tsjnet_steps import JOINT_FIELDS, JointMixin
-from .validation import ValidationMixin
+from .validation import VAL_ABSENT, ValidationMixin
 from .weighting import make_weighting
 
 # defined here before the split into the modules above, and still importable from here
@@ -180,6 +181,9 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
         self.final_seg = int(self.tc.get("final_seg_iters", 0) or 0)
         if self.final_seg < 0:
             raise ValueError(f"final_seg_iters must be >= 0, got {self.final_seg}")
+        if self.tc.get("val_absent", VAL_ABSENT) not in ABSENT_MODES:
+            raise ValueError(f"train.val_absent must be one of {ABSENT_MODES}, got "
+                             f"{self.tc['val_absent']!r}")
         self.total_steps = self.warmup + r * self.round_len + self.final_seg
         self.total_seg = (r * si + self.final_seg
                           if self.has_fusion and not self.tc["fusion_phase_updates_seg"]
