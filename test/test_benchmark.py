@@ -113,3 +113,32 @@ def test_benchmark_command_writes_every_configuration(tiny_checkpoint, tmp_path)
         "guidance_encoder", "phi", "psi", "full_resolution_fusion"}
     assert result["model"]["model"] == "segmif" and result["hardware"]["cores"] >= 1
     assert "| 80x64 | cpu | torch | fp32 |" in (out / "benchmark.md").read_text()
+
+
+@pytest.mark.parametrize("given, expected", [(None, 0.5), (0.0, 0.0), (0.3, 0.3)])
+def test_live_run_passes_the_node_default_min_score(tmp_path, monkeypatch, given, expected):
+    """``segmif benchmark --live`` measures the node as a robot runs it: detection_min_score at
+    the node's default (0.5, from the parameter table) unless --detection-min-score is given;
+    bag eval's own default (0, every box for mAP) does not apply. The bag and the graph are
+    stubbed: this checks what reaches the node's parameters and the reported row."""
+    pytest.importorskip("rclpy")
+    from segmif_ros.node.parameters import PARAMETERS
+    from segmif_ros.tools import bag_eval, bag_make, benchmark
+
+    assert PARAMETERS["detection_min_score"][0] == 0.5
+    seen = {}
+    monkeypatch.setattr(bag_make, "make_bag", lambda *a, **k: None)
+    monkeypatch.setattr(benchmark, "_resized_pairs", lambda *a, **k: ["p"])
+
+    def fake_eval(*args, node_params=None, **kwargs):
+        seen.update(node_params)
+        return {"timing": {"stages_ms": {}, "processing_ms": None, "output_fps": 1.0},
+                "stream": {k: 0 for k in ("frames_in_visible", "frames_out",
+                                          "pairs_dropped_by_node", "pairs_never_answered",
+                                          "messages_unmatched")}}
+
+    monkeypatch.setattr(bag_eval, "run_bag_eval", fake_eval)
+    row = benchmark.run_live((48, 64), tmp_path, backend="torch", data=tmp_path,
+                             detection_min_score=given, log=lambda *_: None)
+    assert seen["detection_min_score"] == expected
+    assert row["detection_min_score"] == expected and "skipped" not in row

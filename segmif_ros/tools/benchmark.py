@@ -11,7 +11,10 @@ large shared-memory Fast DDS profile. Reported: output frames per second (receiv
 outputs), input-to-output latency, the node's time per stage (message to numpy, registration,
 preprocessing, network, postprocessing, building and publishing the three images) and its
 callback delay, the pairs it dropped (newest-pair policy) and the frames never answered, and
-the ROS share: (conversion + registration + publishing) / processing time.
+the ROS share: (conversion + registration + publishing) / processing time. Models with a
+detector run at the node's default ``detection_min_score`` (0.5, what a robot publishes; the
+box selection then starts there) unless ``--detection-min-score`` says otherwise (0: every box
+the model keeps, as ``segmif bag eval`` records them for mAP).
 """
 from __future__ import annotations
 
@@ -50,8 +53,9 @@ def _resized_pairs(data: Path, camera, n: int, dest: Path) -> list[str]:
 
 def run_live(camera, out: Path, *, checkpoint=None, device="cpu", backend="torch",
              precision="fp32", threads=0, fusion_scale=None, seconds=10.0, data=None,
-             input_size=None, log=print) -> dict:
-    """One live-graph run (module docstring); returns its summary dict."""
+             input_size=None, detection_min_score=None, log=print) -> dict:
+    """One live-graph run (module docstring); returns its summary dict.
+    ``detection_min_score`` None: the node's default."""
     from segmif_core.inference.onnx_cache import cached_onnx
 
     from .bag_eval import run_bag_eval
@@ -61,15 +65,21 @@ def run_live(camera, out: Path, *, checkpoint=None, device="cpu", backend="torch
     data = Path(data) if data else default_data()
     out = Path(out)
     work = Path(tempfile.mkdtemp(prefix="segmif_live_"))
+    from ..node.parameters import PARAMETERS
+
+    if detection_min_score is None:
+        detection_min_score = PARAMETERS["detection_min_score"][0]
     cfg = {"camera": list(camera), "device": device, "backend": backend, "precision": precision,
            "threads": threads, "fusion_scale": fusion_scale, "mode": "live",
-           "input_size": list(input_size) if input_size else None}
+           "input_size": list(input_size) if input_size else None,
+           "detection_min_score": float(detection_min_score)}
     try:
         names = _resized_pairs(data, camera, 24, work / "pairs")
         frames = max(1, int(round(seconds * 30)))
         make_bag(work / "pairs", work / "bag", names=(names * (frames // len(names) + 1))[:frames],
                  include_labels=False)
-        params = {"backend": backend, "precision": precision, "threads": threads}
+        params = {"backend": backend, "precision": precision, "threads": threads,
+                  "detection_min_score": float(detection_min_score)}
         if input_size:
             params["input_height"], params["input_width"] = int(input_size[0]), int(input_size[1])
         if fusion_scale:
@@ -141,7 +151,8 @@ def cmd_benchmark(args) -> int:
                 row = run_live(camera, out, checkpoint=args.checkpoint, device=args.device,
                                backend=backend, threads=args.threads,
                                fusion_scale=args.fusion_scale, seconds=args.live_seconds,
-                               data=args.data, input_size=tuple(args.size) if args.size else None)
+                               data=args.data, input_size=tuple(args.size) if args.size else None,
+                               detection_min_score=args.detection_min_score)
                 live.append(row)
                 print(json.dumps(row, default=str), flush=True)
     result = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "hardware": bench.hardware(),
@@ -192,6 +203,9 @@ def add_parser(sub) -> None:
                                                 "(default ../shared/data/mfnet if found)")
     p.add_argument("--live", action="store_true", help="also run the live graph")
     p.add_argument("--live-seconds", type=float, default=10.0)
+    p.add_argument("--detection-min-score", type=float, default=None,
+                   help="live graph, models with a detector: the node's detection_min_score "
+                        "(default: the node's default, 0.5; 0 publishes every box)")
     p.add_argument("--out", default="runs/benchmark")
     p.set_defaults(func=cmd_benchmark)
 
