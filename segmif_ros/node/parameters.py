@@ -167,8 +167,9 @@ PARAMETERS = {
                            {"additional_constraints": "one of: auto, vision_msgs, segmif_ros"}),
     "detection_min_score": (0.5, "Models with a detector: lowest score of the boxes published "
                             "on detections and drawn on segmentation/color (yolo_ros' threshold"
-                            " default); the model keeps boxes down to its own 0.05 for "
-                            "evaluation. Can change at run time.",
+                            " default); the box selection starts there (the model's own "
+                            "0.05, which evaluation uses, is the floor). Can change at run "
+                            "time.",
                             {"floating_point_range": [FloatingPointRange(from_value=0.0,
                                                                          to_value=1.0,
                                                                          step=0.0)]}),
