@@ -58,28 +58,27 @@ def run_live(camera, out: Path, *, checkpoint=None, device="cpu", backend="torch
     ``detection_min_score`` None: the node's default."""
     from segmif_core.inference.onnx_cache import cached_onnx
 
+    from ..node.parameters import PARAMETERS
     from .bag_eval import run_bag_eval
     from .bag_make import make_bag
     from .demo import default_data
 
     data = Path(data) if data else default_data()
     out = Path(out)
+    min_score = float(PARAMETERS["detection_min_score"][0] if detection_min_score is None
+                      else detection_min_score)
     work = Path(tempfile.mkdtemp(prefix="segmif_live_"))
-    from ..node.parameters import PARAMETERS
-
-    if detection_min_score is None:
-        detection_min_score = PARAMETERS["detection_min_score"][0]
     cfg = {"camera": list(camera), "device": device, "backend": backend, "precision": precision,
            "threads": threads, "fusion_scale": fusion_scale, "mode": "live",
            "input_size": list(input_size) if input_size else None,
-           "detection_min_score": float(detection_min_score)}
+           "detection_min_score": min_score}
     try:
         names = _resized_pairs(data, camera, 24, work / "pairs")
         frames = max(1, int(round(seconds * 30)))
         make_bag(work / "pairs", work / "bag", names=(names * (frames // len(names) + 1))[:frames],
                  include_labels=False)
         params = {"backend": backend, "precision": precision, "threads": threads,
-                  "detection_min_score": float(detection_min_score)}
+                  "detection_min_score": min_score}
         if input_size:
             params["input_height"], params["input_width"] = int(input_size[0]), int(input_size[1])
         if fusion_scale:
