@@ -592,3 +592,62 @@ def test_validation_miou_protocol_for_classes_absent_from_val(absent, clean, str
     if absent == "zero":  # the default of the trainer
         assert evaluate(_FixedLabels(wrong), [batch], 3, "cpu")["mIoU"] == pytest.approx(
             100 * stray)
+
+
+def test_ema_averages_the_weights_and_resumes(tmp_path):
+    """train.ema: after every step E <- d * E + (1 - d) * W (the first step copies W), over
+    parameters and BatchNorm statistics; final_ema.pt holds E, final.pt W, and an interrupted
+    run resumes the average exactly. Expected E computed here from the recorded weights."""
+    root = tmp_path / "data"
+    _dataset(root, ["a", "b", "c", "d", "e"])
+    seen = []
+
+    class Recording(Trainer):
+        def train_step(self, batch, phase):
+            row = super().train_step(batch, phase)
+            seen.append({k: v.detach().clone().double()
+                         for k, v in self.model.state_dict().items() if v.is_floating_point()})
+            return row
+
+    Recording(_config(tmp_path, root, out="full", ema=0.75), log=lambda *_: None).run()
+    assert len(seen) == 6
+    expect = dict(seen[0])
+    for w in seen[1:]:
+        expect = {k: 0.75 * expect[k] + 0.25 * w[k] for k in expect}
+    run = tmp_path / "full"
+    ema_model, _, ema_info = load_checkpoint(run / "final_ema.pt")
+    fin_model, _, fin_info = load_checkpoint(run / "final.pt")
+    ema_sd, fin_sd = ema_model.state_dict(), fin_model.state_dict()
+    moved = 0
+    for k, e in expect.items():  # fp16 checkpoints: compare at fp16 precision
+        assert torch.allclose(ema_sd[k].double(), e, rtol=2e-3, atol=2e-3), k
+        assert torch.allclose(fin_sd[k].double(), seen[-1][k], rtol=2e-3, atol=2e-3), k
+        moved += int(not torch.allclose(e, seen[-1][k], rtol=1e-2, atol=1e-2))
+    assert moved > 0  # the average differs from the last weights somewhere
+    assert ema_info["meta"]["ema"] == 0.75 and fin_info["meta"]["val"]["step"] == 6
+    rows = (run / "log.csv").read_text().strip().splitlines()
+    val_row = dict(zip(rows[0].split(","), rows[3].split(",")))
+    assert 0 <= float(val_row["val_mIoU_ema"]) <= 100 and (run / "best_ema.pt").is_file()
+
+    class Interrupted(Trainer):
+        def train_step(self, batch, phase):
+            row = super().train_step(batch, phase)
+            if self.state["step"] == 3:
+                self._stop_requested = True
+            return row
+
+    part = _config(tmp_path, root, out="part", ema=0.75)
+    Interrupted(part, log=lambda *_: None).run()
+    train(part, log=lambda *_: None)
+    a = torch.load(run / "last.pt", weights_only=False)["ema"]
+    b = torch.load(tmp_path / "part" / "last.pt", weights_only=False)["ema"]
+    for k, v in a.items():
+        assert torch.equal(v, b[k]), k
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, 1.5, "fast"])
+def test_ema_decay_outside_0_1_is_refused(tmp_path, bad):
+    root = tmp_path / "data"
+    _dataset(root, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="train.ema"):
+        Trainer(_config(tmp_path, root, ema=bad), log=lambda *_: None)

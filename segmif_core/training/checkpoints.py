@@ -10,7 +10,7 @@ import uuid
 import numpy as np
 import torch
 
-from ..checkpoint import atomic_torch_save, load_checkpoint
+from ..checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
 
 
 def _rng_state() -> dict:
@@ -32,8 +32,8 @@ def _set_rng_state(state: dict) -> None:
 
 class CheckpointMixin:
     """``Trainer``'s checkpoint methods. They use the attributes ``Trainer.__init__`` sets:
-    ``cfg``, ``out``, ``rank``, ``log``, ``model``, ``opt_seg``, ``opt_fusion``, ``weighting``,
-    ``state`` and ``_resumed``."""
+    ``cfg``, ``tc``, ``out``, ``rank``, ``log``, ``model``, ``ema``, ``classes``, ``opt_seg``,
+    ``opt_fusion``, ``weighting``, ``state`` and ``_resumed``."""
 
     def _init_from(self, init: dict) -> None:
         """Start from the weights of a release checkpoint (``best.pt``, the shipped model):
@@ -72,6 +72,12 @@ class CheckpointMixin:
         self.weighting.load_state_dict(ck["weighting"])
         if self.joint:  # the detector's optimiser and the plateau schedule (tsjnet_steps.py)
             self.load_joint_state(ck["joint"])
+        if self.ema is not None:
+            if ck.get("ema") is None:
+                raise ValueError(f"{self.out / 'last.pt'} has no moving average of the weights "
+                                 "(it was trained without train.ema): resume it without "
+                                 "train.ema, or start a new run")
+            self.ema.load_state_dict(ck["ema"])
         self.state = ck["state"]
         self.state.setdefault("joint_steps", 0)  # a last.pt of an older version
         # a process killed during a validation (after the stop signal's save) may have written
@@ -96,4 +102,20 @@ class CheckpointMixin:
             "opt_fusion": self.opt_fusion.state_dict() if self.opt_fusion else None,
             "weighting": self.weighting.state_dict(), "state": self.state, "rng": _rng_state(),
             "joint": self.joint_state() if self.joint else None,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "config": self.cfg}, self.out / "last.pt")
+
+    def save_final(self) -> None:
+        """``final.pt``: the weights of the last step as a release checkpoint (fp16, as
+        ``best.pt``; the schedule's end, not a selection on val), and ``final_ema.pt`` with the
+        moving average of the weights when ``train.ema`` is set."""
+        if self.rank != 0:
+            return
+        meta = {"val": {"step": self.state["step"],
+                        "selection": "the final step of the schedule"},
+                "train_config": self.cfg, "run_id": self.state["run_id"]}
+        size = self.cfg["data"]["size"]
+        save_checkpoint(self.out / "final.pt", self.model, self.classes, size, meta=meta)
+        if self.ema is not None:
+            save_checkpoint(self.out / "final_ema.pt", self.ema.module, self.classes, size,
+                            meta=dict(meta, ema=float(self.tc["ema"])))

@@ -26,7 +26,7 @@ OPTIONAL = {
     "data": ("layout", "cache", "fusion_crop", "modality_dropout", "thermal_gain"),
     "model": (),
     "train": ("threads", "dist_timeout_min", "fused_cache", "final_seg_iters", "init",
-              "joint", "val_absent"),  # joint: the one-stage schedule of models with a detector (TSJNet)
+              "joint", "val_absent", "ema"),  # joint: the one-stage schedule of models with a detector (TSJNet)
 }
 _OPTIM = ("name", "lr", "lr_min", "weight_decay", "warmup_iters", "warmup_lr", "warmup",
           "poly_power")  # schedule._lr and schedule._optimizer

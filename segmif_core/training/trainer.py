@@ -90,6 +90,7 @@ from ..models import build_model
 from .batches import StepBatches, _Seeded, build_datasets, label_counts
 from .checkpoints import CheckpointMixin
 from .config import load_config, parse_overrides
+from .ema import make_ema
 from .fused_cache import FusedCacheMixin
 from .logs import _print_flushed, _truncate_log, write_plots
 from .losses import class_weights
@@ -111,7 +112,7 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
 
     FIELDS = ["step", "round", "phase", "time_s", "img_per_s", "lr_seg", "lr_fusion",
               "lambda_fusion", "lambda_seg", "seg", "fusion", "fusion_ssim", "fusion_mse",
-              "fusion_grad", "total", "val_mIoU", "val_Qabf", "val_SF"]
+              "fusion_grad", "total", "val_mIoU", "val_Qabf", "val_SF", "val_mIoU_ema"]
 
     def __init__(self, cfg: dict, log=None):
         self.cfg, self.tc, self.log = cfg, cfg["train"], log or _print_flushed
@@ -168,6 +169,8 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
         elif lc["class_weighting"] != "none":
             raise ValueError(f"class_weighting must be 'enet' or 'none', "
                              f"got {lc['class_weighting']!r}")
+        # the moving average of the weights (optional key train.ema: decay, 0 / absent = off)
+        self.ema = make_ema(self.model, self.tc.get("ema"))
         self.net = self.model
         if self.distributed:
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -302,6 +305,8 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
                             batch[k] = batch[k].contiguous(memory_format=torch.channels_last)
                 lrs = self.set_learning_rates(time_progress)
                 row = self.train_step(batch, phase)
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
                 key = "fusion_steps" if phase == "warmup" else f"{phase}_steps"
                 self.state[key] = self.state.get(key, 0) + 1
                 self.state["step"] = step = step + 1
@@ -345,6 +350,7 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
                 log_f.close()
         self.save_last()  # the final state, however the loop ended
         if self.rank == 0:
+            self.save_final()  # final.pt (and final_ema.pt): release checkpoints of the last step
             write_plots(log_path, self.out / "plots")
         summary = {"best": self.state["best"], "steps": self.state["step"],
                    "seg_steps": self.state["seg_steps"],

@@ -104,7 +104,8 @@ def selection_score(summary: dict, select: str = "miou") -> float:
 
 class ValidationMixin:
     """``Trainer``'s validation. It uses the attributes ``Trainer.__init__`` sets: ``distributed``,
-    ``rank``, ``model``, ``classes``, ``device``, ``state``, ``out`` and ``cfg``."""
+    ``rank``, ``model``, ``ema`` (None: no moving average), ``classes``, ``device``, ``state``,
+    ``out``, ``cfg`` and ``tc``."""
 
     def validate(self, val_loader, step: int):
         if self.distributed:
@@ -124,6 +125,19 @@ class ValidationMixin:
             if det is not None:  # percent, as mIoU (NaN: no ground-truth box in the split)
                 scores["val_mAP50"] = round(100 * det["map50"], 3)
                 scores["val_mAP50_95"] = round(100 * det["map50_95"], 3)
+            ema = getattr(self, "ema", None)
+            if ema is not None:  # the moving average, validated the same way (best_ema.pt)
+                e = evaluate(ema.module, val_loader, self.classes.num_classes, self.device,
+                             list(self.classes.names),
+                             absent=self.tc.get("val_absent", VAL_ABSENT))
+                scores["val_mIoU_ema"] = round(e["mIoU"], 3)
+                if e["mIoU"] > self.state.get("best_ema", {}).get("mIoU", -1.0):
+                    self.state["best_ema"] = {"mIoU": e["mIoU"], "step": step}
+                    save_checkpoint(self.out / "best_ema.pt", ema.module, self.classes,
+                                    self.cfg["data"]["size"],
+                                    meta={"val": self.state["best_ema"], "train_config": self.cfg,
+                                          "run_id": self.state["run_id"],
+                                          "ema": float(self.tc["ema"])})
             score = selection_score(s, getattr(self, "jc", {}).get("select", "miou"))
             best = self.state["best"]
             if score > best.get("score", best["mIoU"]):
