@@ -143,3 +143,20 @@ def test_composer_weight_chooses_the_base_level():
     for wv in (0.0, 0.25, 1.0):
         u = PyramidComposer()(torch.full((1, 1, 16, 16), wv), y, t, levels=3, w_downs=0)
         assert torch.allclose(u, torch.full_like(u, wv * 0.2 + (1 - wv) * 0.8), atol=1e-5)
+
+
+def test_composer_brighter_base_is_the_max_rule_at_weight_one():
+    # base='brighter': w is the share of the brighter source. Two flat halves where visible is
+    # brighter on the left and thermal on the right: w = 1 gives the max of the two on each
+    # side (the classical max rule), w = 0 the min, w = 0.25 their mix; expected values by hand
+    y = torch.full((1, 1, 64, 128), 0.2)
+    t = torch.full((1, 1, 64, 128), 0.8)
+    y[..., :64], t[..., :64] = 0.7, 0.1
+    for wv, left, right in ((1.0, 0.7, 0.8), (0.0, 0.1, 0.2), (0.25, 0.25, 0.35)):
+        u = PyramidComposer()(torch.full((1, 1, 16, 32), wv), y, t, levels=2, w_downs=0,
+                              base="brighter")
+        # away from the step (the pyramid's blur mixes the halves within a few pixels)
+        assert torch.allclose(u[..., :24], torch.full_like(u[..., :24], left), atol=1e-4)
+        assert torch.allclose(u[..., 104:], torch.full_like(u[..., 104:], right), atol=1e-4)
+    with pytest.raises(ValueError, match="base"):
+        PyramidComposer()(torch.ones(1, 1, 16, 32), y, t, levels=2, w_downs=0, base="max")

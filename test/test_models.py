@@ -16,12 +16,14 @@ VARIANTS = [("segmif", dict(TINY, interaction=m)) for m in
             ("full", "soam", "moam", "concat", "sum", "average", "none")]
 VARIANTS += [("segmif", dict(TINY, hia_stride=2))]
 VARIANTS += [("segmif", dict(TINY, fusion_head="pyramid", pyramid_levels=3)),
-             ("segmif", dict(TINY, fusion_head="pyramid", pyramid_levels=3, psi_thermal=True))]
+             ("segmif", dict(TINY, fusion_head="pyramid", pyramid_levels=3, psi_thermal=True)),
+             ("segmif", dict(TINY, fusion_head="pyramid", pyramid_levels=3,
+                             pyramid_base="brighter"))]
 VARIANTS += [("baseline", {"inputs": i, "decoder_hidden_size": 32, "pretrained": None})
              for i in ("visible", "thermal", "early")]
 
 
-@pytest.fixture(scope="module", params=VARIANTS, ids=lambda v: f"{v[0]}-{'-'.join(f'{k}={x}' for k, x in v[1].items() if k in ('interaction', 'inputs', 'hia_stride', 'fusion_head', 'psi_thermal'))}")
+@pytest.fixture(scope="module", params=VARIANTS, ids=lambda v: f"{v[0]}-{'-'.join(f'{k}={x}' for k, x in v[1].items() if k in ('interaction', 'inputs', 'hia_stride', 'fusion_head', 'psi_thermal', 'pyramid_base'))}")
 def model(request):
     torch.manual_seed(0)
     name, cfg = request.param
@@ -127,6 +129,11 @@ def test_pyramid_head_carries_a_one_pixel_thermal_line_at_camera_resolution():
     assert fused.shape == (1, 3, 256, 320)
     y = 0.299 * fused[0, 0] + 0.587 * fused[0, 1] + 0.114 * fused[0, 2]
     assert (y[129, 20:-20] - y[125, 20:-20]).min() > 0.4   # 0.6 in the source
+
+
+def test_unknown_pyramid_base_is_refused():
+    with pytest.raises(ValueError, match="pyramid_base"):
+        build_model("segmif", dict(TINY, num_classes=5, fusion_head="pyramid", pyramid_base="max"))
 
 
 def test_psi_thermal_refuses_a_missing_thermal_image():

@@ -555,3 +555,22 @@ def test_cache_key_follows_the_source_of_the_graph(tiny_checkpoint, tmp_path, mo
     key = oc.cache_key(tiny_checkpoint, None, (64, 64))
     monkeypatch.setattr(oc, "_SOURCE_DIGEST", "0" * 64)
     assert oc.cache_key(tiny_checkpoint, None, (64, 64)) != key
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_graph_fused_output_to_uint8_rounds_and_saturates(channels):
+    """The ONNX backend's fused (C, H, W) float output -> (H, W, C) uint8: round(x * 255),
+    values outside [0, 1] saturated, contiguous; expected values from numpy in float64."""
+    from segmif_core.inference.backends import _planes_to_u8
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-0.2, 1.2, (channels, 37, 53)).astype(np.float32)
+    x[0, 0, :5] = [0.0, 1.0, -1e-4, 1.0001, 0.25]
+    got = _planes_to_u8(x)
+    want = np.clip(np.floor(x.astype(np.float64) * 255.0 + 0.5), 0, 255).transpose(1, 2, 0)
+    assert got.shape == (37, 53, channels) and got.dtype == np.uint8
+    assert got.flags["C_CONTIGUOUS"]
+    diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
+    assert diff.max() <= 1  # only at exact halves (OpenCV rounds them to even)
+    halves = np.abs(x.astype(np.float64) * 255.0 % 1.0 - 0.5) < 1e-3
+    assert (diff[~halves.transpose(1, 2, 0)] == 0).all()
+    assert list(got[0, :5, 0]) == [0, 255, 0, 255, 64]

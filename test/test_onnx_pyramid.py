@@ -12,13 +12,14 @@ from segmif_core.models import build_model
 pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture(scope="module")
-def pyramid_checkpoint(tmp_path_factory):
+@pytest.fixture(scope="module", params=["visible", "brighter"])
+def pyramid_checkpoint(tmp_path_factory, request):
     torch.manual_seed(0)
     model = build_model("segmif", {"num_classes": MFNET_CLASSES.num_classes, "fusion_width": 8,
                                    "drdb_growth": 4, "hia_heads": 2, "decoder_hidden_size": 32,
                                    "pretrained": None, "fusion_head": "pyramid",
-                                   "pyramid_levels": 3, "psi_thermal": True})
+                                   "pyramid_levels": 3, "psi_thermal": True,
+                                   "pyramid_base": request.param})
     path = tmp_path_factory.mktemp("ckpt") / "pyramid.pt"
     save_checkpoint(path, model, MFNET_CLASSES, input_size=(64, 64))
     return path

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -339,7 +340,7 @@ class OnnxRuntimeBackend:
         labels, conf, fused, *det = self.session.run(self._outputs, feed, self.run_options)
         network = _ms(t1)
         t2 = time.perf_counter()
-        fused = (fused[0].transpose(1, 2, 0) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+        fused = _planes_to_u8(fused[0])
         dets = None
         if det:  # the box selection counts as 'download' (host work after the network)
             dets = select_detections(det[0][0], det[1][0], **self.detection_options)
@@ -349,6 +350,17 @@ class OnnxRuntimeBackend:
             dets["boxes"] = dets["boxes"] * np.array([sx, sy, sx, sy], np.float32)
         return Outputs(fused, labels[0], conf[0],
                        {"resize": resize_ms, "network": network, "download": _ms(t2)}, dets)
+
+
+def _planes_to_u8(chw: np.ndarray) -> np.ndarray:
+    """(C, H, W) float (0..1 the grey range) -> contiguous (H, W, C) uint8: round(x * 255)
+    saturated to [0, 255] (OpenCV's rounding, halves to even). One OpenCV pass per plane: about
+    1 ms for a 640x480 RGB image on one core of this project's CPU, against 7 ms for numpy's
+    scale, round, clip and cast (whose result was also not contiguous, so the node's colour
+    conversion copied it again)."""
+    planes = [cv2.multiply(np.ascontiguousarray(p, dtype=np.float32), 255.0, dtype=cv2.CV_8U)
+              for p in chw]
+    return cv2.merge(planes).reshape(chw.shape[1], chw.shape[2], len(planes))
 
 
 __all__ = ["BACKENDS", "PRECISIONS", "ORT_PRECISIONS", "BackendError", "Outputs", "TorchBackend",

@@ -81,19 +81,27 @@ def collapse(pyr: list[torch.Tensor]) -> torch.Tensor:
     return x
 
 
+#: What the weight map w means at the coarsest level (``PyramidComposer.forward``'s ``base``):
+#: 'visible' = the visible share, w G(Y) + (1 - w) G(T); 'brighter' = the share of the brighter
+#: source at each pixel, w max(G(Y), G(T)) + (1 - w) min(G(Y), G(T)), so that w = 1 is the max
+#: rule of the classical pyramid fusion and the network learns where to depart from it.
+PYRAMID_BASES = ("visible", "brighter")
+
+
 class PyramidComposer(nn.Module):
     """Fused luminance from a base-level weight map and the two sources (module docstring).
 
-    forward(w, y, t, levels, w_downs): w (B, 1, h, w) in [0, 1], the visible share of the
-    coarsest level, reduced by ``w_downs`` ``down`` steps (to about the coarsest level's scale)
+    forward(w, y, t, levels, w_downs, base='visible'): w (B, 1, h, w) in [0, 1], the visible
+    share of the coarsest level (``base='brighter'``: the brighter source's share, see
+    :data:`PYRAMID_BASES`), reduced by ``w_downs`` ``down`` steps (to about the coarsest level's scale)
     and then resized bilinearly to the coarsest level's size; y, t (B, 1, H, W) in [0, 1];
     levels >= 1 -> fused luminance (B, 1, H, W) float in [0, 1] (clamped). ``w_downs`` depends
     only on w's size, never on H, W, so an ONNX export keeps the camera size free. Raises
-    ValueError for mismatched shapes or too small images.
+    ValueError for mismatched shapes, too small images or an unknown ``base``.
     """
 
     def forward(self, w: torch.Tensor, y: torch.Tensor, t: torch.Tensor, levels: int,
-                w_downs: int) -> torch.Tensor:
+                w_downs: int, base: str = "visible") -> torch.Tensor:
         if not _tracing() and (y.shape != t.shape or y.shape[1] != 1 or w.shape[1] != 1
                                or w.shape[0] != y.shape[0]):
             raise ValueError(f"shapes differ: w {tuple(w.shape)}, y {tuple(y.shape)}, "
@@ -101,9 +109,16 @@ class PyramidComposer(nn.Module):
         both = laplacian_pyramid(torch.cat([y, t], dim=1), levels)
         fused = [torch.where(d[:, :1].abs() >= d[:, 1:].abs(), d[:, :1], d[:, 1:])
                  for d in both[:-1]]
-        base = both[-1]
+        coarse, rule = both[-1], base
+        if rule not in PYRAMID_BASES:
+            raise ValueError(f"base must be one of {PYRAMID_BASES}, got {rule!r}")
         for _ in range(int(w_downs)):
             w = down(w)
-        w = up(w, base.shape[-2:])
-        fused.append(w * base[:, :1] + (1.0 - w) * base[:, 1:])
+        w = up(w, coarse.shape[-2:])
+        if rule == "visible":
+            fused.append(w * coarse[:, :1] + (1.0 - w) * coarse[:, 1:])
+        else:  # "brighter": w is the share of the brighter source (w = 1: the max rule)
+            hi = torch.maximum(coarse[:, :1], coarse[:, 1:])
+            lo = torch.minimum(coarse[:, :1], coarse[:, 1:])
+            fused.append(w * hi + (1.0 - w) * lo)
         return collapse(fused).clamp(0.0, 1.0)

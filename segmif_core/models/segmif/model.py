@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from ..base import FusionSegModel
 from ..modules.guided_filter import GuidedUpsampler
 from ..modules.hia import AGGREGATIONS, HIA_MODES
-from ..modules.pyramid import PyramidComposer
+from ..modules.pyramid import PYRAMID_BASES, PyramidComposer
 from ..preprocessing import (check_normalization, merge_luminance, normalize_mono, normalize_rgb,
                              split_luminance)
 from ..segmenter import Segmenter
@@ -59,7 +59,8 @@ class SegMiFConfig:
     option, not the paper's): Phi and its guidance pass run on the pair resized by s (area), and
     the guided upsampler carries Phi's local mix back to the network input size before Psi; it
     can be changed on a trained model (``SegMiFPredictor(fusion_scale=...)``).
-    ``fusion_head`` / ``pyramid_levels``: what Phi's output means (module docstring); with
+    ``fusion_head`` / ``pyramid_levels`` / ``pyramid_base``: what Phi's output means (module
+    docstring; ``modules.pyramid.PYRAMID_BASES``); with
     ``pyramid``, ``guided_radius`` / ``guided_eps`` are unused. ``psi_thermal``: Psi's input
     (and its guidance pass) is the fused RGB image plus the thermal image as a 4th channel (a
     documented deviation from the paper; the stem's extra filter starts as the mean of the RGB
@@ -88,6 +89,9 @@ class SegMiFConfig:
     pyramid_levels: int = 4             # pyramid levels at the network input size (pyramid head)
     camera_extra_levels: int = 1        # and this many more at the camera size (1: the same
                                         # base scale for a camera twice the network size)
+    pyramid_base: str = "visible"       # what Phi's weight is at the coarsest level: the
+                                        # visible share, or the brighter source's share
+                                        # ("brighter": 1 = the classical max rule; ours)
     psi_thermal: bool = False           # Psi sees the registered thermal image as a 4th channel
                                         # beside the fused RGB (not the paper's: Psi sees only
                                         # the fused image)
@@ -105,6 +109,9 @@ class SegMiFConfig:
         if self.fusion_head not in FUSION_HEADS:
             raise ValueError(f"unknown fusion_head {self.fusion_head!r}; choose one of "
                              f"{FUSION_HEADS}")
+        if self.pyramid_base not in PYRAMID_BASES:
+            raise ValueError(f"unknown pyramid_base {self.pyramid_base!r}; choose one of "
+                             f"{PYRAMID_BASES}")
         if int(self.pyramid_levels) < 2:
             raise ValueError(f"pyramid_levels must be >= 2, got {self.pyramid_levels}")
         if self.fusion_width % self.hia_heads:
@@ -190,7 +197,7 @@ class SegMiF(FusionSegModel):
         w_downs = max(levels - 1 - n_net, 0)
         if camera:
             levels += int(self.config.camera_extra_levels)
-        u = self.composer(w, y, ir, levels, w_downs)
+        u = self.composer(w, y, ir, levels, w_downs, self.config.pyramid_base)
         return u, merge_luminance(u, cbcr), w
 
     def _phi(self, y, ir, guide, guidance_grad):
