@@ -75,6 +75,18 @@ def test_fusion_loss_combines_parts_with_eta():
     assert parts["total"].item() == pytest.approx(total.item())
 
 
+def test_fusion_loss_weights_the_intensity_term():
+    # max target: the pixel term is mean((u - max(x, y))^2), computed here by hand
+    u, x, y = torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16)
+    mse = ((u - torch.maximum(x, y)) ** 2).mean().item()
+    one = fusion_loss(u, x, y, eta=2.0, intensity="max")
+    twenty = fusion_loss(u, x, y, eta=2.0, intensity="max", intensity_weight=20.0)
+    assert one["mse"].item() == pytest.approx(mse, rel=1e-6)
+    assert twenty["total"].item() - one["total"].item() == pytest.approx(19.0 * mse, rel=1e-5)
+    with pytest.raises(ValueError, match="intensity_weight"):
+        fusion_loss(u, x, y, intensity_weight=-1.0)
+
+
 def test_cross_entropy_ignores_index_and_matches_hand_value():
     logits = torch.tensor([[2.0, 0.0], [0.0, 0.0]]).T.reshape(1, 2, 1, 2)  # pixel0: (2,0) pixel1: (0,0)
     target = torch.tensor([[[0, 255]]])

@@ -37,7 +37,7 @@ NESTED = {
     "data.thermal": ("mode", "low", "high", "min", "max"),  # batches.build_datasets
     "train.seg_optim": _OPTIM + ("head_lr_mult",),
     "train.fusion_optim": _OPTIM,
-    "train.loss": ("eta", "class_weighting", "ignore_index", "intensity"),
+    "train.loss": ("eta", "class_weighting", "ignore_index", "intensity", "intensity_weight"),
     "train.weighting": ("mode", "eta_fusion", "eta_seg", "temperature", "window",
                         "lambda_fusion", "lambda_seg"),  # weighting.make_weighting
     "train.init": ("checkpoint", "parts"),  # checkpoints._init_from

@@ -100,17 +100,20 @@ INTENSITY_TERMS = ("vsm", "max")
 
 
 def fusion_loss(u: torch.Tensor, x: torch.Tensor, y: torch.Tensor, eta: float = 1.0,
-                intensity: str = "vsm") -> dict:
-    """Eq. (6): L_f = L_SSIM + L_MSE + eta * L_grad. Returns a dict of the parts and 'total'.
+                intensity: str = "vsm", intensity_weight: float = 1.0) -> dict:
+    """Eq. (6): L_f = L_SSIM + w_I * L_MSE + eta * L_grad (w_I = ``intensity_weight``; the paper's
+    Eq. (6) has w_I = 1). Returns a dict of the unweighted parts and 'total'.
 
     ``intensity``: 'vsm' (Eq. 4, the paper) or 'max' (``max_intensity_loss``) for L_MSE.
-    Raises ValueError for another value."""
+    Raises ValueError for another value or a negative ``intensity_weight``."""
     if intensity not in INTENSITY_TERMS:
         raise ValueError(f"intensity must be one of {INTENSITY_TERMS}, got {intensity!r}")
+    if not float(intensity_weight) >= 0.0:
+        raise ValueError(f"intensity_weight must be >= 0, got {intensity_weight!r}")
     pixel = saliency_pixel_loss if intensity == "vsm" else max_intensity_loss
     parts = {"ssim": ssim_loss(u, x, y), "mse": pixel(u, x, y),
              "grad": gradient_loss(u, x, y)}
-    parts["total"] = parts["ssim"] + parts["mse"] + eta * parts["grad"]
+    parts["total"] = parts["ssim"] + float(intensity_weight) * parts["mse"] + eta * parts["grad"]
     return parts
 
 

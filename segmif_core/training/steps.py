@@ -58,7 +58,7 @@ class StepMixin:
                 y, _ = split_luminance(vis)
                 # losses outside autocast: blur, saliency histogram and SSIM in fp32
                 f = fusion_loss(u.float(), y.float(), ir.float(), lc["eta"],
-                                 lc.get("intensity", "vsm"))
+                                 lc.get("intensity", "vsm"), lc.get("intensity_weight", 1.0))
                 self.opt_fusion.zero_grad(set_to_none=True)
                 f["total"].backward()
                 self.opt_fusion.step()
@@ -98,7 +98,7 @@ class StepMixin:
                 out = self.net(vis, ir, phase="joint", guidance_grad=not freeze)
             y, _ = split_luminance(vis)
             f = fusion_loss(out["fused"].float(), y.float(), ir.float(), lc["eta"],
-                                 lc.get("intensity", "vsm"))
+                                 lc.get("intensity", "vsm"), lc.get("intensity_weight", 1.0))
             ls = segmentation_loss(out["logits"].float(), label, self.class_weight,
                                    lc["ignore_index"])
             lam = self.weighting.current()
