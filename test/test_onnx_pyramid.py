@@ -22,10 +22,33 @@ def pyramid_checkpoint(tmp_path_factory, request):
                                    "pyramid_base": request.param})
     path = tmp_path_factory.mktemp("ckpt") / "pyramid.pt"
     save_checkpoint(path, model, MFNET_CLASSES, input_size=(64, 64))
-    return path
+    # the same network with Phi's weight map forced to ~1 (last layer: zero weights, bias 8):
+    # the visible base, or the brighter source's (the max rule), at the coarsest level
+    with torch.no_grad():
+        model.fusion.decoder[-1].weight.zero_()
+        model.fusion.decoder[-1].bias.fill_(8.0)
+    forced = path.with_name("forced.pt")
+    save_checkpoint(forced, model, MFNET_CLASSES, input_size=(64, 64))
+    return path, forced, request.param
+
+
+def test_base_rule_in_the_onnx_graph(pyramid_checkpoint, tmp_path):
+    # w ~ 1: a dark visible scene (luma ~40) and a bright flat thermal image (200) give a fused
+    # image near 200 with the brighter base (max rule) and near 40 with the visible base, on
+    # both backends (a graph with the rule swapped or lost would not)
+    _, forced, base = pyramid_checkpoint
+    onnx_path = tmp_path / "forced.onnx"
+    export_onnx(onnx_path, forced, camera=(96, 128), dynamic=True)
+    vis = np.full((96, 128, 3), 40, np.uint8)
+    ir = np.full((96, 128), 200, np.uint8)
+    for pred in (SegMiFPredictor(forced), SegMiFPredictor(onnx_path, backend="onnxruntime")):
+        y = pred.predict(vis, ir).fused.astype(float) @ np.array([0.299, 0.587, 0.114])
+        want = 200.0 if base == "brighter" else 40.0
+        assert abs(y.mean() - want) < 5, (pred.backend.name, base, y.mean())
 
 
 def test_dynamic_pyramid_export_matches_torch_at_two_camera_sizes(pyramid_checkpoint, tmp_path):
+    pyramid_checkpoint = pyramid_checkpoint[0]
     onnx_path = tmp_path / "pyramid.onnx"
     export_onnx(onnx_path, pyramid_checkpoint, camera=(96, 128), dynamic=True)
     torch_pred = SegMiFPredictor(pyramid_checkpoint)

@@ -627,7 +627,23 @@ def test_ema_averages_the_weights_and_resumes(tmp_path):
     assert ema_info["meta"]["ema"] == 0.75 and fin_info["meta"]["val"]["step"] == 6
     rows = (run / "log.csv").read_text().strip().splitlines()
     val_row = dict(zip(rows[0].split(","), rows[3].split(",")))
-    assert 0 <= float(val_row["val_mIoU_ema"]) <= 100 and (run / "best_ema.pt").is_file()
+    assert 0 <= float(val_row["val_mIoU_ema"]) <= 100
+    # best_ema.pt holds the average at its own step (validations at steps 3 and 6)
+    best_model, _, best_info = load_checkpoint(run / "best_ema.pt")
+    at = best_info["meta"]["val"]["step"]
+    assert at in (3, 6)
+    expect_at = dict(seen[0])
+    for w in seen[1:at]:
+        expect_at = {k: 0.75 * expect_at[k] + 0.25 * w[k] for k in expect_at}
+    best_sd = best_model.state_dict()
+    for k, e in expect_at.items():
+        assert torch.allclose(best_sd[k].double(), e, rtol=2e-3, atol=2e-3), k
+    # BatchNorm's step counter is copied, not averaged
+    counts = [k for k in torch.load(run / "last.pt", weights_only=False)["ema"]
+              if k.endswith("num_batches_tracked")]
+    last = torch.load(run / "last.pt", weights_only=False)
+    assert counts and all(torch.equal(last["ema"][k], last["model"][k.replace("module.", "", 1)])
+                          for k in counts)
 
     class Interrupted(Trainer):
         def train_step(self, batch, phase):
@@ -638,7 +654,11 @@ def test_ema_averages_the_weights_and_resumes(tmp_path):
 
     part = _config(tmp_path, root, out="part", ema=0.75)
     Interrupted(part, log=lambda *_: None).run()
+    assert not (tmp_path / "part" / "final.pt").exists()  # interrupted: no final checkpoint
+    with pytest.raises(ValueError, match="train.ema"):  # resumed with another decay: refused
+        Trainer(_config(tmp_path, root, out="part", ema=0.5), log=lambda *_: None)
     train(part, log=lambda *_: None)
+    assert (tmp_path / "part" / "final_ema.pt").exists()
     a = torch.load(run / "last.pt", weights_only=False)["ema"]
     b = torch.load(tmp_path / "part" / "last.pt", weights_only=False)["ema"]
     for k, v in a.items():

@@ -72,23 +72,36 @@ class CheckpointMixin:
         self.weighting.load_state_dict(ck["weighting"])
         if self.joint:  # the detector's optimiser and the plateau schedule (tsjnet_steps.py)
             self.load_joint_state(ck["joint"])
+        saved_decay = ck.get("ema_decay")
         if self.ema is not None:
             if ck.get("ema") is None:
                 raise ValueError(f"{self.out / 'last.pt'} has no moving average of the weights "
                                  "(it was trained without train.ema): resume it without "
                                  "train.ema, or start a new run")
+            if saved_decay is not None and float(saved_decay) != float(self.tc["ema"]):
+                raise ValueError(f"{self.out / 'last.pt'} averaged the weights with train.ema "
+                                 f"{saved_decay}, this config says {self.tc['ema']}: resume with "
+                                 "the same decay, or start a new run")
             self.ema.load_state_dict(ck["ema"])
+        elif ck.get("ema") is not None and self.rank == 0:
+            self.log(f"warning: {self.out / 'last.pt'} holds a moving average of the weights "
+                     f"(train.ema {saved_decay}) that this config (no train.ema) drops")
         self.state = ck["state"]
         self.state.setdefault("joint_steps", 0)  # a last.pt of an older version
         # a process killed during a validation (after the stop signal's save) may have written
-        # a best.pt of this run that last.pt does not know of: keep its score as the bar to beat
-        best = self.out / "best.pt"
-        if best.is_file() and self.state.get("run_id"):
+        # a best.pt (best_ema.pt) of this run that last.pt does not know of: keep its score as
+        # the bar to beat
+        for name, key in (("best.pt", "best"), ("best_ema.pt", "best_ema")):
+            best = self.out / name
+            if not (best.is_file() and self.state.get("run_id")):
+                continue
             meta = torch.load(best, map_location="cpu", weights_only=True).get("meta", {})
             val = meta.get("val")
+            bar = self.state.get(key, {}).get("score", self.state.get(key, {}).get("mIoU",
+                                                                                -math.inf))
             if (meta.get("run_id") == self.state["run_id"] and isinstance(val, dict)
-                    and val.get("mIoU", -math.inf) > self.state["best"]["mIoU"]):
-                self.state["best"] = val
+                    and val.get("score", val.get("mIoU", -math.inf)) > bar):
+                self.state[key] = val
         self.state.setdefault("run_id", uuid.uuid4().hex)  # a last.pt of an older version
         _set_rng_state(ck["rng"])
         self._resumed = True
@@ -103,6 +116,7 @@ class CheckpointMixin:
             "weighting": self.weighting.state_dict(), "state": self.state, "rng": _rng_state(),
             "joint": self.joint_state() if self.joint else None,
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "ema_decay": float(self.tc["ema"]) if self.ema is not None else None,
             "config": self.cfg}, self.out / "last.pt")
 
     def save_final(self) -> None:

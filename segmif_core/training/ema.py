@@ -2,7 +2,8 @@
 ``AveragedModel`` with its EMA update, over parameters and buffers (BatchNorm statistics too).
 
 W_ema <- decay * W_ema + (1 - decay) * W after every optimiser step (the first step copies W);
-the average of the last ~1 / (1 - decay) steps. The trainer validates the averaged weights beside
+the average of the last ~1 / (1 - decay) steps. Only rank 0 keeps one under DDP (it validates and
+writes the checkpoints). The trainer validates the averaged weights beside
 the trained ones and writes them as ``best_ema.pt`` / ``final_ema.pt``; training itself (and the
 fused-image cache of SegMiF's rounds) always uses the trained weights."""
 from __future__ import annotations
@@ -31,3 +32,14 @@ def make_ema(model: torch.nn.Module, decay) -> AveragedModel | None:
     for p in ema.module.parameters():
         p.requires_grad_(False)
     return ema
+
+
+def update_ema(ema: AveragedModel, model: torch.nn.Module) -> None:
+    """One EMA update after an optimiser step. Integer buffers (BatchNorm's
+    ``num_batches_tracked``) are copied from ``model`` instead of averaged (torch's EMA would blend
+    and truncate them into a meaningless count)."""
+    ema.update_parameters(model)
+    with torch.no_grad():
+        for b_ema, b in zip(ema.module.buffers(), model.buffers()):
+            if not (b.is_floating_point() or b.is_complex()):
+                b_ema.copy_(b)

@@ -90,7 +90,7 @@ from ..models import build_model
 from .batches import StepBatches, _Seeded, build_datasets, label_counts
 from .checkpoints import CheckpointMixin
 from .config import load_config, parse_overrides
-from .ema import make_ema
+from .ema import make_ema, update_ema
 from .fused_cache import FusedCacheMixin
 from .logs import _print_flushed, _truncate_log, write_plots
 from .losses import class_weights
@@ -170,7 +170,12 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
             raise ValueError(f"class_weighting must be 'enet' or 'none', "
                              f"got {lc['class_weighting']!r}")
         # the moving average of the weights (optional key train.ema: decay, 0 / absent = off)
-        self.ema = make_ema(self.model, self.tc.get("ema"))
+        self.ema = make_ema(self.model, self.tc.get("ema")) if self.rank == 0 else None
+        iw = lc.get("intensity_weight", 1.0)
+        if isinstance(iw, bool) or not isinstance(iw, (int, float)) or not (
+                math.isfinite(iw) and iw >= 0):
+            raise ValueError(f"train.loss.intensity_weight must be a finite number >= 0, got "
+                             f"{iw!r}")
         self.net = self.model
         if self.distributed:
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -274,12 +279,14 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
             from tqdm import tqdm
             bar = tqdm(total=self.total_steps, initial=self.state["step"], unit="step",
                        dynamic_ncols=True)
+        interrupted = False  # a stop request (signal) ended the loop: no final.pt
         try:
             t_last = time.time()
             for batch in loader:
                 step = self.state["step"]
                 elapsed, stop = self._agree(time.time() - t_start)
                 if step >= self.total_steps or stop:
+                    interrupted = interrupted or stop
                     break
                 if elapsed >= budget:
                     self.log(f"time budget of {tc['max_minutes']} min reached at step {step}")
@@ -306,7 +313,7 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
                 lrs = self.set_learning_rates(time_progress)
                 row = self.train_step(batch, phase)
                 if self.ema is not None:
-                    self.ema.update_parameters(self.model)
+                    update_ema(self.ema, self.model)
                 key = "fusion_steps" if phase == "warmup" else f"{phase}_steps"
                 self.state[key] = self.state.get(key, 0) + 1
                 self.state["step"] = step = step + 1
@@ -320,6 +327,7 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
                            **lrs)
                 t_last = now
                 last = step >= self.total_steps or stop or elapsed >= budget
+                interrupted = interrupted or stop
                 if stop:  # a stop signal: save before validating (torchrun and SLURM kill the
                     self.save_last()  # process some 30 s after forwarding the signal)
                 if step % tc["val_every"] == 0 or last:
@@ -350,9 +358,11 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
                 log_f.close()
         self.save_last()  # the final state, however the loop ended
         if self.rank == 0:
-            self.save_final()  # final.pt (and final_ema.pt): release checkpoints of the last step
+            if not interrupted:  # the schedule or the time budget ended the run
+                self.save_final()  # final.pt (and final_ema.pt): the last step's weights
             write_plots(log_path, self.out / "plots")
-        summary = {"best": self.state["best"], "steps": self.state["step"],
+        summary = {"best": self.state["best"], "best_ema": self.state.get("best_ema"),
+                   "completed": not interrupted, "steps": self.state["step"],
                    "seg_steps": self.state["seg_steps"],
                    "fusion_steps": self.state["fusion_steps"],
                    "joint_steps": self.state.get("joint_steps", 0),

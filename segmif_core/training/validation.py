@@ -126,19 +126,28 @@ class ValidationMixin:
                 scores["val_mAP50"] = round(100 * det["map50"], 3)
                 scores["val_mAP50_95"] = round(100 * det["map50_95"], 3)
             ema = getattr(self, "ema", None)
-            if ema is not None:  # the moving average, validated the same way (best_ema.pt)
+            select = getattr(self, "jc", {}).get("select", "miou")
+            if ema is not None:  # the moving average, validated and selected the same way
                 e = evaluate(ema.module, val_loader, self.classes.num_classes, self.device,
                              list(self.classes.names),
+                             box_class_ids=self.box_class_ids if joint else None,
+                             box_min_area=self.jc["box_min_area"] if joint else 50,
                              absent=self.tc.get("val_absent", VAL_ABSENT))
                 scores["val_mIoU_ema"] = round(e["mIoU"], 3)
-                if e["mIoU"] > self.state.get("best_ema", {}).get("mIoU", -1.0):
-                    self.state["best_ema"] = {"mIoU": e["mIoU"], "step": step}
+                e_score = selection_score(e, select)
+                old = self.state.get("best_ema", {})
+                if e_score > old.get("score", old.get("mIoU", -1.0)):
+                    self.state["best_ema"] = {"mIoU": e["mIoU"], "step": step, "score": e_score}
+                    if e.get("detection") is not None:
+                        self.state["best_ema"]["detection"] = {
+                            "map50": 100 * e["detection"]["map50"],
+                            "map50_95": 100 * e["detection"]["map50_95"]}
                     save_checkpoint(self.out / "best_ema.pt", ema.module, self.classes,
                                     self.cfg["data"]["size"],
                                     meta={"val": self.state["best_ema"], "train_config": self.cfg,
                                           "run_id": self.state["run_id"],
                                           "ema": float(self.tc["ema"])})
-            score = selection_score(s, getattr(self, "jc", {}).get("select", "miou"))
+            score = selection_score(s, select)
             best = self.state["best"]
             if score > best.get("score", best["mIoU"]):
                 self.state["best"] = {

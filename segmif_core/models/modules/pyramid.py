@@ -8,7 +8,8 @@ network's, or the camera's) is
     u = collapse( maxabs(L_k(Y), L_k(T)) for the detail levels k < n-1,
                   w_b * G_{n-1}(Y) + (1 - w_b) * G_{n-1}(T) at the coarsest level ),
 
-with L_k / G_k the Laplacian / Gaussian pyramid levels of the visible luminance Y and the thermal
+(``base='brighter'``: w_b * max(G_{n-1}(Y), G_{n-1}(T)) + (1 - w_b) * min(...), w_b the brighter
+source's share, 1 = the classical max rule) with L_k / G_k the Laplacian / Gaussian pyramid levels of the visible luminance Y and the thermal
 image T (Burt & Adelson, IEEE Trans. Commun. 31(4), 1983; the max-abs detail rule of Toet,
 Pattern Recognit. Lett. 9(4), 1989) and w_b the weight map brought to the coarsest level's size.
 So every detail coefficient of both cameras reaches the fused image at full resolution (no

@@ -112,6 +112,9 @@ class SegMiFConfig:
         if self.pyramid_base not in PYRAMID_BASES:
             raise ValueError(f"unknown pyramid_base {self.pyramid_base!r}; choose one of "
                              f"{PYRAMID_BASES}")
+        if self.pyramid_base != "visible" and self.fusion_head != "pyramid":
+            raise ValueError(f"pyramid_base {self.pyramid_base!r} needs fusion_head 'pyramid', "
+                             f"got {self.fusion_head!r}")
         if int(self.pyramid_levels) < 2:
             raise ValueError(f"pyramid_levels must be >= 2, got {self.pyramid_levels}")
         if self.fusion_width % self.hia_heads:
