@@ -88,6 +88,19 @@ def _dataset(root: Path, names, size=(48, 64), bad=None):
     (root / "val.txt").write_text(names[-1] + "\n")
 
 
+def _stopping_after(step: int):
+    """A Trainer that raises its stop request in the optimiser step taken when ``state['step']``
+    is ``step`` (the count goes up after ``train_step``), so the loop stops after step
+    ``step + 1`` as on SIGINT/SIGTERM."""
+    class Interrupted(Trainer):
+        def train_step(self, batch, phase):
+            row = super().train_step(batch, phase)
+            if self.state["step"] == step:
+                self._stop_requested = True
+            return row
+    return Interrupted
+
+
 def _config(tmp_path, root, out="run", **train):
     cfg = {"base": str(PAPER), "out": str(tmp_path / out),
            "data": {"root": str(root), "size": [48, 64], "crop": [32, 32]},
@@ -170,12 +183,7 @@ def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path):
     full = _config(tmp_path, root, out="full")
     train(full, log=lambda *_: None)
 
-    class Interrupted(Trainer):
-        def train_step(self, batch, phase):
-            row = super().train_step(batch, phase)
-            if self.state["step"] == 3:  # the 4th step: the stop lands after it
-                self._stop_requested = True
-            return row
+    Interrupted = _stopping_after(3)  # the 4th step: the stop lands after it
 
     part = _config(tmp_path, root, out="part")
     Interrupted(part, log=lambda *_: None).run()
@@ -286,12 +294,7 @@ def test_resume_continues_a_log_written_without_the_fusion_quality_columns(tmp_p
     root = tmp_path / "data"
     _dataset(root, ["a", "b", "c", "d"])
 
-    class Interrupted(Trainer):
-        def train_step(self, batch, phase):
-            row = super().train_step(batch, phase)
-            if self.state["step"] == 2:
-                self._stop_requested = True
-            return row
+    Interrupted = _stopping_after(2)
 
     cfg = _config(tmp_path, root, out="old")
     Interrupted(cfg, log=lambda *_: None).run()
@@ -445,12 +448,7 @@ def test_fused_cache_batches_are_phi_outputs_and_resume_exactly(tmp_path):
     full = _config(tmp_path, root, out="cfull", fused_cache=True, seg_iters=2, fusion_iters=1)
     train(full, log=lambda *_: None)
 
-    class Interrupted(Trainer):
-        def train_step(self, batch, phase):
-            row = super().train_step(batch, phase)
-            if self.state["step"] == 0:  # stops after step 1, inside the first seg phase
-                self._stop_requested = True
-            return row
+    Interrupted = _stopping_after(0)  # stops after step 1, inside the first seg phase
 
     part = _config(tmp_path, root, out="cpart", fused_cache=True, seg_iters=2, fusion_iters=1)
     Interrupted(part, log=lambda *_: None).run()
@@ -645,12 +643,7 @@ def test_ema_averages_the_weights_and_resumes(tmp_path):
     assert counts and all(torch.equal(last["ema"][k], last["model"][k.replace("module.", "", 1)])
                           for k in counts)
 
-    class Interrupted(Trainer):
-        def train_step(self, batch, phase):
-            row = super().train_step(batch, phase)
-            if self.state["step"] == 3:
-                self._stop_requested = True
-            return row
+    Interrupted = _stopping_after(3)
 
     part = _config(tmp_path, root, out="part", ema=0.75)
     Interrupted(part, log=lambda *_: None).run()

@@ -355,8 +355,8 @@ class OnnxRuntimeBackend:
 def _planes_to_u8(chw: np.ndarray) -> np.ndarray:
     """(C, H, W) float32 / float16 (0..1 the grey range) -> contiguous (H, W, C) uint8:
     x * 255 rounded to the nearest level and saturated to [0, 255] (within one level of numpy's
-    round at exact halves). Raises ValueError unless ``chw`` is 3-D. One OpenCV pass per plane: about
-    1 ms for a 640x480 RGB image on one core of this project's CPU, against 7 ms for numpy's
+    round at exact halves). Raises ValueError unless ``chw`` is 3-D. One OpenCV pass per plane:
+    about 1 ms for a 640x480 RGB image on one core of this project's CPU, against 7 ms for numpy's
     scale, round, clip and cast (whose result was also not contiguous, so the node's colour
     conversion copied it again)."""
     if np.ndim(chw) != 3:

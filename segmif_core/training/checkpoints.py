@@ -3,7 +3,6 @@
 a release checkpoint (``train.init``)."""
 from __future__ import annotations
 
-import math
 import random
 import uuid
 
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
+from .validation import best_score
 
 
 def _rng_state() -> dict:
@@ -97,10 +97,8 @@ class CheckpointMixin:
                 continue
             meta = torch.load(best, map_location="cpu", weights_only=True).get("meta", {})
             val = meta.get("val")
-            bar = self.state.get(key, {}).get("score", self.state.get(key, {}).get("mIoU",
-                                                                                -math.inf))
             if (meta.get("run_id") == self.state["run_id"] and isinstance(val, dict)
-                    and val.get("score", val.get("mIoU", -math.inf)) > bar):
+                    and best_score(val) > best_score(self.state.get(key))):
                 self.state[key] = val
         self.state.setdefault("run_id", uuid.uuid4().hex)  # a last.pt of an older version
         _set_rng_state(ck["rng"])

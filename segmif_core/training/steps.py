@@ -37,6 +37,13 @@ class StepMixin:
             _set_lr(self.opt_fusion, lr_fusion)
         return {"lr_seg": lr_seg, "lr_fusion": lr_fusion}
 
+    def _fusion_loss(self, u: torch.Tensor, y: torch.Tensor, ir: torch.Tensor) -> dict:
+        """L_f (``losses.fusion_loss``) with the config's eta, intensity term and its weight, in
+        fp32 (outside autocast: blur, saliency histogram and SSIM)."""
+        lc = self.tc["loss"]
+        return fusion_loss(u.float(), y.float(), ir.float(), lc["eta"],
+                           lc.get("intensity", "vsm"), lc.get("intensity_weight", 1.0))
+
     def train_step(self, batch: dict, phase: str) -> dict:
         """One optimiser step of ``phase``; ``batch`` has ``vis``, ``ir``, ``label``, or for a
         cached segmentation step (``fused_rgb`` true) the fused RGB image as ``vis``. Models
@@ -57,8 +64,7 @@ class StepMixin:
                          else self.model.fuse(vis, ir)[0])
                 y, _ = split_luminance(vis)
                 # losses outside autocast: blur, saliency histogram and SSIM in fp32
-                f = fusion_loss(u.float(), y.float(), ir.float(), lc["eta"],
-                                 lc.get("intensity", "vsm"), lc.get("intensity_weight", 1.0))
+                f = self._fusion_loss(u, y, ir)
                 self.opt_fusion.zero_grad(set_to_none=True)
                 f["total"].backward()
                 self.opt_fusion.step()
@@ -97,8 +103,7 @@ class StepMixin:
                 # requires_grad: without this, every fusion step would keep its activations)
                 out = self.net(vis, ir, phase="joint", guidance_grad=not freeze)
             y, _ = split_luminance(vis)
-            f = fusion_loss(out["fused"].float(), y.float(), ir.float(), lc["eta"],
-                                 lc.get("intensity", "vsm"), lc.get("intensity_weight", 1.0))
+            f = self._fusion_loss(out["fused"], y, ir)
             ls = segmentation_loss(out["logits"].float(), label, self.class_weight,
                                    lc["ignore_index"])
             lam = self.weighting.current()

@@ -102,6 +102,15 @@ def selection_score(summary: dict, select: str = "miou") -> float:
     raise ValueError(f"unknown selection score {select!r}")
 
 
+def best_score(entry: dict | None, default: float = float("-inf")) -> float:
+    """The score to beat of a kept selection (``state['best']``, ``state['best_ema']``, a
+    ``best.pt``'s ``meta['val']``): its ``selection_score`` ('score'), or its mIoU for one
+    written before scores were kept; ``default`` when there is none."""
+    if not entry:
+        return default
+    return float(entry.get("score", entry.get("mIoU", default)))
+
+
 class ValidationMixin:
     """``Trainer``'s validation. It uses the attributes ``Trainer.__init__`` sets: ``distributed``,
     ``rank``, ``model``, ``ema`` (None: no moving average), ``classes``, ``device``, ``state``,
@@ -113,11 +122,15 @@ class ValidationMixin:
         scores = {}
         if self.rank == 0:
             joint = getattr(self, "joint", False)
-            s = evaluate(self.model, val_loader, self.classes.num_classes, self.device,
-                         list(self.classes.names),
-                         box_class_ids=self.box_class_ids if joint else None,
-                         box_min_area=self.jc["box_min_area"] if joint else 50,
-                         absent=self.tc.get("val_absent", VAL_ABSENT))
+
+            def run(model):  # the trained weights, and the moving average the same way
+                return evaluate(model, val_loader, self.classes.num_classes, self.device,
+                                list(self.classes.names),
+                                box_class_ids=self.box_class_ids if joint else None,
+                                box_min_area=self.jc["box_min_area"] if joint else 50,
+                                absent=self.tc.get("val_absent", VAL_ABSENT))
+
+            s = run(self.model)
             scores["val_mIoU"] = round(s["mIoU"], 3)
             for k, v in s.get("fusion", {}).items():
                 scores[f"val_{k}"] = round(v, 4)
@@ -128,15 +141,10 @@ class ValidationMixin:
             ema = getattr(self, "ema", None)
             select = getattr(self, "jc", {}).get("select", "miou")
             if ema is not None:  # the moving average, validated and selected the same way
-                e = evaluate(ema.module, val_loader, self.classes.num_classes, self.device,
-                             list(self.classes.names),
-                             box_class_ids=self.box_class_ids if joint else None,
-                             box_min_area=self.jc["box_min_area"] if joint else 50,
-                             absent=self.tc.get("val_absent", VAL_ABSENT))
+                e = run(ema.module)
                 scores["val_mIoU_ema"] = round(e["mIoU"], 3)
                 e_score = selection_score(e, select)
-                old = self.state.get("best_ema", {})
-                if e_score > old.get("score", old.get("mIoU", -1.0)):
+                if e_score > best_score(self.state.get("best_ema"), -1.0):
                     self.state["best_ema"] = {"mIoU": e["mIoU"], "step": step, "score": e_score}
                     if e.get("detection") is not None:
                         self.state["best_ema"]["detection"] = {
@@ -148,8 +156,7 @@ class ValidationMixin:
                                           "run_id": self.state["run_id"],
                                           "ema": float(self.tc["ema"])})
             score = selection_score(s, select)
-            best = self.state["best"]
-            if score > best.get("score", best["mIoU"]):
+            if score > best_score(self.state["best"]):
                 self.state["best"] = {
                     "mIoU": s["mIoU"], "mAcc": s["mAcc"], "step": step, "score": score,
                     "per_class": {k: v["iou"] for k, v in s["per_class"].items()}}

@@ -9,9 +9,10 @@ network's, or the camera's) is
                   w_b * G_{n-1}(Y) + (1 - w_b) * G_{n-1}(T) at the coarsest level ),
 
 (``base='brighter'``: w_b * max(G_{n-1}(Y), G_{n-1}(T)) + (1 - w_b) * min(...), w_b the brighter
-source's share, 1 = the classical max rule) with L_k / G_k the Laplacian / Gaussian pyramid levels of the visible luminance Y and the thermal
-image T (Burt & Adelson, IEEE Trans. Commun. 31(4), 1983; the max-abs detail rule of Toet,
-Pattern Recognit. Lett. 9(4), 1989) and w_b the weight map brought to the coarsest level's size.
+source's share, 1 = the classical max rule) with L_k / G_k the Laplacian / Gaussian pyramid
+levels of the visible luminance Y and the thermal image T (Burt & Adelson, IEEE Trans. Commun.
+31(4), 1983; the max-abs detail rule of Toet, Pattern Recognit. Lett. 9(4), 1989) and w_b the
+weight map brought to the coarsest level's size.
 So every detail coefficient of both cameras reaches the fused image at full resolution (no
 network runs there: a few filters per level), and the network decides where thermal or visible
 wins at low frequency (the warm pedestrian at night, the lit sign). Gradients reach Phi through
@@ -94,8 +95,8 @@ class PyramidComposer(nn.Module):
 
     forward(w, y, t, levels, w_downs, base='visible'): w (B, 1, h, w) in [0, 1], the visible
     share of the coarsest level (``base='brighter'``: the brighter source's share, see
-    :data:`PYRAMID_BASES`), reduced by ``w_downs`` ``down`` steps (to about the coarsest level's scale)
-    and then resized bilinearly to the coarsest level's size; y, t (B, 1, H, W) in [0, 1];
+    :data:`PYRAMID_BASES`), reduced by ``w_downs`` ``down`` steps (to about the coarsest level's
+    scale) and then resized bilinearly to the coarsest level's size; y, t (B, 1, H, W) in [0, 1];
     levels >= 1 -> fused luminance (B, 1, H, W) float in [0, 1] (clamped). ``w_downs`` depends
     only on w's size, never on H, W, so an ONNX export keeps the camera size free. Raises
     ValueError for mismatched shapes, too small images or an unknown ``base``.
@@ -107,16 +108,16 @@ class PyramidComposer(nn.Module):
                                or w.shape[0] != y.shape[0]):
             raise ValueError(f"shapes differ: w {tuple(w.shape)}, y {tuple(y.shape)}, "
                              f"t {tuple(t.shape)}")
+        if base not in PYRAMID_BASES:
+            raise ValueError(f"base must be one of {PYRAMID_BASES}, got {base!r}")
         both = laplacian_pyramid(torch.cat([y, t], dim=1), levels)
         fused = [torch.where(d[:, :1].abs() >= d[:, 1:].abs(), d[:, :1], d[:, 1:])
                  for d in both[:-1]]
-        coarse, rule = both[-1], base
-        if rule not in PYRAMID_BASES:
-            raise ValueError(f"base must be one of {PYRAMID_BASES}, got {rule!r}")
+        coarse = both[-1]
         for _ in range(int(w_downs)):
             w = down(w)
         w = up(w, coarse.shape[-2:])
-        if rule == "visible":
+        if base == "visible":
             fused.append(w * coarse[:, :1] + (1.0 - w) * coarse[:, 1:])
         else:  # "brighter": w is the share of the brighter source (w = 1: the max rule)
             hi = torch.maximum(coarse[:, :1], coarse[:, 1:])
