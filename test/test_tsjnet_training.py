@@ -159,6 +159,38 @@ def test_task_stage_trains_the_task_networks_on_cached_fused_images(tmp_path, mo
     assert float(cells[1][lr_s]) > 0 and float(cells[3][lr_f]) > 0
 
 
+def test_det_every_trains_the_detector_on_every_kth_task_step_only(tmp_path, monkeypatch):
+    import segmif_core.training.trainer as trainer_mod
+    import segmif_core.training.validation as validation_mod
+    for mod in (trainer_mod, validation_mod):
+        monkeypatch.setattr(mod, "write_plots", lambda *a: None)
+    cfg = _config(tmp_path, out="det2", iters=0, task_iters=5, task_batch_size=1, det_every=2)
+    changed = []
+
+    class Spy(Trainer):
+        def train_step(self, batch, phase):
+            det = {k: v.clone() for k, v in self.model.detector.state_dict().items()}
+            seg = {k: v.clone() for k, v in self.model.segmenter.state_dict().items()}
+            row = super().train_step(batch, phase)
+            moved = lambda mod, before: any(not torch.equal(v, mod.state_dict()[k])  # noqa: E731
+                                            for k, v in before.items())
+            changed.append((moved(self.model.detector, det), moved(self.model.segmenter, seg),
+                            "det" in row))
+            return row
+
+    spy = Spy(cfg, log=lambda *_: None)
+    summary = spy.run()
+    assert summary["task_steps"] == 5
+    # task steps 0, 2, 4 train both networks; 1 and 3 the segmenter alone, without detection
+    # parts in their log rows
+    assert changed == [(True, True, True), (False, True, False)] * 2 + [(True, True, True)]
+    with pytest.raises(ValueError, match="det_every must be an integer >= 1"):
+        Trainer(_config(tmp_path, det_every=0), log=lambda *_: None)
+    channels = 1 if spy.model.config.task_input == "gray" else 3
+    out = spy.model.eval()(torch.rand(1, channels, 32, 32), None, phase="segment")
+    assert set(out) == {"logits"} and out["logits"].shape == (1, 9, 32, 32)
+
+
 def test_paper_recipe_constants():
     cfg = load_config(PAPER_RECIPE)
     j = cfg["train"]["joint"]

@@ -53,7 +53,8 @@ crop their pairs to ``data.fusion_crop`` (default ``data.crop``).
 Config ``train.joint`` (optional for SegMiF, required keys for TSJNet: iters or epochs):
 ``iters`` | ``epochs``, ``task_iters``, ``task_batch_size``, ``loss_weights`` {name: weight},
 ``clip_grad`` (0 = off), ``box_min_area``, ``det_optim`` (optimiser dict, keys as
-``seg_optim``), ``lr_schedule``, ``plateau_factor``, ``plateau_patience``.
+``seg_optim``), ``lr_schedule``, ``plateau_factor``, ``plateau_patience``, ``freeze_task_bn``,
+``select``, ``det_every`` (the detector learns on every k-th task step only; default 1).
 """
 from __future__ import annotations
 
@@ -71,10 +72,10 @@ from .tsjnet_losses import (LOSS_WEIGHTS, attention_diversity_loss, detection_lo
 
 JOINT_KEYS = ("iters", "epochs", "task_iters", "task_batch_size", "loss_weights", "clip_grad",
               "box_min_area", "det_optim", "lr_schedule", "plateau_factor", "plateau_patience",
-              "freeze_task_bn", "select")
+              "freeze_task_bn", "select", "det_every")
 JOINT_DEFAULTS = {"task_iters": 0, "loss_weights": {}, "clip_grad": 1.0, "box_min_area": 50,
                   "lr_schedule": "plateau", "plateau_factor": 0.1, "plateau_patience": 3,
-                  "freeze_task_bn": False, "select": "miou"}
+                  "freeze_task_bn": False, "select": "miou", "det_every": 1}
 #: ``train.joint.select``: what ``best.pt`` is chosen on (validation.selection_score)
 SELECT_SCORES = ("miou", "miou_map50")
 #: log.csv columns of a joint run (after ``Trainer.FIELDS``)
@@ -158,6 +159,9 @@ class JointMixin:
         task_iters = int(jc["task_iters"])
         if task_iters < 0:
             raise ValueError(f"train.joint.task_iters must be >= 0, got {task_iters}")
+        det_every = jc["det_every"]
+        if isinstance(det_every, bool) or not isinstance(det_every, int) or det_every < 1:
+            raise ValueError(f"train.joint.det_every must be an integer >= 1, got {det_every!r}")
         if jc["select"] not in SELECT_SCORES:
             raise ValueError(f"train.joint.select must be one of {SELECT_SCORES}, got "
                              f"{jc['select']!r}")
@@ -228,9 +232,20 @@ class JointMixin:
     def task_step(self, batch: dict) -> dict:
         """One step of the detector and the segmenter on a cached fused batch (``vis`` the
         augmented fused RGB image (B, 3, H, W) in [0, 1], ``label`` (B, H, W)); the fusion network
-        is not run. Returns the log row (unweighted parts, weighted 'total')."""
+        is not run. With ``joint.det_every`` k > 1 the detector runs and learns on every k-th
+        task step only (task steps 0, k, 2k, ...), the segmenter on every one: the segmenter gets
+        more steps in the same time (a CPU choice, ours). Returns the log row (unweighted parts,
+        weighted 'total'; no detection parts on a segmenter-only step)."""
         rgb, label = batch["vis"], batch["label"]
         image = split_luminance(rgb)[0] if self.model.config.task_input == "gray" else rgb
+        if self.state.get("task_steps", 0) % self.jc["det_every"]:
+            with self._autocast():
+                out = self.net(image, None, phase="segment")
+            seg = segmentation_loss(out["logits"].float(), label, self.class_weight,
+                                    self.tc["loss"]["ignore_index"])
+            total = self.loss_weights["segmentation"] * seg
+            self._optimise(total, [self.opt_seg], self.clip_groups[5:])
+            return {"seg": seg.item(), "total": total.item()}
         targets = targets_from_labels(label, self.box_class_ids, self.jc["box_min_area"],
                                       self.device)
         with self._autocast():

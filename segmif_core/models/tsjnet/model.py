@@ -157,7 +157,9 @@ class TSJNet(FusionSegModel):
         with ``reconstruct``: 'recon_vis' = D(E(Y)), 'recon_ir' = D(E(I)), (B, 1, H, W).
     phase 'fusion': only the fusion network (keys fused, fused_rgb, attention [, recon_*]);
     phase 'fused': ``vis`` is already a fused map (B, 1, H, W) (or RGB (B, 3, H, W) with
-    task_input 'rgb') in [0, 1]; only the task networks run (keys logits, detections).
+    task_input 'rgb') in [0, 1]; only the task networks run (keys logits, detections);
+    phase 'segment': as 'fused' with the segmenter alone (key logits).
+    Raises ValueError for another phase or a fused input of the wrong shape.
     """
 
     name = "tsjnet"
@@ -223,24 +225,28 @@ class TSJNet(FusionSegModel):
         h, w = img.shape[-2:]
         return self.fusion.reconstruct(self._pad(img))[0][..., :h, :w]
 
-    def tasks(self, image: torch.Tensor) -> dict:
+    def tasks(self, image: torch.Tensor, detect: bool = True) -> dict:
         """The task networks on a fused map (B, 1, H, W) or fused RGB image (B, 3, H, W) in
-        [0, 1] -> dict 'logits' (B, num_classes, H, W), 'detections' (raw head outputs)."""
+        [0, 1] -> dict 'logits' (B, num_classes, H, W), 'detections' (raw head outputs; absent
+        with ``detect`` False, when only the segmenter runs)."""
         x = image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image
         cfg = self.config
-        return {"logits": self.segmenter(normalize_rgb(x, cfg.seg_normalization)),
-                "detections": self.detector(normalize_rgb(x, cfg.det_normalization))}
+        out = {"logits": self.segmenter(normalize_rgb(x, cfg.seg_normalization))}
+        if detect:
+            out["detections"] = self.detector(normalize_rgb(x, cfg.det_normalization))
+        return out
 
     def forward(self, vis: torch.Tensor, ir: torch.Tensor | None = None, phase: str = "joint",
                 reconstruct: bool = False) -> dict:
-        if phase == "fused":
+        if phase in ("fused", "segment"):
             want = 1 if self.config.task_input == "gray" else 3
             if vis.dim() != 4 or vis.shape[1] != want:
-                raise ValueError(f"phase 'fused' needs a (B, {want}, H, W) fused image, got "
+                raise ValueError(f"phase {phase!r} needs a (B, {want}, H, W) fused image, got "
                                  f"{tuple(vis.shape)}")
-            return self.tasks(vis)
+            return self.tasks(vis, detect=phase == "fused")
         if phase not in ("joint", "fusion"):
-            raise ValueError(f"phase must be 'joint', 'fusion' or 'fused', got {phase!r}")
+            raise ValueError(f"phase must be 'joint', 'fusion', 'fused' or 'segment', got "
+                             f"{phase!r}")
         self.check_inputs(vis, ir)
         out = self.fuse(vis, ir)
         if reconstruct:
