@@ -626,6 +626,13 @@ def test_ema_averages_the_weights_and_resumes(tmp_path):
     rows = (run / "log.csv").read_text().strip().splitlines()
     val_row = dict(zip(rows[0].split(","), rows[3].split(",")))
     assert 0 <= float(val_row["val_mIoU_ema"]) <= 100
+    # final.pt / final_ema.pt carry the validation of the last step (the log's step-6 row)
+    last_row = dict(zip(rows[0].split(","), rows[6].split(",")))
+    assert last_row["step"] == "6"
+    assert round(fin_info["meta"]["val"]["mIoU"], 3) == float(last_row["val_mIoU"])
+    assert round(ema_info["meta"]["val"]["mIoU"], 3) == float(last_row["val_mIoU_ema"])
+    assert ema_info["meta"]["val"]["step"] == 6
+    assert fin_info["meta"]["val"]["selection"] == "the final step of the schedule"
     # best_ema.pt holds the average at its own step (validations at steps 3 and 6)
     best_model, _, best_info = load_checkpoint(run / "best_ema.pt")
     at = best_info["meta"]["val"]["step"]

@@ -120,14 +120,22 @@ class CheckpointMixin:
     def save_final(self) -> None:
         """``final.pt``: the weights of the last step as a release checkpoint (fp16, as
         ``best.pt``; the schedule's end, not a selection on val), and ``final_ema.pt`` with the
-        moving average of the weights when ``train.ema`` is set."""
+        moving average of the weights when ``train.ema`` is set. Their ``meta['val']`` holds the
+        validation of that step (the run validates its last step), as ``best.pt``'s, with
+        ``selection`` saying it is the schedule's end."""
         if self.rank != 0:
             return
-        meta = {"val": {"step": self.state["step"],
-                        "selection": "the final step of the schedule"},
-                "train_config": self.cfg, "run_id": self.state["run_id"]}
+        step = self.state["step"]
         size = self.cfg["data"]["size"]
-        save_checkpoint(self.out / "final.pt", self.model, self.classes, size, meta=meta)
+
+        def meta(key: str) -> dict:
+            val = self.state.get(key)
+            val = dict(val) if val and val.get("step") == step else {"step": step}
+            val["selection"] = "the final step of the schedule"
+            return {"val": val, "train_config": self.cfg, "run_id": self.state["run_id"]}
+
+        save_checkpoint(self.out / "final.pt", self.model, self.classes, size,
+                        meta=meta("last_val"))
         if self.ema is not None:
             save_checkpoint(self.out / "final_ema.pt", self.ema.module, self.classes, size,
-                            meta=dict(meta, ema=float(self.tc["ema"])))
+                            meta=dict(meta("last_val_ema"), ema=float(self.tc["ema"])))

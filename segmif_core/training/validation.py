@@ -111,6 +111,24 @@ def best_score(entry: dict | None, default: float = float("-inf")) -> float:
     return float(entry.get("score", entry.get("mIoU", default)))
 
 
+def val_entry(summary: dict, step: int, score: float) -> dict:
+    """The record of one validation kept in the trainer's state and in a checkpoint's
+    ``meta['val']``: mIoU and mAcc (percent), ``step``, the selection ``score``, per-class IoU,
+    the fusion metrics when validated, and mAP@0.5, mAP@0.5:0.95 and per-class AP@0.5 (percent)
+    for a model with a detector. ``summary`` is ``evaluation.evaluate``'s result."""
+    entry = {"mIoU": summary["mIoU"], "mAcc": summary["mAcc"], "step": step, "score": score,
+             "per_class": {k: v["iou"] for k, v in summary["per_class"].items()}}
+    if "fusion" in summary:
+        entry["fusion"] = summary["fusion"]
+    det = summary.get("detection")
+    if det is not None:
+        entry["detection"] = {
+            "map50": 100 * det["map50"], "map50_95": 100 * det["map50_95"],
+            "per_class_ap50": {k: None if v["ap50"] is None else 100 * v["ap50"]
+                               for k, v in det["per_class"].items()}}
+    return entry
+
+
 class ValidationMixin:
     """``Trainer``'s validation. It uses the attributes ``Trainer.__init__`` sets: ``distributed``,
     ``rank``, ``model``, ``ema`` (None: no moving average), ``classes``, ``device``, ``state``,
@@ -144,29 +162,20 @@ class ValidationMixin:
                 e = run(ema.module)
                 scores["val_mIoU_ema"] = round(e["mIoU"], 3)
                 e_score = selection_score(e, select)
+                self.state["last_val_ema"] = val_entry(e, step, e_score)
                 if e_score > best_score(self.state.get("best_ema"), -1.0):
-                    self.state["best_ema"] = {"mIoU": e["mIoU"], "step": step, "score": e_score}
-                    if e.get("detection") is not None:
-                        self.state["best_ema"]["detection"] = {
-                            "map50": 100 * e["detection"]["map50"],
-                            "map50_95": 100 * e["detection"]["map50_95"]}
+                    self.state["best_ema"] = val_entry(e, step, e_score)
                     save_checkpoint(self.out / "best_ema.pt", ema.module, self.classes,
                                     self.cfg["data"]["size"],
                                     meta={"val": self.state["best_ema"], "train_config": self.cfg,
                                           "run_id": self.state["run_id"],
                                           "ema": float(self.tc["ema"])})
             score = selection_score(s, select)
+            # the latest validation of the trained weights (final.pt's meta when the run ends
+            # at this step)
+            self.state["last_val"] = val_entry(s, step, score)
             if score > best_score(self.state["best"]):
-                self.state["best"] = {
-                    "mIoU": s["mIoU"], "mAcc": s["mAcc"], "step": step, "score": score,
-                    "per_class": {k: v["iou"] for k, v in s["per_class"].items()}}
-                if "fusion" in s:
-                    self.state["best"]["fusion"] = s["fusion"]
-                if det is not None:
-                    self.state["best"]["detection"] = {
-                        "map50": 100 * det["map50"], "map50_95": 100 * det["map50_95"],
-                        "per_class_ap50": {k: None if v["ap50"] is None else 100 * v["ap50"]
-                                           for k, v in det["per_class"].items()}}
+                self.state["best"] = val_entry(s, step, score)
                 save_checkpoint(self.out / "best.pt", self.model, self.classes,
                                 self.cfg["data"]["size"],
                                 meta={"val": self.state["best"], "train_config": self.cfg,
