@@ -102,6 +102,44 @@ def local_ros_env(domain_id: int | None = None, large_shm: bool = False) -> dict
 
 
 # ------------------------------------------------------------------------------------ live run
+def warm_onnx_cache(checkpoint, device: str, node_params: Mapping | None,
+                    log: Callable[[str], None] = print):
+    """Export ``checkpoint`` (a .pt file, None = the shipped one) to ONNX now, once (the
+    ``segmif_core.inference.onnx_cache`` cache the node reads), when a node started with
+    ``node_params`` (defaults: ``segmif_ros.node.parameters.PARAMETERS``) would run it on ONNX
+    Runtime: the export then happens here, not inside the node's start-up wait (on a fresh
+    machine it takes minutes on a 2-core CPU). Mirrors ``segmif_ros.node.model.build_predictor``:
+    backend ('auto' resolved as the factory does), precision, fusion_scale (0 = the
+    checkpoint's), input_height / input_width (0 = the checkpoint's), int8_calibration.
+    Returns the cached file's path, or None when nothing is exported (an .onnx checkpoint, the
+    torch backend, or a model the exporter refuses: the node then falls back as it would).
+    """
+    import torch
+
+    from segmif_core.inference.factory import choose_backend
+    from segmif_core.inference.onnx_cache import cached_onnx
+    from segmif_core.inference.onnx_export import ExportError
+
+    from ..node.parameters import PARAMETERS
+
+    p = {k: v[0] for k, v in PARAMETERS.items()}
+    p.update(node_params or {})
+    if str(checkpoint or "").lower().endswith(".onnx"):
+        return None
+    precision = str(p["precision"])
+    if choose_backend(str(p["backend"]), checkpoint, torch.device(device),
+                      precision) != "onnxruntime":
+        return None
+    size = (int(p["input_height"]), int(p["input_width"]))
+    calibration = (p.get("int8_calibration") or None) if precision == "int8" else None
+    try:
+        return cached_onnx(checkpoint or None, float(p["fusion_scale"]) or None, log,
+                           size=size if all(size) else None, int8_calibration=calibration)
+    except ExportError as err:
+        log(f"[bag eval] no ONNX export before the node starts ({err})")
+        return None
+
+
 def run_bag_eval(bag, out="runs/bag_eval", *, visible_topic: str = "/visible/image",
                  thermal_topic: str = "/thermal/image",
                  gt_topic: str | None = "/ground_truth/labels", rate: float = 1.0,
@@ -198,6 +236,9 @@ def run_bag_eval(bag, out="runs/bag_eval", *, visible_topic: str = "/visible/ima
     params.setdefault("detection_min_score", 0.0)
     params.setdefault("detection_messages", "segmif_ros")
     if start_node:
+        # the one slow start-up step (a first ONNX export), before the node's start-up wait
+        warm_onnx_cache(checkpoint, device, params,
+                        lambda line: log(f"[bag eval] {line}"))
         cmd = [sys.executable, "-m", "segmif_ros.node", "--ros-args"]
         ns = normalize_namespace(namespace)
         if ns:
