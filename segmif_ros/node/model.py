@@ -14,6 +14,24 @@ from segmif_core.inference.onnx_export import ExportError
 from segmif_core.registration_health import RegistrationMonitor
 
 
+def predictor_arguments(p: dict) -> tuple[tuple, dict]:
+    """The node's parameters ``p`` as the predictor factory's arguments: ``args`` (checkpoint or
+    None, device, input size (h, w) or None for the checkpoint's) and ``kwargs`` (thermal
+    normalisation, precision, threads, fusion_scale (None: the checkpoint's; always None for an
+    .onnx file, which has it built in), int8_calibration, fused_method), without ``log`` and
+    ``backend``. Shared by ``build_predictor`` and the ONNX warm-up of ``segmif bag eval``."""
+    size = (int(p["input_height"]), int(p["input_width"]))
+    kwargs = dict(
+        thermal_norm=p["thermal_norm"], thermal_range=(p["thermal_min"], p["thermal_max"]),
+        thermal_percentiles=(p["thermal_percentile_low"], p["thermal_percentile_high"]),
+        precision=p["precision"], threads=int(p["threads"]),
+        # an exported .onnx file has its fusion_scale built in
+        fusion_scale=None if str(p["checkpoint"]).lower().endswith(".onnx")
+        else p["fusion_scale"] or None,
+        int8_calibration=p["int8_calibration"] or None, fused_method=p["fused_image"])
+    return (p["checkpoint"] or None, p["device"], size if all(size) else None), kwargs
+
+
 def build_predictor(p: dict, factory: Callable, step: Callable[[str], None]):
     """The predictor for the node's parameters ``p``, built by ``factory`` (the
     ``SegMiFPredictor`` signature); ``step(text)`` reports each slow step (loading, the ONNX
@@ -27,18 +45,10 @@ def build_predictor(p: dict, factory: Callable, step: Callable[[str], None]):
     Raises CheckpointError, BackendError (an export refused with an explicit backend) or
     ValueError, as the factory does.
     """
-    size = (p["input_height"], p["input_width"])
     if p["threads"]:
         torch.set_num_threads(int(p["threads"]))
-    kwargs = dict(
-        thermal_norm=p["thermal_norm"], thermal_range=(p["thermal_min"], p["thermal_max"]),
-        thermal_percentiles=(p["thermal_percentile_low"], p["thermal_percentile_high"]),
-        precision=p["precision"], threads=int(p["threads"]),
-        # an exported .onnx file has its fusion_scale built in
-        fusion_scale=None if str(p["checkpoint"]).lower().endswith(".onnx")
-        else p["fusion_scale"] or None, log=step,
-        int8_calibration=p["int8_calibration"] or None, fused_method=p["fused_image"])
-    args = (p["checkpoint"] or None, p["device"], size if all(size) else None)
+    args, kwargs = predictor_arguments(p)
+    kwargs["log"] = step
     step(f"loading the model ({p['checkpoint'] or 'default checkpoint'}, backend "
          f"{p['backend']}, {p['device']})")
     try:

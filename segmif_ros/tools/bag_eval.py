@@ -108,9 +108,9 @@ def warm_onnx_cache(checkpoint, device: str, node_params: Mapping | None,
     ``segmif_core.inference.onnx_cache`` cache the node reads), when a node started with
     ``node_params`` (defaults: ``segmif_ros.node.parameters.PARAMETERS``) would run it on ONNX
     Runtime: the export then happens here, not inside the node's start-up wait (on a fresh
-    machine it takes minutes on a 2-core CPU). Mirrors ``segmif_ros.node.model.build_predictor``:
-    backend ('auto' resolved as the factory does), precision, fusion_scale (0 = the
-    checkpoint's), input_height / input_width (0 = the checkpoint's), int8_calibration.
+    machine it takes minutes on a 2-core CPU). The node's own mapping of its parameters
+    (``segmif_ros.node.model.predictor_arguments``: fusion_scale, input size, int8_calibration)
+    and the factory's choice for backend 'auto' decide what is exported.
     Returns the cached file's path, or None when nothing is exported (an .onnx checkpoint, the
     torch backend, or a model the exporter refuses: the node then falls back as it would).
     """
@@ -120,21 +120,23 @@ def warm_onnx_cache(checkpoint, device: str, node_params: Mapping | None,
     from segmif_core.inference.onnx_cache import cached_onnx
     from segmif_core.inference.onnx_export import ExportError
 
+    from ..node.model import predictor_arguments
     from ..node.parameters import PARAMETERS
 
     p = {k: v[0] for k, v in PARAMETERS.items()}
     p.update(node_params or {})
-    if str(checkpoint or "").lower().endswith(".onnx"):
+    p.update(checkpoint=str(checkpoint or ""), device=device)
+    (ckpt, _, size), kw = predictor_arguments(p)
+    if str(ckpt or "").lower().endswith(".onnx"):
         return None
-    precision = str(p["precision"])
-    if choose_backend(str(p["backend"]), checkpoint, torch.device(device),
+    precision = kw["precision"]
+    if choose_backend(str(p["backend"]), ckpt, torch.device(device),
                       precision) != "onnxruntime":
         return None
-    size = (int(p["input_height"]), int(p["input_width"]))
-    calibration = (p.get("int8_calibration") or None) if precision == "int8" else None
     try:
-        return cached_onnx(checkpoint or None, float(p["fusion_scale"]) or None, log,
-                           size=size if all(size) else None, int8_calibration=calibration)
+        return cached_onnx(ckpt, kw["fusion_scale"], log, size=size,
+                           int8_calibration=kw["int8_calibration"] if precision == "int8"
+                           else None)
     except ExportError as err:
         log(f"[bag eval] no ONNX export before the node starts ({err})")
         return None

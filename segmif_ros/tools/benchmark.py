@@ -56,8 +56,6 @@ def run_live(camera, out: Path, *, checkpoint=None, device="cpu", backend="torch
              input_size=None, detection_min_score=None, log=print) -> dict:
     """One live-graph run (module docstring); returns its summary dict.
     ``detection_min_score`` None: the node's default."""
-    from segmif_core.inference.onnx_cache import cached_onnx
-
     from ..node.parameters import PARAMETERS
     from .bag_eval import run_bag_eval
     from .bag_make import make_bag
@@ -83,10 +81,7 @@ def run_live(camera, out: Path, *, checkpoint=None, device="cpu", backend="torch
             params["input_height"], params["input_width"] = int(input_size[0]), int(input_size[1])
         if fusion_scale:
             params["fusion_scale"] = fusion_scale
-        is_onnx = str(checkpoint or "").lower().endswith(".onnx")
-        if backend == "onnxruntime" and not is_onnx:  # export now (once, cached), not during
-            # the node's start
-            cached_onnx(checkpoint, fusion_scale, log)
+        # run_bag_eval exports a .pt checkpoint to ONNX (once, cached) before starting the node
         report = run_bag_eval(work / "bag", out / f"live_{camera[0]}x{camera[1]}_{backend}",
                               gt_topic=None, rate=1.0, start_node=True, checkpoint=checkpoint,
                               device=device, node_params=params, rules=(), mosaics=0,
