@@ -14,6 +14,7 @@ from segmif_core.checkpoint import load_checkpoint
 from segmif_core.data.pairs import DatasetError
 from segmif_core.models import build_model
 from segmif_core.models.preprocessing import merge_luminance, split_luminance
+from segmif_core.training.logs import IntervalMeans
 from segmif_core.training.losses import fusion_loss, segmentation_loss
 from segmif_core.training.config import parse_overrides
 from segmif_core.training.trainer import StepBatches, Trainer, evaluate, load_config, train
@@ -41,6 +42,21 @@ def test_joint_steps_lower_the_loss():
         opt.step()
         losses.append(total.item())
     assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_console_line_averages_loss_parts_over_the_interval():
+    means = IntervalMeans()
+    assert means.line() == ""
+    means.add({"seg": 1.0, "det": 4.0, "det_pos": 3, "total": 5.0, "step": 1, "phase": "task",
+               "lr_seg": 1e-3, "lr_fusion": None})
+    means.add({"seg": 2.0, "total": 2.0, "step": 2, "phase": "task", "lr_seg": 5e-4,
+               "val_mIoU": 40.0})
+    line = dict(kv.split("=") for kv in means.line().split())
+    # by hand: seg (1 + 2) / 2, det only on step 1 (4), total (5 + 2) / 2; step, phase, the
+    # learning rate and validation the latest; None left out
+    assert line == {"seg": "1.5", "det": "4", "det_pos": "3", "total": "3.5", "step": "2",
+                    "phase": "task", "lr_seg": "0.0005", "val_mIoU": "40"}
+    assert means.line() == ""  # reset after each line
 
 
 def test_dynamic_weights_follow_eq_9():

@@ -178,9 +178,15 @@ def test_det_every_trains_the_detector_on_every_kth_task_step_only(tmp_path, mon
                             "det" in row))
             return row
 
-    spy = Spy(cfg, log=lambda *_: None)
+    cfg["train"]["log_every"] = 2
+    lines = []
+    spy = Spy(cfg, log=lines.append)
     summary = spy.run()
     assert summary["task_steps"] == 5
+    # the console shows the detection parts although every second step (one of each 2 printed)
+    # has none (IntervalMeans)
+    printed = [line for line in lines if "phase=task" in line]
+    assert len(printed) >= 2 and all(" det=" in f" {line}" for line in printed)
     # task steps 0, 2, 4 train both networks; 1 and 3 the segmenter alone, without detection
     # parts in their log rows
     assert changed == [(True, True, True), (False, True, False)] * 2 + [(True, True, True)]

@@ -16,6 +16,51 @@ def _print_flushed(msg: str) -> None:
     print(msg, flush=True)
 
 
+#: Log-row keys printed as they are on the console line (not averaged over the interval).
+_INSTANT = ("step", "round", "phase", "time_s")
+
+
+class IntervalMeans:
+    """The console line of the trainer: the mean of every numeric loss part over the steps since
+    the last printed line (as mmsegmentation's text logger), so a part logged on some steps only
+    (TSJNet's detection losses with ``joint.det_every`` > 1) is still shown; learning rates,
+    lambdas and validation values are the latest. ``log.csv`` keeps every step's own row.
+
+    add(row): one step's log row (dict). line(): the text of the rows added since the last call
+    ("key=value" pairs, floats to 4 significant digits; None values left out) and a reset;
+    "" when nothing was added.
+    """
+
+    def __init__(self):
+        self._sums: dict = {}
+        self._counts: dict = {}
+        self._last: dict = {}
+
+    def add(self, row: dict) -> None:
+        for k, v in row.items():
+            if v is None:
+                continue
+            averaged = (isinstance(v, (int, float)) and not isinstance(v, bool)
+                        and k not in _INSTANT and not k.startswith(("lr_", "lambda_", "val_")))
+            if averaged:
+                self._sums[k] = self._sums.get(k, 0.0) + float(v)
+                self._counts[k] = self._counts.get(k, 0) + 1
+            self._last[k] = v
+
+    def line(self) -> str:
+        if not self._last:
+            return ""
+        out = []
+        for k, v in self._last.items():
+            if k in self._sums:
+                v = self._sums[k] / self._counts[k]
+                if isinstance(self._last[k], int):
+                    v = round(v, 2)
+            out.append(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}")
+        self._sums, self._counts, self._last = {}, {}, {}
+        return " ".join(out)
+
+
 def write_plots(log_csv: Path, plot_dir: Path) -> None:
     """PNG plots of losses, lambdas, val mIoU and val fusion quality from the CSV log (atomic
     writes); for a joint (TSJNet) run also its loss parts and val mAP."""

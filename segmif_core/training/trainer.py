@@ -92,7 +92,7 @@ from .checkpoints import CheckpointMixin
 from .config import load_config, parse_overrides
 from .ema import make_ema, update_ema
 from .fused_cache import FusedCacheMixin
-from .logs import _print_flushed, _truncate_log, write_plots
+from .logs import IntervalMeans, _print_flushed, _truncate_log, write_plots
 from .losses import class_weights
 from .schedule import _lr, _optimizer, _set_lr  # noqa: F401 (_lr, _set_lr: importable here)
 from .steps import StepMixin
@@ -266,6 +266,7 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
             writer = csv.DictWriter(log_f, fieldnames=fields, extrasaction="ignore")
             if new_log:
                 writer.writeheader()
+        console = IntervalMeans()  # the printed line: means since the last one
         budget = 60.0 * tc["max_minutes"] if tc["max_minutes"] else math.inf
         t_start = time.time() - self.state["elapsed_s"]
 
@@ -342,9 +343,10 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
                                      if k in ("phase", "seg", "fusion", "lambda_fusion",
                                               "lambda_seg", "img_per_s", "val_mIoU", "val_Qabf",
                                               "mff", "det", "val_mAP50")})
-                elif self.rank == 0 and (step % tc["log_every"] == 0 or "val_mIoU" in row):
-                    self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                      for k, v in row.items() if v is not None))
+                elif self.rank == 0:
+                    console.add(row)
+                    if step % tc["log_every"] == 0 or "val_mIoU" in row:
+                        self.log(console.line())
                 if last:  # saved once, after the loop
                     break
                 if step % tc["ckpt_every"] == 0:

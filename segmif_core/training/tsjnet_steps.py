@@ -241,8 +241,7 @@ class JointMixin:
         if self.state.get("task_steps", 0) % self.jc["det_every"]:
             with self._autocast():
                 out = self.net(image, None, phase="segment")
-            seg = segmentation_loss(out["logits"].float(), label, self.class_weight,
-                                    self.tc["loss"]["ignore_index"])
+            seg = self._segmentation_loss(out["logits"], label)
             total = self.loss_weights["segmentation"] * seg
             self._optimise(total, [self.opt_seg], self.clip_groups[5:])
             return {"seg": seg.item(), "total": total.item()}
@@ -255,12 +254,16 @@ class JointMixin:
         row["total"] = total.item()
         return row
 
+    def _segmentation_loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """The segmenter's unweighted loss (class-weighted cross-entropy, float32)."""
+        return segmentation_loss(logits.float(), label, self.class_weight,
+                                 self.tc["loss"]["ignore_index"])
+
     def _task_losses(self, out: dict, label: torch.Tensor, targets: list) -> tuple:
         """(weighted segmentation + detection loss, log row of their parts) of the task
         networks' outputs ``out`` ('logits', 'detections')."""
         w = self.loss_weights
-        seg = segmentation_loss(out["logits"].float(), label, self.class_weight,
-                                self.tc["loss"]["ignore_index"])
+        seg = self._segmentation_loss(out["logits"], label)
         det = detection_loss(out["detections"], targets, self.model.config.center_radius)
         row = {"seg": seg.item(), "det": det["total"].item(), "det_cls": det["cls"].item(),
                "det_box": det["box"].item(), "det_ctr": det["centerness"].item(),
