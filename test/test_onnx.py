@@ -574,3 +574,30 @@ def test_graph_fused_output_to_uint8_rounds_and_saturates(channels):
     halves = np.abs(x.astype(np.float64) * 255.0 % 1.0 - 0.5) < 1e-3
     assert (diff[~halves.transpose(1, 2, 0)] == 0).all()
     assert list(got[0, :5, 0]) == [0, 255, 0, 255, 64]
+
+
+def test_tsjnet_pyramid_and_mlp_heads_on_onnxruntime_match_torch(tmp_path, monkeypatch):
+    """TSJNet with this project's heads (fusion_head 'pyramid': the camera-size pyramid on F's
+    coarsest level; seg_head 'mlp') through the export cache at fusion scale 0.5 (one export,
+    about a minute; the scale-1 path differs only in the number of down steps of F): the fused
+    image at a camera size other than the network's within 1 grey level of torch's, the same
+    labels and detections."""
+    from conftest import TINY_TSJNET
+    from segmif_core.checkpoint import save_checkpoint
+    from segmif_core.models import build_model
+
+    monkeypatch.setenv("SEGMIF_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = build_model("tsjnet", dict(TINY_TSJNET, fusion_head="pyramid", seg_head="mlp"))
+    with torch.no_grad():
+        model.detector.head.cls_logits.bias.fill_(2.0)
+    path = tmp_path / "tsj_pyramid.pt"
+    save_checkpoint(path, model, MFNET_CLASSES, input_size=(64, 64))
+    vis, ir = _real_pair(3, size=(120, 160))
+    a = SegMiFPredictor(path, fusion_scale=0.5).predict(vis, ir)
+    b = SegMiFPredictor(path, backend="onnxruntime", fusion_scale=0.5).predict(vis, ir)
+    assert a.fused.shape[:2] == (120, 160)
+    assert np.abs(a.fused.astype(int) - b.fused).max() <= 1
+    assert (a.labels == b.labels).mean() > 0.999
+    assert 0 < len(b.detections["boxes"]) == len(a.detections["boxes"])
+    assert _match_detections(a.detections, b.detections, 0.01, 1e-5) == len(b.detections["boxes"])

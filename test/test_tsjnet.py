@@ -9,6 +9,7 @@ import torch
 from segmif_core.checkpoint import load_checkpoint, save_checkpoint
 from segmif_core.data.classes import MFNET_CLASSES
 from segmif_core.models import build_model
+from segmif_core.models.preprocessing import split_luminance
 from segmif_core.models.tsjnet import TSJNet, TSJNetConfig
 from segmif_core.models.tsjnet.fusion import FusionNetwork, SpatialAttention
 from segmif_core.models.tsjnet.lsm import LSM, DetailBranch
@@ -149,10 +150,16 @@ def test_paper_fusion_network_has_the_hand_counted_size():
 
 
 # ---------------------------------------------------------------- the model
-@pytest.fixture(scope="module")
-def model():
+#: The model variants every model test runs on: the paper's heads, and this project's pyramid
+#: fusion head with the all-MLP segmentation head.
+VARIANTS = {"paper_heads": {}, "pyramid_mlp": {"fusion_head": "pyramid", "seg_head": "mlp"},
+            "pyramid_brighter": {"fusion_head": "pyramid", "pyramid_base": "brighter"}}
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def model(request):
     torch.manual_seed(0)
-    return build_model("tsjnet", dict(TINY))
+    return build_model("tsjnet", dict(TINY, **VARIANTS[request.param]))
 
 
 def bt601_rgb(y, vis):
@@ -186,7 +193,8 @@ def test_forward_outputs(model):
 
 def test_phases(model):
     vis, ir = torch.rand(2, 3, 64, 64), torch.rand(2, 1, 64, 64)
-    assert set(model(vis, ir, phase="fusion")) == {"fused", "fused_rgb", "attention"}
+    extra = {"fusion_map"} if model.config.fusion_head == "pyramid" else set()
+    assert set(model(vis, ir, phase="fusion")) == {"fused", "fused_rgb", "attention"} | extra
     assert set(model(torch.rand(2, 1, 64, 64), phase="fused")) == {"logits", "detections"}
     with pytest.raises(ValueError, match="phase"):
         model(vis, ir, phase="nope")
@@ -258,6 +266,11 @@ def test_config_checks_and_paper_values():
     assert TSJNetConfig(stem_channels=[8, 8, 16]).stem_channels == (8, 8, 16)
     with pytest.raises(ValueError, match="task_input"):
         TSJNetConfig(task_input="bgr")
+    for key in ("fusion_head", "seg_head", "pyramid_base"):
+        with pytest.raises(ValueError, match=key):
+            TSJNetConfig(**{key: "nope"})
+    with pytest.raises(ValueError, match="pyramid_levels"):
+        TSJNetConfig(pyramid_levels=1)
     with pytest.raises(ValueError, match="invalid config"):
         build_model("tsjnet", {"no_such_key": 1})
 
@@ -387,3 +400,35 @@ def test_fusion_scale_runs_the_fusion_network_at_the_reduced_size(model):
     assert (half["fused"] - full["fused"]).abs().mean() < 0.05
     with pytest.raises(ValueError, match="fusion_scale"):
         TSJNetConfig(fusion_scale=0.0)
+
+
+def test_compose_on_base_of_equal_sources_is_the_source():
+    """y = t = base: every detail level and the coarsest level are y's, so the collapse is y."""
+    from segmif_core.models.modules.pyramid import compose_on_base
+    y = torch.rand(2, 1, 37, 53, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(compose_on_base(y, y, y.clone(), 4, 3), y, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="shapes differ"):
+        compose_on_base(y, y, y[:, :, :30], 4, 3)
+
+
+@pytest.mark.parametrize("scale,base", [(1.0, "map"), (0.5, "map"), (0.5, "brighter")])
+def test_pyramid_head_keeps_a_thermal_only_line_at_camera_resolution(scale, base):
+    """A one-pixel bright line present only in the thermal image at the camera's resolution
+    (4x the network size) survives into the full-resolution fused image of an untrained
+    pyramid-head TSJNet: it stands above the pixels beside it by at least half its height above
+    the background (the visible image is flat, so every detail coefficient of the line comes
+    from the thermal image; only the coarsest level is the network's)."""
+    torch.manual_seed(0)
+    m = build_model("tsjnet", dict(TINY, fusion_head="pyramid", fusion_scale=scale,
+                                   pyramid_base=base)).eval()
+    h, w = 64, 96
+    vis, ir = torch.full((1, 3, h, w), 0.4), torch.full((1, 1, h, w), 0.3)
+    vis_hi, ir_hi = torch.full((1, 3, 4 * h, 4 * w), 0.4), torch.full((1, 1, 4 * h, 4 * w), 0.3)
+    ir_hi[..., :, 200] = 0.9                                       # the line, 0.6 above
+    ir = torch.nn.functional.interpolate(ir_hi, size=(h, w), mode="area")
+    fused = m.predict(vis, ir, full=(vis_hi, ir_hi))["fused_rgb"]
+    assert fused.shape == (1, 3, 4 * h, 4 * w)
+    y = split_luminance(fused)[0][0, 0]
+    rows = slice(20, 4 * h - 20)                                   # away from the borders
+    contrast = y[rows, 200] - torch.maximum(y[rows, 196], y[rows, 204])
+    assert contrast.min() > 0.3

@@ -49,10 +49,15 @@ def _config(tmp_path, out="run", fusion_lr=1e-3, **joint):
 
 
 # ------------------------------------------------------------------------------ training
-def test_joint_steps_on_real_pairs_lower_the_loss(tmp_path):
+@pytest.mark.parametrize("heads", [{}, {"fusion_head": "pyramid", "pyramid_base": "brighter",
+                                         "seg_head": "mlp"}], ids=["paper_heads", "pyramid_mlp"])
+def test_joint_steps_on_real_pairs_lower_the_loss(tmp_path, heads):
     torch.manual_seed(0)
     # lr near its peak (iters 100), a fast fusion rate: the sigmoid output starts near 0.5
-    tr = Trainer(_config(tmp_path, fusion_lr=1e-2, iters=100), log=lambda *_: None)
+    cfg = _config(tmp_path, fusion_lr=1e-2, iters=100)
+    cfg["model"]["config"].update(heads)
+    tr = Trainer(cfg, log=lambda *_: None)
+    assert tr.model.config.fusion_head == heads.get("fusion_head", "decoder")
     assert tr.joint and tr.total_steps == 100 and tr.phase_of(0) == (0, "joint")
     batch = next(iter(torch.utils.data.DataLoader(tr.train_set, batch_size=2)))
     targets = targets_from_labels(batch["label"], tr.box_class_ids, 4)

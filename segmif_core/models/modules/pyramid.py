@@ -124,3 +124,30 @@ class PyramidComposer(nn.Module):
             lo = torch.minimum(coarse[:, :1], coarse[:, 1:])
             fused.append(w * hi + (1.0 - w) * lo)
         return collapse(fused).clamp(0.0, 1.0)
+
+
+def compose_on_base(base: torch.Tensor, y: torch.Tensor, t: torch.Tensor, levels: int,
+                    base_downs: int) -> torch.Tensor:
+    """Fused luminance whose coarsest level is a given image's and whose detail levels are the
+    sources' (TSJNet's ``fusion_head='pyramid'``, ours): the ``levels - 1`` detail levels take
+    the larger-magnitude coefficient of y and t (Toet 1989, as ``PyramidComposer``), the
+    coarsest level is ``base`` reduced by ``base_downs`` ``down`` steps and resized bilinearly
+    to the coarsest level's size.
+
+    base (B, 1, h, w) in [0, 1] (a network's fused map, at the network size or smaller;
+    gradients reach it); y, t (B, 1, H, W) in [0, 1]; levels >= 1 -> (B, 1, H, W) in [0, 1]
+    (clamped). With ``base`` = y (or t) at H x W and base_downs = levels - 1 the result keeps
+    every detail of both sources on the low frequencies of y. Raises ValueError for mismatched
+    shapes or too small images."""
+    if not _tracing() and (y.shape != t.shape or y.shape[1] != 1 or base.shape[1] != 1
+                           or base.shape[0] != y.shape[0]):
+        raise ValueError(f"shapes differ: base {tuple(base.shape)}, y {tuple(y.shape)}, "
+                         f"t {tuple(t.shape)}")
+    both = laplacian_pyramid(torch.cat([y, t], dim=1), levels)
+    fused = [torch.where(d[:, :1].abs() >= d[:, 1:].abs(), d[:, :1], d[:, 1:])
+             for d in both[:-1]]
+    for _ in range(int(base_downs)):
+        base = down(base)
+    fused.append(up(base, both[-1].shape[-2:]))
+    return collapse(fused).clamp(0.0, 1.0)
+

@@ -16,6 +16,10 @@ image instead). In the paper both task networks are optimised jointly with the f
 the authors' code never steps their optimisers (and divides the 8-bit labels by 255, so every
 segmentation target is 0) - this model leaves all three trainable, as the paper says.
 
+Options of this project (``TSJNetConfig``, not the paper's): ``fusion_head='pyramid'`` (F
+decides the low frequencies of a Laplacian pyramid that carries both cameras' detail, as SegMiF's
+pyramid head), ``seg_head='mlp'`` (SegMiF's all-MLP segmentation head), ``task_input='rgb'``.
+
 Inputs are padded (replicate) to a multiple of the NAT branch's stride (32 with 4 levels) for the
 fusion network and cropped back. ``predict(vis, ir, full=...)`` gives the fused image at the
 camera's resolution through the guided upsampler (``modules.guided_filter``, this project's
@@ -28,14 +32,23 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+import math
+
 from ..base import FusionSegModel
 from ..modules.guided_filter import GuidedUpsampler
+from ..modules.pyramid import PYRAMID_BASES, PyramidComposer, compose_on_base
 from ..preprocessing import check_normalization, merge_luminance, normalize_rgb, split_luminance
+from ..segmenter import Segmenter
 from .deeplab import DeepLabSegmenter
 from .detector import Detector
 from .fusion import FusionNetwork
 
 TASK_INPUTS = ("gray", "rgb")
+FUSION_HEADS = ("decoder", "pyramid")
+#: What F is at the pyramid head's coarsest level: 'map' the level itself, or (as SegMiF's
+#: ``modules.pyramid.PYRAMID_BASES``) the visible share / the brighter source's share.
+TSJ_PYRAMID_BASES = ("map",) + PYRAMID_BASES
+SEG_HEADS = ("deeplab", "mlp")
 _TUPLES = ("stem_channels", "reduce_channels", "nat_dims", "nat_depths", "nat_heads",
            "detection_classes", "aspp_rates")
 
@@ -64,6 +77,18 @@ class TSJNetConfig:
     (DeepLabV3+ 256, 48, rates (3, 6, 9) at stride 32), ``det_normalization`` /
     ``seg_normalization`` (None = the encoder's, filled in), ``task_input`` ('gray' = F as the
     paper, 'rgb' = the fused RGB image).
+    ``seg_head``: 'deeplab' (the DeepLabV3+-style head above, the paper's choice) or 'mlp' (the
+    SegFormer all-MLP head of SegMiF's Psi, ``models.segmenter.Segmenter``, ``seg_width``
+    channels; ours).
+    ``fusion_head``: 'decoder' (the paper: F is the fused map) or 'pyramid' (ours, as SegMiF's
+    pyramid head): the fused luminance is a Laplacian pyramid of ``pyramid_levels`` levels at the
+    network size (plus ``camera_extra_levels`` at the camera size) whose detail levels take the
+    larger-magnitude coefficient of Y and the thermal image and whose coarsest level comes from
+    F (``pyramid_base``: 'map' F's own coarsest level, ``modules.pyramid.compose_on_base``;
+    'visible' / 'brighter' F as the weight of the visible / the brighter source at that level,
+    ``modules.pyramid.PyramidComposer``, which keeps it between the two sources): the network
+    decides the low frequencies, both cameras' detail reaches the fused image at full
+    resolution.
     Post-processing: ``score_threshold``, ``nms_threshold`` (class-wise, IoU >), ``max_detections``;
     training: ``center_radius`` (FCOS centre sampling in strides, None = off).
     Full-resolution fused image: ``guided_radius``, ``guided_eps``.
@@ -102,6 +127,11 @@ class TSJNetConfig:
     det_normalization: dict | None = None
     seg_normalization: dict | None = None
     task_input: str = "gray"
+    seg_head: str = "deeplab"
+    fusion_head: str = "decoder"
+    pyramid_levels: int = 4
+    camera_extra_levels: int = 1
+    pyramid_base: str = "map"
     score_threshold: float = 0.05
     nms_threshold: float = 0.6
     max_detections: int = 100
@@ -117,6 +147,17 @@ class TSJNetConfig:
             raise ValueError(f"fusion_scale must be in (0, 1], got {self.fusion_scale}")
         if self.task_input not in TASK_INPUTS:
             raise ValueError(f"task_input must be one of {TASK_INPUTS}, got {self.task_input!r}")
+        if self.fusion_head not in FUSION_HEADS:
+            raise ValueError(f"fusion_head must be one of {FUSION_HEADS}, got "
+                             f"{self.fusion_head!r}")
+        if self.pyramid_base not in TSJ_PYRAMID_BASES:
+            raise ValueError(f"pyramid_base must be one of {TSJ_PYRAMID_BASES}, got "
+                             f"{self.pyramid_base!r}")
+        if self.seg_head not in SEG_HEADS:
+            raise ValueError(f"seg_head must be one of {SEG_HEADS}, got {self.seg_head!r}")
+        if int(self.pyramid_levels) < 2 or int(self.camera_extra_levels) < 0:
+            raise ValueError(f"pyramid_levels must be >= 2 and camera_extra_levels >= 0, got "
+                             f"{self.pyramid_levels}, {self.camera_extra_levels}")
         if not self.detection_classes:
             raise ValueError("detection_classes must name at least one class")
         if (2 * self.reduce_channels[-1]) % self.attention_groups:
@@ -149,6 +190,8 @@ class TSJNet(FusionSegModel):
 
     ``forward(vis, ir, phase='joint', reconstruct=False)`` returns a dict:
         'fused' (B, 1, H, W) in [0, 1]; 'fused_rgb' (B, 3, H, W) in [0, 1];
+        'fusion_map' (pyramid head only) F before the pyramid, (B, 1, h, w) in [0, 1] at the
+            size the fusion network ran at;
         'attention' (B, attention_groups, H, W) the decoder's spatial-attention maps of the
             fused pass (the attention-diversity loss);
         'logits' (B, num_classes, H, W); 'detections': the detector's raw outputs
@@ -175,13 +218,18 @@ class TSJNet(FusionSegModel):
         pretrained = cfg.pretrained if load_pretrained else None
         self.detector = Detector(cfg.det_encoder, len(cfg.detection_classes), cfg.det_width,
                                  cfg.det_convs, pretrained, cfg.det_border_pad)
-        self.segmenter = DeepLabSegmenter(cfg.seg_encoder, cfg.num_classes, cfg.seg_width,
-                                          cfg.seg_low_channels, cfg.aspp_rates, pretrained)
+        if cfg.seg_head == "mlp":
+            self.segmenter = Segmenter(cfg.seg_encoder, cfg.num_classes, 3, cfg.seg_width,
+                                       pretrained)
+        else:
+            self.segmenter = DeepLabSegmenter(cfg.seg_encoder, cfg.num_classes, cfg.seg_width,
+                                              cfg.seg_low_channels, cfg.aspp_rates, pretrained)
         if cfg.det_normalization is None:
             cfg.det_normalization = dict(self.detector.encoder.normalization)
         if cfg.seg_normalization is None:
             cfg.seg_normalization = dict(self.segmenter.encoder.normalization)
         self.upsampler = GuidedUpsampler(cfg.guided_radius, cfg.guided_eps)
+        self.composer = PyramidComposer()
 
     @property
     def detection_classes(self) -> tuple[str, ...]:
@@ -196,25 +244,49 @@ class TSJNet(FusionSegModel):
     def fuse(self, vis: torch.Tensor, ir: torch.Tensor) -> dict:
         """The fusion network: vis (B, 3, H, W), ir (B, 1, H, W) in [0, 1] -> dict 'fused',
         'fused_rgb', 'attention' (shapes as ``forward``). With ``config.fusion_scale`` < 1 the
-        network runs at the reduced size; the guided upsampler gives F at H x W and the
-        attention maps are upsampled bilinearly."""
+        network runs at the reduced size; the guided upsampler gives F at H x W (the pyramid
+        head: the pyramid of the H x W sources) and the attention maps are upsampled
+        bilinearly. The pyramid head also returns 'fusion_map', F at the size the network ran
+        at (the coarsest level of the camera-size pyramid, ``full_resolution_fused``)."""
         h, w = vis.shape[-2:]
         y, cbcr = split_luminance(vis)
         scale = float(self.config.fusion_scale)
         size = (max(int(round(h * scale)), self.min_size),
                 max(int(round(w * scale)), self.min_size))
+        pyramid = self.config.fusion_head == "pyramid"
+        extra = {}
         if scale < 1.0 and size != (h, w):
             y_lo, ir_lo = (F.interpolate(x, size=size, mode="area") for x in (y, ir))
             fused, attention = self.fusion.fuse(self._pad(y_lo), self._pad(ir_lo))
             fused, attention = fused[..., :size[0], :size[1]], attention[..., :size[0], :size[1]]
-            fused = self.upsampler(fused, y_lo, ir_lo, y, ir)
+            if not pyramid:
+                fused = self.upsampler(fused, y_lo, ir_lo, y, ir)
             attention = F.interpolate(attention, size=(h, w), mode="bilinear",
                                       align_corners=False)
         else:
             fused, attention = self.fusion.fuse(self._pad(y), self._pad(ir))
             fused, attention = fused[..., :h, :w], attention[..., :h, :w]
+        if pyramid:
+            extra["fusion_map"] = fused
+            fused = self._compose(fused, y, ir, (h, w))
         return {"fused": fused, "fused_rgb": merge_luminance(fused, cbcr),
-                "attention": attention}
+                "attention": attention, **extra}
+
+    def _compose(self, fmap: torch.Tensor, y: torch.Tensor, ir: torch.Tensor, net_size,
+                 camera: bool = False) -> torch.Tensor:
+        """Pyramid head: the fused luminance at the size of y from F (``fmap``, at ``net_size``
+        times ``fusion_scale``): ``pyramid_levels`` levels (plus ``camera_extra_levels`` at the
+        camera size); F is reduced by down steps to the scale of the network-size pyramid's
+        coarsest level (a count fixed by the network size, so exports keep the camera size
+        free)."""
+        levels = int(self.config.pyramid_levels)
+        n_net = max(int(round(math.log2(float(net_size[0]) / float(fmap.shape[-2])))), 0)
+        downs = max(levels - 1 - n_net, 0)
+        if camera:
+            levels += int(self.config.camera_extra_levels)
+        if self.config.pyramid_base == "map":
+            return compose_on_base(fmap, y, ir, levels, downs)
+        return self.composer(fmap, y, ir, levels, downs, self.config.pyramid_base)
 
     def fused_rgb(self, vis: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
         """The fused RGB image (``fuse``'s 'fused_rgb'), (B, 3, H, W) in [0, 1]."""
@@ -278,9 +350,13 @@ class TSJNet(FusionSegModel):
 
     def full_resolution_fused(self, out: dict, vis: torch.Tensor, ir: torch.Tensor,
                               vis_hi: torch.Tensor, ir_hi: torch.Tensor) -> torch.Tensor:
-        """Fused RGB at the size of ``vis_hi`` / ``ir_hi`` via the guided upsampler (see SegMiF)."""
-        y_lo, _ = split_luminance(vis)
+        """Fused RGB at the size of ``vis_hi`` / ``ir_hi`` via the guided upsampler (see SegMiF);
+        the pyramid head: the pyramid of the full-resolution sources on F's coarsest level."""
         y_hi, cbcr_hi = split_luminance(vis_hi)
+        if self.config.fusion_head == "pyramid":
+            return merge_luminance(self._compose(out["fusion_map"], y_hi, ir_hi, vis.shape[-2:],
+                                                 camera=True), cbcr_hi)
+        y_lo, _ = split_luminance(vis)
         return merge_luminance(self.upsampler(out["fused"], y_lo, ir, y_hi, ir_hi), cbcr_hi)
 
     def extra_predictions(self, out: dict, vis: torch.Tensor,
