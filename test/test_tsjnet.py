@@ -432,3 +432,29 @@ def test_pyramid_head_keeps_a_thermal_only_line_at_camera_resolution(scale, base
     rows = slice(20, 4 * h - 20)                                   # away from the borders
     contrast = y[rows, 200] - torch.maximum(y[rows, 196], y[rows, 204])
     assert contrast.min() > 0.3
+
+
+def test_checkpoint_with_config_script_changes_only_the_config(tiny_tsjnet_checkpoint, tmp_path):
+    """scripts/checkpoint_with_config.py: the re-saved TSJNet has the pyramid head and the same
+    weights (its F equals the source model's fusion map), and a change of the segmentation head
+    (other parameters) is refused."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "checkpoint_with_config.py"
+    spec = importlib.util.spec_from_file_location("checkpoint_with_config", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "pyr.pt"
+    assert script.main([str(tiny_tsjnet_checkpoint), str(out), "fusion_head=pyramid",
+                        "pyramid_levels=3"]) == 0
+    src, _, _ = load_checkpoint(tiny_tsjnet_checkpoint)
+    new, _, info = load_checkpoint(out)
+    assert (new.config.fusion_head, new.config.pyramid_levels) == ("pyramid", 3)
+    assert info["meta"]["config_changed"] == {"fusion_head": "pyramid", "pyramid_levels": 3}
+    vis, ir = torch.rand(1, 3, 64, 64), torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(new.eval()(vis, ir)["fusion_map"],
+                                   src.eval()(vis, ir)["fused"])
+    with pytest.raises(RuntimeError, match="changes the model's parameters"):
+        script.main([str(tiny_tsjnet_checkpoint), str(tmp_path / "x.pt"), "seg_head=mlp"])
