@@ -27,12 +27,11 @@ choice, as for SegMiF) and the detections, scaled to that resolution.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-import math
 
 from ..base import FusionSegModel
 from ..modules.guided_filter import GuidedUpsampler
