@@ -402,13 +402,15 @@ def test_fusion_scale_runs_the_fusion_network_at_the_reduced_size(model):
         TSJNetConfig(fusion_scale=0.0)
 
 
-def test_compose_on_base_of_equal_sources_is_the_source():
-    """y = t = base: every detail level and the coarsest level are y's, so the collapse is y."""
-    from segmif_core.models.modules.pyramid import compose_on_base
+def test_map_base_of_equal_sources_is_the_source():
+    """y = t = the map (base 'map'): every detail level and the coarsest level are y's, so the
+    collapse is y."""
+    from segmif_core.models.modules.pyramid import PyramidComposer
+    compose = PyramidComposer()
     y = torch.rand(2, 1, 37, 53, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(compose_on_base(y, y, y.clone(), 4, 3), y, atol=1e-6, rtol=0)
+    torch.testing.assert_close(compose(y, y, y.clone(), 4, 3, "map"), y, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="shapes differ"):
-        compose_on_base(y, y, y[:, :, :30], 4, 3)
+        compose(y, y, y[:, :, :30], 4, 3, "map")
 
 
 @pytest.mark.parametrize("scale,base", [(1.0, "map"), (0.5, "map"), (0.5, "brighter")])

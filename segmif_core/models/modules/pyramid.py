@@ -25,6 +25,8 @@ collapse use the same ``up``, so ``collapse(pyramid(x)) == x`` to float rounding
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -88,6 +90,18 @@ def collapse(pyr: list[torch.Tensor]) -> torch.Tensor:
 #: source at each pixel, w max(G(Y), G(T)) + (1 - w) min(G(Y), G(T)), so that w = 1 is the max
 #: rule of the classical pyramid fusion and the network learns where to depart from it.
 PYRAMID_BASES = ("visible", "brighter")
+#: ``PyramidComposer``'s bases: :data:`PYRAMID_BASES` and 'map', where w is the coarsest level
+#: itself (a network's fused map, TSJNet's ``pyramid_base='map'``).
+COMPOSER_BASES = PYRAMID_BASES + ("map",)
+
+
+def weight_downs(levels: int, net_size: int, map_size: int) -> int:
+    """``down`` steps that bring a weight map made at ``map_size`` (its height) for a network
+    input of height ``net_size`` to the scale of the coarsest level of a ``levels``-level
+    pyramid of that input: levels - 1 - log2(net_size / map_size), rounded, at least 0. It
+    depends on the network and map sizes only, so an ONNX export keeps the camera size free."""
+    n_net = max(int(round(math.log2(float(net_size) / float(map_size)))), 0)
+    return max(int(levels) - 1 - n_net, 0)
 
 
 class PyramidComposer(nn.Module):
@@ -95,7 +109,8 @@ class PyramidComposer(nn.Module):
 
     forward(w, y, t, levels, w_downs, base='visible'): w (B, 1, h, w) in [0, 1], the visible
     share of the coarsest level (``base='brighter'``: the brighter source's share, see
-    :data:`PYRAMID_BASES`), reduced by ``w_downs`` ``down`` steps (to about the coarsest level's
+    :data:`PYRAMID_BASES`; ``base='map'``: the coarsest level itself, e.g. a network's fused
+    map, :data:`COMPOSER_BASES`), reduced by ``w_downs`` ``down`` steps (to about the coarsest level's
     scale) and then resized bilinearly to the coarsest level's size; y, t (B, 1, H, W) in [0, 1];
     levels >= 1 -> fused luminance (B, 1, H, W) float in [0, 1] (clamped). ``w_downs`` depends
     only on w's size, never on H, W, so an ONNX export keeps the camera size free. Raises
@@ -108,8 +123,8 @@ class PyramidComposer(nn.Module):
                                or w.shape[0] != y.shape[0]):
             raise ValueError(f"shapes differ: w {tuple(w.shape)}, y {tuple(y.shape)}, "
                              f"t {tuple(t.shape)}")
-        if base not in PYRAMID_BASES:
-            raise ValueError(f"base must be one of {PYRAMID_BASES}, got {base!r}")
+        if base not in COMPOSER_BASES:
+            raise ValueError(f"base must be one of {COMPOSER_BASES}, got {base!r}")
         both = laplacian_pyramid(torch.cat([y, t], dim=1), levels)
         fused = [torch.where(d[:, :1].abs() >= d[:, 1:].abs(), d[:, :1], d[:, 1:])
                  for d in both[:-1]]
@@ -117,37 +132,13 @@ class PyramidComposer(nn.Module):
         for _ in range(int(w_downs)):
             w = down(w)
         w = up(w, coarse.shape[-2:])
-        if base == "visible":
+        if base == "map":
+            fused.append(w)
+        elif base == "visible":
             fused.append(w * coarse[:, :1] + (1.0 - w) * coarse[:, 1:])
         else:  # "brighter": w is the share of the brighter source (w = 1: the max rule)
             hi = torch.maximum(coarse[:, :1], coarse[:, 1:])
             lo = torch.minimum(coarse[:, :1], coarse[:, 1:])
             fused.append(w * hi + (1.0 - w) * lo)
         return collapse(fused).clamp(0.0, 1.0)
-
-
-def compose_on_base(base: torch.Tensor, y: torch.Tensor, t: torch.Tensor, levels: int,
-                    base_downs: int) -> torch.Tensor:
-    """Fused luminance whose coarsest level is a given image's and whose detail levels are the
-    sources' (TSJNet's ``fusion_head='pyramid'``, ours): the ``levels - 1`` detail levels take
-    the larger-magnitude coefficient of y and t (Toet 1989, as ``PyramidComposer``), the
-    coarsest level is ``base`` reduced by ``base_downs`` ``down`` steps and resized bilinearly
-    to the coarsest level's size.
-
-    base (B, 1, h, w) in [0, 1] (a network's fused map, at the network size or smaller;
-    gradients reach it); y, t (B, 1, H, W) in [0, 1]; levels >= 1 -> (B, 1, H, W) in [0, 1]
-    (clamped). With ``base`` = y (or t) at H x W and base_downs = levels - 1 the result keeps
-    every detail of both sources on the low frequencies of y. Raises ValueError for mismatched
-    shapes or too small images."""
-    if not _tracing() and (y.shape != t.shape or y.shape[1] != 1 or base.shape[1] != 1
-                           or base.shape[0] != y.shape[0]):
-        raise ValueError(f"shapes differ: base {tuple(base.shape)}, y {tuple(y.shape)}, "
-                         f"t {tuple(t.shape)}")
-    both = laplacian_pyramid(torch.cat([y, t], dim=1), levels)
-    fused = [torch.where(d[:, :1].abs() >= d[:, 1:].abs(), d[:, :1], d[:, 1:])
-             for d in both[:-1]]
-    for _ in range(int(base_downs)):
-        base = down(base)
-    fused.append(up(base, both[-1].shape[-2:]))
-    return collapse(fused).clamp(0.0, 1.0)
 

@@ -22,7 +22,6 @@ resolution. Two heads (``SegMiFConfig.fusion_head``, both this project's choice 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 from ..base import FusionSegModel
 from ..modules.guided_filter import GuidedUpsampler
 from ..modules.hia import AGGREGATIONS, HIA_MODES
-from ..modules.pyramid import PYRAMID_BASES, PyramidComposer
+from ..modules.pyramid import PYRAMID_BASES, PyramidComposer, weight_downs
 from ..preprocessing import (check_normalization, merge_luminance, normalize_mono, normalize_rgb,
                              split_luminance)
 from ..segmenter import Segmenter
@@ -196,8 +195,7 @@ class SegMiF(FusionSegModel):
         ``fusion_scale``) is reduced by down steps to the scale of the network-size pyramid's
         coarsest level (a count fixed by the network size, so exports keep the camera free)."""
         levels = int(self.config.pyramid_levels)
-        n_net = max(int(round(math.log2(float(net_size[0]) / float(w.shape[-2])))), 0)
-        w_downs = max(levels - 1 - n_net, 0)
+        w_downs = weight_downs(levels, net_size[0], w.shape[-2])
         if camera:
             levels += int(self.config.camera_extra_levels)
         u = self.composer(w, y, ir, levels, w_downs, self.config.pyramid_base)

@@ -27,7 +27,6 @@ choice, as for SegMiF) and the detections, scaled to that resolution.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +34,7 @@ import torch.nn.functional as F
 
 from ..base import FusionSegModel
 from ..modules.guided_filter import GuidedUpsampler
-from ..modules.pyramid import PYRAMID_BASES, PyramidComposer, compose_on_base
+from ..modules.pyramid import PYRAMID_BASES, PyramidComposer, weight_downs
 from ..preprocessing import check_normalization, merge_luminance, normalize_rgb, split_luminance
 from ..segmenter import Segmenter
 from .deeplab import DeepLabSegmenter
@@ -83,9 +82,9 @@ class TSJNetConfig:
     pyramid head): the fused luminance is a Laplacian pyramid of ``pyramid_levels`` levels at the
     network size (plus ``camera_extra_levels`` at the camera size) whose detail levels take the
     larger-magnitude coefficient of Y and the thermal image and whose coarsest level comes from
-    F (``pyramid_base``: 'map' F's own coarsest level, ``modules.pyramid.compose_on_base``;
+    F (``modules.pyramid.PyramidComposer``; ``pyramid_base``: 'map' F as that level itself,
     'visible' / 'brighter' F as the weight of the visible / the brighter source at that level,
-    ``modules.pyramid.PyramidComposer``, which keeps it between the two sources): the network
+    which keeps it between the two sources): the network
     decides the low frequencies, both cameras' detail reaches the fused image at full
     resolution.
     Post-processing: ``score_threshold``, ``nms_threshold`` (class-wise, IoU >), ``max_detections``;
@@ -144,16 +143,10 @@ class TSJNetConfig:
             setattr(self, key, tuple(getattr(self, key)))
         if not 0.0 < float(self.fusion_scale) <= 1.0:
             raise ValueError(f"fusion_scale must be in (0, 1], got {self.fusion_scale}")
-        if self.task_input not in TASK_INPUTS:
-            raise ValueError(f"task_input must be one of {TASK_INPUTS}, got {self.task_input!r}")
-        if self.fusion_head not in FUSION_HEADS:
-            raise ValueError(f"fusion_head must be one of {FUSION_HEADS}, got "
-                             f"{self.fusion_head!r}")
-        if self.pyramid_base not in TSJ_PYRAMID_BASES:
-            raise ValueError(f"pyramid_base must be one of {TSJ_PYRAMID_BASES}, got "
-                             f"{self.pyramid_base!r}")
-        if self.seg_head not in SEG_HEADS:
-            raise ValueError(f"seg_head must be one of {SEG_HEADS}, got {self.seg_head!r}")
+        for key, choices in (("task_input", TASK_INPUTS), ("fusion_head", FUSION_HEADS),
+                             ("pyramid_base", TSJ_PYRAMID_BASES), ("seg_head", SEG_HEADS)):
+            if getattr(self, key) not in choices:
+                raise ValueError(f"{key} must be one of {choices}, got {getattr(self, key)!r}")
         if int(self.pyramid_levels) < 2 or int(self.camera_extra_levels) < 0:
             raise ValueError(f"pyramid_levels must be >= 2 and camera_extra_levels >= 0, got "
                              f"{self.pyramid_levels}, {self.camera_extra_levels}")
@@ -279,12 +272,9 @@ class TSJNet(FusionSegModel):
         coarsest level (a count fixed by the network size, so exports keep the camera size
         free)."""
         levels = int(self.config.pyramid_levels)
-        n_net = max(int(round(math.log2(float(net_size[0]) / float(fmap.shape[-2])))), 0)
-        downs = max(levels - 1 - n_net, 0)
+        downs = weight_downs(levels, net_size[0], fmap.shape[-2])
         if camera:
             levels += int(self.config.camera_extra_levels)
-        if self.config.pyramid_base == "map":
-            return compose_on_base(fmap, y, ir, levels, downs)
         return self.composer(fmap, y, ir, levels, downs, self.config.pyramid_base)
 
     def fused_rgb(self, vis: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
