@@ -274,3 +274,22 @@ class TestPredictor:
             SegMiFPredictor(tiny_checkpoint, device="tpu")
         with pytest.raises(ValueError, match="input_size"):
             SegMiFPredictor(tiny_checkpoint, input_size=(8, 8))
+
+
+@pytest.mark.parametrize("name, choices", [
+    ("segmif", {"interaction": ("full", "soam", "moam", "concat", "sum", "average", "none"),
+                "fusion_head": ("direct", "pyramid"), "pyramid_base": ("visible", "brighter")}),
+    ("tsjnet", {"task_input": ("gray", "rgb"), "fusion_head": ("decoder", "pyramid"),
+                "pyramid_base": ("map", "visible", "brighter"), "seg_head": ("deeplab", "mlp")}),
+])
+def test_config_choices_are_refused_with_one_wording(name, choices):
+    """Every choice key of both model configs refuses an unknown value with the same message,
+    naming the key, the value and each valid choice (the choices written out here by hand)."""
+    from segmif_core.models import MODELS
+    config_cls = MODELS[name][1]
+    for key, valid in choices.items():
+        with pytest.raises(ValueError) as info:
+            config_cls(**{key: "nope"})
+        message = str(info.value)
+        assert message.startswith(f"unknown {key} 'nope'; choose one of"), message
+        assert all(repr(v) in message for v in valid), message

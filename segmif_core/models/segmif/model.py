@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..base import FusionSegModel
+from ..base import FusionSegModel, check_choice
 from ..modules.guided_filter import GuidedUpsampler
 from ..modules.hia import AGGREGATIONS, HIA_MODES
 from ..modules.pyramid import PYRAMID_BASES, PyramidComposer, weight_downs
@@ -96,21 +96,15 @@ class SegMiFConfig:
                                         # the fused image)
 
     def __post_init__(self):
-        if self.interaction not in HIA_MODES + AGGREGATIONS:
-            raise ValueError(f"unknown interaction {self.interaction!r}; "
-                             f"choose one of {HIA_MODES + AGGREGATIONS}")
+        check_choice("interaction", self.interaction, HIA_MODES + AGGREGATIONS)
         if self.fusion_width < 2 or self.fusion_width % 2:
             raise ValueError(f"fusion_width must be an even number >= 2, got {self.fusion_width}")
         if self.normalization is not None:
             self.normalization = check_normalization(self.normalization)
         if not 0.0 < float(self.fusion_scale) <= 1.0:
             raise ValueError(f"fusion_scale must be in (0, 1], got {self.fusion_scale}")
-        if self.fusion_head not in FUSION_HEADS:
-            raise ValueError(f"unknown fusion_head {self.fusion_head!r}; choose one of "
-                             f"{FUSION_HEADS}")
-        if self.pyramid_base not in PYRAMID_BASES:
-            raise ValueError(f"unknown pyramid_base {self.pyramid_base!r}; choose one of "
-                             f"{PYRAMID_BASES}")
+        check_choice("fusion_head", self.fusion_head, FUSION_HEADS)
+        check_choice("pyramid_base", self.pyramid_base, PYRAMID_BASES)
         if self.pyramid_base != "visible" and self.fusion_head != "pyramid":
             raise ValueError(f"pyramid_base {self.pyramid_base!r} needs fusion_head 'pyramid', "
                              f"got {self.fusion_head!r}")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..base import FusionSegModel
+from ..base import FusionSegModel, check_choice
 from ..modules.guided_filter import GuidedUpsampler
 from ..modules.pyramid import PYRAMID_BASES, PyramidComposer, weight_downs
 from ..preprocessing import check_normalization, merge_luminance, normalize_rgb, split_luminance
@@ -145,8 +145,7 @@ class TSJNetConfig:
             raise ValueError(f"fusion_scale must be in (0, 1], got {self.fusion_scale}")
         for key, choices in (("task_input", TASK_INPUTS), ("fusion_head", FUSION_HEADS),
                              ("pyramid_base", TSJ_PYRAMID_BASES), ("seg_head", SEG_HEADS)):
-            if getattr(self, key) not in choices:
-                raise ValueError(f"{key} must be one of {choices}, got {getattr(self, key)!r}")
+            check_choice(key, getattr(self, key), choices)
         if int(self.pyramid_levels) < 2 or int(self.camera_extra_levels) < 0:
             raise ValueError(f"pyramid_levels must be >= 2 and camera_extra_levels >= 0, got "
                              f"{self.pyramid_levels}, {self.camera_extra_levels}")
