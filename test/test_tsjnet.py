@@ -460,3 +460,15 @@ def test_checkpoint_with_config_script_changes_only_the_config(tiny_tsjnet_check
                                    src.eval()(vis, ir)["fused"])
     with pytest.raises(RuntimeError, match="changes the model's parameters"):
         script.main([str(tiny_tsjnet_checkpoint), str(tmp_path / "x.pt"), "seg_head=mlp"])
+    # the network input size alone: stored, recorded in meta, weights and config untouched
+    sized = tmp_path / "sized.pt"
+    old_size = list(load_checkpoint(tiny_tsjnet_checkpoint)[2]["input_size"])
+    assert script.main([str(tiny_tsjnet_checkpoint), str(sized), "--input-size", "96", "128"]) == 0
+    resized, _, info = load_checkpoint(sized)
+    assert info["input_size"] == [96, 128] != old_size
+    assert info["meta"]["input_size_changed"] == [old_size, [96, 128]]
+    assert resized.config == src.config
+    for key, value in src.state_dict().items():
+        torch.testing.assert_close(resized.state_dict()[key], value)
+    with pytest.raises(SystemExit):
+        script.main([str(tiny_tsjnet_checkpoint), str(tmp_path / "y.pt")])
