@@ -18,7 +18,28 @@ import torch  # noqa: E402
 # Tiny models: one thread is faster than two fighting over two cores with the ROS processes.
 torch.set_num_threads(1)
 
-MFNET = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mfnet")
+#: Real data beside the repository (../shared/data: mfnet/, fusion_pairs/{tno,msrs}/). The
+#: environment variable SEGMIF_TEST_DATA points elsewhere; a missing folder (a fresh clone without
+#: the data beside it, or SEGMIF_TEST_DATA=/nonexistent) makes the tests that read it skip.
+DATA = os.environ.get("SEGMIF_TEST_DATA") or os.path.join(os.path.dirname(__file__), "..", "..",
+                                                           "shared", "data")
+MFNET = os.path.join(DATA, "mfnet")
+TNO = os.path.join(DATA, "fusion_pairs", "tno")
+MSRS = os.path.join(DATA, "fusion_pairs", "msrs")
+
+
+def needs_data(path):
+    """A skipif mark for a test that reads the real data folder ``path`` (``MFNET``, ``TNO``,
+    ``MSRS`` or a folder below them): skipped, with the folder named, when it is absent."""
+    return pytest.mark.skipif(not os.path.isdir(path),
+                              reason=f"test data not present: {os.path.normpath(path)} "
+                                     "(../shared/data beside the repository, or SEGMIF_TEST_DATA)")
+
+
+#: The marks used by the tests: ``@needs_mfnet`` on a test that reads MFNet pairs, and so on.
+needs_mfnet = needs_data(MFNET)
+needs_tno = needs_data(TNO)
+needs_msrs = needs_data(MSRS)
 
 
 @pytest.fixture(scope="session")

@@ -30,13 +30,13 @@ from segmif_ros.tools import bag as bagmod
 from segmif_ros.tools.bag import bag_info, get_typestore, read_bag, read_bag_raw
 from segmif_ros.tools.bag_make import DEFAULT_START_NS, make_bag
 
+from conftest import MFNET as _MFNET, needs_mfnet
+
 REPO = Path(__file__).resolve().parent.parent
-MFNET = Path("/work/shared/data/mfnet")
+MFNET = Path(_MFNET)
 START = DEFAULT_START_NS
 NS = 1_000_000_000
 VIS, IR, GT = "/visible/image", "/thermal/image", "/ground_truth/labels"
-
-needs_data = pytest.mark.skipif(not (MFNET / "val.txt").is_file(), reason="MFNet data not available")
 
 
 def _three_names():
@@ -103,7 +103,7 @@ def _leftovers(folder: Path):
 # ----------------------------------------------------------------------------- make / read
 
 
-@needs_data
+@needs_mfnet
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_round_trip_real_pairs(tmp_path, storage):
     names = _three_names()
@@ -307,8 +307,7 @@ def ros_env(monkeypatch):
 
 @pytest.fixture(scope="module")
 def small_bag(tmp_path_factory):
-    if not (MFNET / "val.txt").is_file():
-        pytest.skip("MFNet data not available")
+    """Three real MFNet pairs as a bag: the tests that use it are marked ``needs_mfnet``."""
     out = tmp_path_factory.mktemp("replay") / "three"
     make_bag(MFNET, out, _three_names(), jitter_ms=3.0, seed=11)
     return out
@@ -341,6 +340,7 @@ def _check_replayed(source, recorded, prefix, offset):
     return rec
 
 
+@needs_mfnet
 def test_replay_into_recorder_in_process(ros_env, small_bag, tmp_path):
     import rclpy
     from rclpy.context import Context
@@ -387,6 +387,7 @@ def test_replay_into_recorder_in_process(ros_env, small_bag, tmp_path):
     assert not out.with_name(out.name + ".tmp").exists() and _leftovers(tmp_path) == []
 
 
+@needs_mfnet
 def test_recorder_and_replay_cli(ros_env, small_bag, tmp_path, capsys):
     import rclpy
     from rclpy.context import Context

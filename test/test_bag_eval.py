@@ -23,7 +23,9 @@ from segmif_core.metrics.fusion import FUSION_METRIC_KEYS, fusion_metrics  # noq
 from segmif_ros.tools import cli  # noqa: E402
 from segmif_ros.tools.bag_make import make_bag  # noqa: E402
 
-MFNET = Path(__file__).resolve().parents[2] / "shared" / "data" / "mfnet"
+from conftest import MFNET as _MFNET  # noqa: E402
+
+MFNET = Path(_MFNET)  # optional here: synthetic pairs stand in when it is absent
 H, W = 96, 128
 TOPICS = {"visible_topic": "/cam/rgb", "thermal_topic": "/cam/lwir", "label_topic": "/cam/gt"}
 

@@ -18,7 +18,7 @@ from segmif_core.calibration_auto import estimate_ecc
 from segmif_core.registration import Registration
 from segmif_ros.tools.cli import main
 
-from conftest import MFNET
+from conftest import MFNET, needs_mfnet
 
 W, H = 640, 480
 CORNERS = np.array([[0, 0], [W - 1, 0], [W - 1, H - 1], [0, H - 1]], np.float64)
@@ -134,6 +134,7 @@ def board_image(cols, rows, sq=24):
     return np.pad(b, sq, constant_values=255), sq
 
 
+@needs_mfnet
 def test_heated_checkerboard():
     vis, ir = pair("00102D")
     ht = h_true(4)
@@ -161,6 +162,7 @@ def test_heated_checkerboard():
 
 
 @pytest.mark.parametrize("name, seed", [("00102D", 5), ("00520D", 6)])
+@needs_mfnet
 def test_automatic_ecc_on_synthetic_warp(name, seed):
     vis, ir = pair(name)
     ht = h_true(seed)
@@ -170,6 +172,7 @@ def test_automatic_ecc_on_synthetic_warp(name, seed):
     assert corner_error(est.homography, ht) < ECC_TOL
 
 
+@needs_mfnet
 def test_automatic_ecc_refuses_blank_and_bad_model():
     vis, ir = pair("00102D")
     with pytest.raises(CalibrationError, match="no gradients"):
@@ -223,6 +226,7 @@ def test_written_yaml_loads_into_registration_and_node_params(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temporary left
 
 
+@needs_mfnet
 def test_cli_points_and_errors(tmp_path, capsys):
     vis, ir = pair("00102D")
     ht = h_true(9)

@@ -11,8 +11,7 @@ import torch
 from segmif_core.data import (FMB_CLASSES, MFNET_CLASSES, DatasetError, PairDataset, check_pairs,
                               get_class_set, list_pairs, normalize_thermal, read_pair, to_uint8)
 
-DATA = "/work/shared/data"
-MFNET, TNO = f"{DATA}/mfnet", f"{DATA}/fusion_pairs/tno"
+from conftest import MFNET, TNO, needs_mfnet, needs_tno
 
 
 # ---------------------------------------------------------------- classes
@@ -79,6 +78,8 @@ def test_to_uint8():
 
 
 # ---------------------------------------------------------------- reading real files
+@needs_mfnet
+@needs_tno
 def test_list_pairs_real():
     assert len(list_pairs(MFNET)) == 160
     val = list_pairs(MFNET, "val.txt")
@@ -89,6 +90,7 @@ def test_list_pairs_real():
     check_pairs(TNO, list_pairs(TNO), require_labels=False)
 
 
+@needs_mfnet
 def test_read_pair_mfnet():
     vis, ir, label = read_pair(MFNET, "00102D")
     bgr = cv2.imread(f"{MFNET}/vis/00102D.png")
@@ -98,6 +100,7 @@ def test_read_pair_mfnet():
     assert label.shape == (480, 640) and label.dtype == np.uint8 and label.max() < 9
 
 
+@needs_tno
 def test_read_pair_tno_gray_visible_and_3ch_thermal():
     vis, ir, label = read_pair(TNO, "01")
     raw_vis = cv2.imread(f"{TNO}/vis/01.png", cv2.IMREAD_UNCHANGED)
@@ -154,6 +157,8 @@ def check_item(item, hw):
         assert 0 <= item[k].min() and item[k].max() <= 1
 
 
+@needs_mfnet
+@needs_tno
 def test_dataset_eval_mfnet():
     names = list_pairs(MFNET, "val.txt")[:2]
     ds = PairDataset(MFNET, names, size=(240, 320))
@@ -169,6 +174,7 @@ def test_dataset_eval_mfnet():
     assert (tno["label"] == 255).all()  # no label file: everything ignored
 
 
+@needs_mfnet
 def test_dataset_train_mfnet_shapes_and_determinism():
     ds = PairDataset(MFNET, list_pairs(MFNET, "val.txt")[:1], size=(120, 160), train=True,
                      crop=(64, 96))
@@ -316,6 +322,7 @@ def entropy_bits(img):
     return float(-(p * np.log2(p)).sum())
 
 
+@needs_mfnet
 def test_evaluate_cli_on_roadscene_jpg_folder(tmp_path):
     """`segmif evaluate --data DIR` on vis/NAME.jpg + ir/NAME.jpg finds and scores every pair
     (it used to stop with "no pairs found": only .png was listed)."""
@@ -337,6 +344,7 @@ def test_evaluate_cli_on_roadscene_jpg_folder(tmp_path):
                    - entropy_bits(decoded[name][0])) < 1e-9
 
 
+@needs_mfnet
 def test_evaluate_cli_model_on_jpg_pairs_with_bmp_labels(tmp_path, tiny_checkpoint):
     from segmif_ros.tools import cli
 
@@ -354,6 +362,7 @@ def test_evaluate_cli_model_on_jpg_pairs_with_bmp_labels(tmp_path, tiny_checkpoi
     np.testing.assert_array_equal(gt, want)
 
 
+@needs_mfnet
 def test_evaluate_cli_refuses_duplicate_stems_and_jpeg_labels(tmp_path, capsys):
     from segmif_ros.tools import cli
 
@@ -372,6 +381,7 @@ def test_evaluate_cli_refuses_duplicate_stems_and_jpeg_labels(tmp_path, capsys):
     assert "labels must be stored losslessly" in capsys.readouterr().err
 
 
+@needs_tno
 def test_read_pair_real_tno_as_bmp_and_16bit_tif(tmp_path):
     """TNO ships .bmp/.tif: the pair converted from the PNG copy reads back identically; a 16-bit
     TIFF thermal (8-bit x 257) keeps its exact values."""
@@ -391,6 +401,7 @@ def test_read_pair_real_tno_as_bmp_and_16bit_tif(tmp_path):
     np.testing.assert_array_equal(ir, raw_ir.astype(np.uint16) * 257)
 
 
+@needs_mfnet
 def test_fuse_cli_on_roadscene_jpg_folder_writes_full_size_fused_images(tmp_path,
                                                                           tiny_checkpoint):
     """`segmif fuse --vis DIR/vis --ir DIR/ir` on jpg pairs fuses every pair at its own size."""

@@ -2,14 +2,13 @@
 import os
 
 import numpy as np
-import pytest
 
 from segmif_core.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from segmif_core.data.pairs import read_pair
 from segmif_core.inference import SegMiFPredictor
 from segmif_core.metrics import ConfusionMatrix
 
-MFNET = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mfnet")
+from conftest import MFNET, needs_mfnet
 
 
 def test_default_checkpoint_is_small_fp16_with_its_config():
@@ -27,7 +26,7 @@ def test_default_checkpoint_is_small_fp16_with_its_config():
     assert {v.dtype for v in raw.values() if v.is_floating_point()} == {torch.float16}
 
 
-@pytest.mark.skipif(not os.path.isdir(MFNET), reason="../shared/data/mfnet not present")
+@needs_mfnet
 def test_default_checkpoint_beats_chance_on_val_pairs():
     pred = SegMiFPredictor()
     names = open(os.path.join(MFNET, "val.txt")).read().split()[:3]
@@ -44,7 +43,7 @@ def test_default_checkpoint_beats_chance_on_val_pairs():
     assert max(objects) > 5
 
 
-@pytest.mark.skipif(not os.path.isdir(MFNET), reason="../shared/data/mfnet not present")
+@needs_mfnet
 def test_default_checkpoint_fuses_rather_than_flattening():
     # a fused luminance must keep structure of its sources: its contrast (SD) may not collapse
     # far below that of both the visible luminance and the thermal image
@@ -64,7 +63,7 @@ def _spatial_frequency(y: np.ndarray) -> float:
     return float(np.hypot(rf, cf))
 
 
-@pytest.mark.skipif(not os.path.isdir(MFNET), reason="../shared/data/mfnet not present")
+@needs_mfnet
 def test_default_fused_image_is_made_at_the_camera_resolution_not_upscaled():
     import cv2
     pred = SegMiFPredictor()
@@ -94,7 +93,7 @@ def _model_card_number(checkpoint_name: str) -> float:
     return float(m.group(1))
 
 
-@pytest.mark.skipif(not os.path.isdir(MFNET), reason="../shared/data/mfnet not present")
+@needs_mfnet
 def test_shipped_checkpoint_val_miou_is_the_model_cards():
     # the number users read: mean IoU over the 9 MFNet classes (a class absent from val counts
     # as 0) on all 24 val pairs at the labels' 640x480, the checkpoint's own settings (torch);

@@ -20,7 +20,7 @@ coco_mask = pytest.importorskip("pycocotools.mask")
 from pycocotools.coco import COCO  # noqa: E402
 from pycocotools.cocoeval import COCOeval  # noqa: E402
 
-MFNET = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mfnet")
+from conftest import MFNET, needs_mfnet  # noqa: E402
 
 
 def coco_reference(detections, ground_truth, num_classes):
@@ -133,7 +133,7 @@ def test_random_cases_equal_pycocotools(seed):
     assert 0 < ours["map50"] < 1 and ours["map50_95"] < ours["map50"]
 
 
-@pytest.mark.skipif(not os.path.isdir(MFNET), reason="../shared/data/mfnet not present")
+@needs_mfnet
 def test_real_val_run_of_the_shipped_tsjnet_equals_pycocotools():
     """The shipped TSJNet checkpoint on all MFNet val pairs (torch backend, the predictor's
     boxes in camera pixels), ground truth from the labels (the model card's protocol: 8-connected

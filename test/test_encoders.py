@@ -20,7 +20,7 @@ from segmif_core.models.modules import GuidedUpsampler, box_mean
 
 from pathlib import Path
 
-from conftest import MFNET as _MFNET
+from conftest import MFNET as _MFNET, needs_mfnet
 
 MFNET = Path(_MFNET)
 
@@ -189,6 +189,7 @@ def _day_frame():
     return (x - mean) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
+@needs_mfnet
 def test_efficientnet_lite0_imagenet_weights_rank_a_street_class_in_the_top5():
     net = imagenet_classifier("efficientnet-lite0")  # strict load inside
     with torch.no_grad():

@@ -19,7 +19,8 @@ from segmif_core.data.classes import MFNET_CLASSES, ClassSet
 from segmif_core.metrics.fusion import FUSION_METRIC_KEYS, fusion_metrics
 from segmif_ros.tools import cli
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import TNO, needs_tno
+
 RULES = ["visible", "thermal", "average", "maximum", "laplacian", "gff"]
 FILES = ["report.json", "report.md", "fusion_violins.png", "confusion_matrix.png"]
 
@@ -181,10 +182,9 @@ def test_unlabelled_mixed_sizes_gray_visible_3ch_thermal(tmp_path, tiny_checkpoi
     assert "no ground-truth labels" in (out / "report.md").read_text()
 
 
-@pytest.mark.skipif(not (SHARED / "fusion_pairs" / "tno" / "vis").is_dir(),
-                    reason="TNO pairs not available")
+@needs_tno
 def test_real_unlabelled_tno_rule_only(tmp_path):
-    root = SHARED / "fusion_pairs" / "tno"
+    root = Path(TNO)
     # the two smallest pairs (mixed sizes, gray visible, 3-channel thermal PNGs)
     sizes = {p.stem: cv2.imread(str(p), cv2.IMREAD_UNCHANGED).size
              for p in sorted((root / "vis").glob("*.png"))}

@@ -15,6 +15,8 @@ from segmif_core.data.layouts import (FMB, MFNET, MSRS, PLAIN, Layout, class_set
 from segmif_core.data.pairs import (DatasetError, PairDataset, check_pairs, list_pairs,
                                     read_pair)
 
+from conftest import MFNET as MFNET_DIR, needs_mfnet
+
 H, W = 6, 8
 
 
@@ -116,7 +118,7 @@ def test_detect_layout(fmb, msrs, mfnet, plain, tmp_path):
     assert detect_layout(msrs) is MSRS and detect_layout(msrs / "test") is MSRS
     assert detect_layout(mfnet) is MFNET and detect_layout(str(plain)) is PLAIN
     assert detect_layout(tmp_path / "empty") is PLAIN  # fallback: plain errors name the folder
-    assert detect_layout("/work/shared/data/mfnet") is PLAIN
+    assert detect_layout(MFNET_DIR) is PLAIN
     with pytest.raises(DatasetError, match="no visible folder"):
         list_pairs(tmp_path / "empty")
 
@@ -274,13 +276,13 @@ def test_full_check_catches_pseudocolour_thermal(plain):
 
 
 # ---------------------------------------------------------------- file formats (real pixels)
-MFNET_DIR = "/work/shared/data/mfnet"
 CH, CW = 40, 56  # crop size: small files, real texture
 
 
 @pytest.fixture(scope="module")
 def crops():
-    """{stem: (vis RGB HxWx3 uint8, ir HxW uint8, label HxW uint8)}: crops of real MFNet pairs."""
+    """{stem: (vis RGB HxWx3 uint8, ir HxW uint8, label HxW uint8)}: crops of real MFNet pairs
+    (the tests that use them are marked ``needs_mfnet``)."""
     out = {}
     for stem, name, (y, x) in (("a", "00102D", (200, 300)), ("b", "00723N", (180, 40))):
         bgr = cv2.imread(f"{MFNET_DIR}/vis/{name}.png", cv2.IMREAD_COLOR)
@@ -320,6 +322,7 @@ def write_formats(root, crops, vis_ext, ir_ext, label_ext=None, dirs=("vis", "ir
     ("tif", "tiff", "tif"),       # and .tif
     ("JPG", "PNG", "TIFF"),       # extension case does not matter
 ])
+@needs_mfnet
 def test_plain_formats_matched_by_stem(tmp_path, crops, vis_ext, ir_ext, label_ext):
     root = tmp_path / "pairs"
     written = write_formats(root, crops, vis_ext, ir_ext, label_ext)
@@ -349,6 +352,7 @@ def test_plain_formats_matched_by_stem(tmp_path, crops, vis_ext, ir_ext, label_e
 
 
 @pytest.mark.parametrize("ext", ["tif", "tiff", "TIF", "png"])
+@needs_mfnet
 def test_16bit_thermal_read_as_uint16_unchanged(tmp_path, crops, ext):
     root = tmp_path / "pairs"
     write_formats(root, crops, "jpg", "png")
@@ -369,6 +373,7 @@ def test_16bit_thermal_read_as_uint16_unchanged(tmp_path, crops, ext):
     np.testing.assert_allclose(item["ir"][0].numpy(), crops["a"][1] / 255, atol=1e-6)
 
 
+@needs_mfnet
 def test_16bit_visible_tif_refused_from_header(tmp_path, crops):
     """Pillow opens 16-bit RGB TIFF as mode RGB: the bit depth must come from the TIFF tags."""
     root = tmp_path / "pairs"
@@ -379,6 +384,7 @@ def test_16bit_visible_tif_refused_from_header(tmp_path, crops):
         check_pairs(root, ["a", "b"], require_labels=False)
 
 
+@needs_mfnet
 def test_headers_only_for_jpeg_bmp_tiff(tmp_path, crops, monkeypatch):
     """The default check reads headers (sizes, bit depths) without decoding the images."""
     root = tmp_path / "pairs"
@@ -398,6 +404,7 @@ def test_headers_only_for_jpeg_bmp_tiff(tmp_path, crops, monkeypatch):
         check_pairs(root, ["a", "b", "c"], require_labels=False)
 
 
+@needs_mfnet
 def test_mixed_formats_across_folders_and_split_file(tmp_path, crops):
     root = tmp_path / "pairs"
     write_formats(root, {"a": crops["a"]}, "jpg", "png", "png")
@@ -417,6 +424,7 @@ def test_mixed_formats_across_folders_and_split_file(tmp_path, crops):
         read_pair(root, "b")
 
 
+@needs_mfnet
 def test_duplicate_stem_is_an_error_naming_both(tmp_path, crops):
     root = tmp_path / "pairs"
     write_formats(root, crops, "png", "png", "png")
@@ -442,6 +450,7 @@ def test_duplicate_stem_is_an_error_naming_both(tmp_path, crops):
             read_pair(root, "b")
 
 
+@needs_mfnet
 def test_jpeg_label_refused_with_reason(tmp_path, crops):
     root = tmp_path / "pairs"
     write_formats(root, crops, "jpg", "jpg", "png")
@@ -455,6 +464,7 @@ def test_jpeg_label_refused_with_reason(tmp_path, crops):
     np.testing.assert_array_equal(read_pair(root, "b")[2], crops["b"][2])  # png label fine
 
 
+@needs_mfnet
 def test_palette_bmp_label_gives_indices(tmp_path, crops):
     root = tmp_path / "pairs"
     write_formats(root, crops, "jpg", "jpg")
@@ -466,6 +476,7 @@ def test_palette_bmp_label_gives_indices(tmp_path, crops):
     np.testing.assert_array_equal(read_pair(root, "a")[2], crops["a"][2])
 
 
+@needs_mfnet
 def test_every_layout_reads_other_formats(tmp_path, crops):
     a, b = crops["a"], crops["b"]
     # FMB: jpg visible, bmp thermal, tif labels; bare stems and SUBSET/STEM
@@ -505,6 +516,7 @@ def test_every_layout_reads_other_formats(tmp_path, crops):
         check_pairs(mf, ["00002N"], require_labels=False)
 
 
+@needs_mfnet
 def test_listing_sees_files_added_or_removed_after_it(tmp_path, crops):
     """Folder listings are reused while the folder is unchanged, never while it changes."""
     root = tmp_path / "pairs"

@@ -16,8 +16,7 @@ from segmif_core.metrics.fusion import (FUSION_METRIC_KEYS, QABF_CONSTANTS, aver
                                         mutual_information_pair, qabf, scd, spatial_frequency,
                                         ssim, ssim_sum, std_dev, vif, vifp)
 
-MSRS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "fusion_pairs",
-                    "msrs")
+from conftest import MSRS, needs_msrs
 
 # Best per-pixel Qabf with the Xydeas & Petrovic constants: G = 1, A = 1.
 Q_PERFECT = (0.9994 / (1 + math.exp(-15 * (1 - 0.5)))) * (0.9879 / (1 + math.exp(-22 * (1 - 0.8))))
@@ -39,11 +38,9 @@ def _smooth_image(h=64, w=64, seed=0):
 
 
 def _read_msrs_pair(name=None):
+    """A real MSRS pair (the tests that read one are marked ``needs_msrs``)."""
     cv2 = pytest.importorskip("cv2")
-    names = sorted(os.listdir(os.path.join(MSRS, "vis"))) if os.path.isdir(MSRS) else []
-    if not names:
-        pytest.skip("MSRS sample pairs not available")
-    name = name or names[0]
+    name = name or sorted(os.listdir(os.path.join(MSRS, "vis")))[0]
     bgr = cv2.imread(os.path.join(MSRS, "vis", name), cv2.IMREAD_COLOR)
     vis_y = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)  # 0.299 R + 0.587 G + 0.114 B = BT.601 Y
     ir = cv2.imread(os.path.join(MSRS, "ir", name), cv2.IMREAD_GRAYSCALE)
@@ -318,6 +315,7 @@ def test_ssim_matches_kornia(h, w, seed):
     assert abs(ssim(xu, yu) - _kornia_ssim(xu, yu)) <= SSIM_KORNIA_TOL
 
 
+@needs_msrs
 def test_ssim_sum_matches_kornia_on_a_real_pair():
     vis_y, ir = _read_msrs_pair()
     fused = ((vis_y.astype(np.float64) + ir) / 2).round().astype(np.uint8)
@@ -376,6 +374,7 @@ def test_bad_inputs_are_refused():
     assert std_dev(np.zeros((4, 4))) == 0.0    # an all-zero float image is accepted
 
 
+@needs_msrs
 def test_unrelated_noise_scores_below_the_average_rule():
     cv2 = pytest.importorskip("cv2")
     vis_y, ir = _read_msrs_pair()
@@ -389,6 +388,7 @@ def test_unrelated_noise_scores_below_the_average_rule():
 
 
 # ------------------------------------------------------------------------- a real MSRS pair
+@needs_msrs
 def test_average_rule_on_a_real_msrs_pair():
     vis_y, ir = _read_msrs_pair()
     assert vis_y.dtype == np.uint8 and vis_y.shape == (480, 640)

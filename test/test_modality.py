@@ -6,7 +6,7 @@ import torch
 from segmif_core.data.modality import draw_modality, substitute
 from segmif_core.data.pairs import PairDataset, list_pairs
 
-from conftest import MFNET
+from conftest import MFNET, needs_mfnet
 
 
 def test_substitutes_are_zeros_or_gray_thermal():
@@ -35,6 +35,7 @@ def test_draw_modality_frequencies():
         draw_modality(rng, 1.5)
 
 
+@needs_mfnet
 def test_dataset_items_lose_a_camera_at_rate_one():
     names = list_pairs(MFNET, "val.txt")[:4]
     ds = PairDataset(MFNET, names, size=(48, 64), train=True, crop=(48, 64),

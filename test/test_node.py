@@ -13,6 +13,8 @@ from sensor_msgs.msg import Image  # noqa: E402
 from segmif_ros.node.encodings import image_to_numpy, numpy_to_image  # noqa: E402
 from segmif_ros.node.node import ConfigurationError, SegMiFNode  # noqa: E402
 
+from conftest import MFNET, needs_mfnet  # noqa: E402
+
 OUTPUTS = {"fused/image": "bgr8", "segmentation/labels": "mono8", "segmentation/color": "bgr8"}
 
 
@@ -624,12 +626,12 @@ def test_start_up_errors_exit_1_with_one_line(tiny_checkpoint, args, text):
     assert len([line for line in out.splitlines() if line.strip()]) == 1, out
 
 
+@needs_mfnet
 def test_fast_preset_runs_int8_at_its_input_size(context, tiny_checkpoint, tmp_path, monkeypatch):
     """config/segmif_fast.yaml: every key is a declared parameter; as shipped (no calibration
     folder) the node refuses to configure with the reason; with one it runs ONNX Runtime int8 at
     the preset's network size and answers a pair at the camera's size."""
     import yaml
-    from conftest import MFNET
     from segmif_ros.node.parameters import PARAMETERS
     pytest.importorskip("onnxruntime")
     monkeypatch.setenv("SEGMIF_CACHE", str(tmp_path / "cache"))

@@ -14,7 +14,7 @@ from segmif_core.inference import (BackendError, SegMiFPredictor, export_onnx,
                                    read_onnx_metadata)
 from segmif_core.inference.onnx_export import WholeModel
 
-from conftest import MFNET
+from conftest import MFNET, needs_mfnet
 
 ort = pytest.importorskip("onnxruntime")
 CAMERA = (96, 128)  # camera size of the fixed-size export (network 64x64, the tiny checkpoint)
@@ -46,6 +46,7 @@ def _inputs(vis, ir, size):
 
 
 @pytest.mark.parametrize("pair", [0, 5])
+@needs_mfnet
 def test_onnx_graph_matches_torch_on_real_pairs(static_onnx, tiny_checkpoint, pair):
     path, _ = static_onnx
     feeds = _inputs(*_real_pair(pair), (64, 64))
@@ -66,6 +67,7 @@ def test_onnx_graph_matches_torch_on_real_pairs(static_onnx, tiny_checkpoint, pa
     np.testing.assert_allclose(conf, ref[2], atol=1e-4)
 
 
+@needs_mfnet
 def test_onnx_predictor_matches_torch_predictor(static_onnx, tiny_checkpoint):
     path, meta = static_onnx
     vis, ir = _real_pair(3)
@@ -81,6 +83,7 @@ def test_onnx_predictor_matches_torch_predictor(static_onnx, tiny_checkpoint):
     assert meta["camera_size"] == list(CAMERA) and read_onnx_metadata(path)["model"] == "segmif"
 
 
+@needs_mfnet
 def test_fixed_size_file_refuses_other_sizes(static_onnx):
     path, _ = static_onnx
     with pytest.raises(ValueError, match="exported for network input 64x64"):
@@ -91,6 +94,7 @@ def test_fixed_size_file_refuses_other_sizes(static_onnx):
         pred.predict(vis, ir)
 
 
+@needs_mfnet
 def test_dynamic_export_takes_any_camera_size(tiny_checkpoint, tmp_path):
     path = tmp_path / "dyn.onnx"
     export_onnx(path, tiny_checkpoint, size=(64, 96), dynamic=True)
@@ -143,6 +147,7 @@ def test_onnx_file_without_our_metadata_is_refused(tmp_path):
         SegMiFPredictor(path, backend="onnxruntime")
 
 
+@needs_mfnet
 def test_device_preprocessing_path_agrees_with_the_host_path(tiny_checkpoint):
     vis, ir = _real_pair(2, (128, 160))
     host = SegMiFPredictor(tiny_checkpoint).predict(vis, ir)
@@ -153,6 +158,7 @@ def test_device_preprocessing_path_agrees_with_the_host_path(tiny_checkpoint):
     assert (dev.labels == host.labels).mean() > 0.9
 
 
+@needs_mfnet
 def test_bf16_autocast_on_cpu_stays_close(tiny_checkpoint):
     vis, ir = _real_pair(4)
     a = SegMiFPredictor(tiny_checkpoint).predict(vis, ir)
@@ -161,6 +167,7 @@ def test_bf16_autocast_on_cpu_stays_close(tiny_checkpoint):
     assert np.abs(a.confidence - b.confidence).mean() < 0.05
 
 
+@needs_mfnet
 def test_fusion_scale_runs_phi_at_the_reduced_size(tiny_checkpoint):
     pred = SegMiFPredictor(tiny_checkpoint, input_size=(64, 96), fusion_scale=0.5)
     seen = []
@@ -172,6 +179,7 @@ def test_fusion_scale_runs_phi_at_the_reduced_size(tiny_checkpoint):
         SegMiFPredictor(tiny_checkpoint, fusion_scale=1.5)
 
 
+@needs_mfnet
 def test_registration_on_the_device_matches_opencv(tiny_checkpoint):
     """The CUDA path warps thermal with kornia on the device; run here on the CPU, it must agree
     with OpenCV's warp of the host path (same homography, same crop)."""
@@ -195,6 +203,7 @@ def test_registration_on_the_device_matches_opencv(tiny_checkpoint):
     assert np.abs(dev.fused.astype(int) - host.fused).mean() < 2.0
 
 
+@needs_mfnet
 def test_pt_checkpoint_on_onnxruntime_is_exported_once_and_cached(tiny_checkpoint, tmp_path,
                                                                    monkeypatch):
     from segmif_core.inference.factory import choose_backend
@@ -242,6 +251,7 @@ def _conv_weight_sources(path):
     return out
 
 
+@needs_mfnet
 def test_int8_quantises_only_psi_convolutions_and_stays_close(static_onnx, tmp_path):
     from segmif_core.inference.onnx_quantize import quantize_onnx
     path, _ = static_onnx
@@ -288,6 +298,7 @@ def test_int8_errors(static_onnx, tmp_path):
     assert main(["export", "--onnx", str(tmp_path / "y.onnx"), "--int8"]) == 2
 
 
+@needs_mfnet
 def test_int8_precision_quantises_a_pt_checkpoint_once_and_caches_it(tiny_checkpoint, static_onnx,
                                                                      tmp_path, monkeypatch):
     import segmif_core.inference.onnx_quantize as oq
@@ -393,6 +404,7 @@ def tsj_onnx(tiny_tsjnet_checkpoint, tmp_path_factory):
 
 
 @pytest.mark.parametrize("pair", [0, 5])
+@needs_mfnet
 def test_tsjnet_onnx_matches_torch_on_real_pairs(tsj_onnx, tiny_tsjnet_checkpoint, pair):
     """The exported TSJNet graph (decoded boxes in the graph, selection in numpy after it)
     against the torch model on real val pairs: the graph's per-location boxes within 1e-3 px
@@ -477,6 +489,7 @@ def test_numpy_nms_hand_cases():
 
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+@needs_mfnet
 def test_raised_score_threshold_keeps_the_same_high_boxes(tsj_onnx, tiny_tsjnet_checkpoint,
                                                           backend):
     """``detection_score_threshold`` (the node sets it from detection_min_score): selecting at s
@@ -506,6 +519,7 @@ def test_segmif_has_no_detection_score_threshold(tiny_checkpoint):
     assert pred.detection_score_threshold is None
 
 
+@needs_mfnet
 def test_auto_runs_tsjnet_on_onnxruntime_with_detections(tiny_tsjnet_checkpoint, tmp_path,
                                                          monkeypatch):
     monkeypatch.setenv("SEGMIF_CACHE", str(tmp_path / "cache"))
@@ -517,6 +531,7 @@ def test_auto_runs_tsjnet_on_onnxruntime_with_detections(tiny_tsjnet_checkpoint,
     assert d is not None and len(d["boxes"]) > 0 and d["names"] == ["car", "person", "bike"]
 
 
+@needs_mfnet
 def test_tsjnet_fusion_scale_on_onnxruntime_matches_torch(tiny_tsjnet_checkpoint, tmp_path,
                                                           monkeypatch):
     """TSJNet's fusion_scale (the fusion network at half the network size) through the export
@@ -576,6 +591,7 @@ def test_graph_fused_output_to_uint8_rounds_and_saturates(channels):
     assert list(got[0, :5, 0]) == [0, 255, 0, 255, 64]
 
 
+@needs_mfnet
 def test_tsjnet_pyramid_and_mlp_heads_on_onnxruntime_match_torch(tmp_path, monkeypatch):
     """TSJNet with this project's heads (fusion_head 'pyramid': the camera-size pyramid on F's
     coarsest level; seg_head 'mlp') through the export cache at fusion scale 0.5 (one export,

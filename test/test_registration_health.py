@@ -10,6 +10,8 @@ import pytest
 from segmif_core.registration_health import (HealthError, RegistrationMonitor,
                                              measure_alignment)
 
+from conftest import MFNET, needs_mfnet
+
 
 def scene(seed=0, size=(240, 320)):
     """(visible RGB uint8, thermal uint16) of the same random shapes: each shape has an
@@ -77,11 +79,10 @@ def test_blank_images_and_bad_input():
         measure_alignment(vis, ir, max_side=8)
 
 
-MFNET = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mfnet")
 REAL = ["00102D", "00114D", "00519D", "00731N"]  # day and night pairs of MFNet (registered)
 
 
-@pytest.mark.skipif(not os.path.isdir(MFNET), reason="MFNet pairs not available")
+@needs_mfnet
 @pytest.mark.parametrize("name", REAL)
 def test_real_pairs_report_a_known_shift_within_2_px(name):
     vis = cv2.cvtColor(cv2.imread(os.path.join(MFNET, "vis", name + ".png")), cv2.COLOR_BGR2RGB)

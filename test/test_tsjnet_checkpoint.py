@@ -3,7 +3,6 @@ and it finds the cars and people of real val pairs (boxes derived from the label
 import os
 
 import numpy as np
-import pytest
 
 from segmif_core.checkpoint import TSJNET_CHECKPOINT, load_checkpoint
 from segmif_core.data.boxes import boxes_from_labels
@@ -11,7 +10,7 @@ from segmif_core.data.pairs import read_pair
 from segmif_core.inference import SegMiFPredictor
 from segmif_core.metrics import ConfusionMatrix
 
-MFNET = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mfnet")
+from conftest import MFNET, needs_mfnet
 
 
 def test_tsjnet_checkpoint_is_small_fp16_with_its_config():
@@ -33,7 +32,7 @@ def _iou(a, b):
     return w * h / union if union > 0 else 0.0
 
 
-@pytest.mark.skipif(not os.path.isdir(MFNET), reason="../shared/data/mfnet not present")
+@needs_mfnet
 def test_tsjnet_checkpoint_segments_and_detects_on_val_pairs():
     pred = SegMiFPredictor(TSJNET_CHECKPOINT)
     names = open(os.path.join(MFNET, "val.txt")).read().split()[:6]
@@ -58,7 +57,7 @@ def test_tsjnet_checkpoint_segments_and_detects_on_val_pairs():
     assert gts > 0 and hits >= 1, (hits, gts)
 
 
-@pytest.mark.skipif(not os.path.isdir(MFNET), reason="../shared/data/mfnet not present")
+@needs_mfnet
 def test_tsjnet_boxes_stay_inside_the_crop_of_a_padded_val_pair():
     """Val pair 01209N (a car at the right border) at 240 x 320, padded by replicating its last
     row and column to 256 x 352: with the valid size given, every box lies inside 320 x 240."""
@@ -84,7 +83,7 @@ def test_tsjnet_boxes_stay_inside_the_crop_of_a_padded_val_pair():
     assert (b[:, 2] <= 320).all() and (b[:, 3] <= 240).all()
 
 
-@pytest.mark.skipif(not os.path.isdir(MFNET), reason="../shared/data/mfnet not present")
+@needs_mfnet
 def test_tsjnet_checkpoint_on_onnxruntime_matches_torch_on_val_pairs():
     """The shipped checkpoint exported (once, cached) and run on ONNX Runtime: on the val pairs
     00102D and 01207N at 640 x 480 (01207N has two boxes whose scores differ by 3e-7, which

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import MFNET
+from conftest import MFNET, needs_mfnet
 from segmif_core.checkpoint import load_checkpoint, save_checkpoint
 from segmif_core.data.classes import MFNET_CLASSES
 from segmif_core.data.pairs import augment_pair
@@ -51,6 +51,7 @@ def _config(tmp_path, out="run", fusion_lr=1e-3, **joint):
 # ------------------------------------------------------------------------------ training
 @pytest.mark.parametrize("heads", [{}, {"fusion_head": "pyramid", "pyramid_base": "brighter",
                                          "seg_head": "mlp"}], ids=["paper_heads", "pyramid_mlp"])
+@needs_mfnet
 def test_joint_steps_on_real_pairs_lower_the_loss(tmp_path, heads):
     torch.manual_seed(0)
     # lr near its peak (iters 100), a fast fusion rate: the sigmoid output starts near 0.5
@@ -76,6 +77,7 @@ def test_joint_steps_on_real_pairs_lower_the_loss(tmp_path, heads):
                    for k, v in det_before.items())
 
 
+@needs_mfnet
 def test_run_writes_a_loadable_checkpoint_and_resumes_exactly(tmp_path, monkeypatch):
     full = train(_config(tmp_path, out="full", iters=3), log=lambda *_: None)
     run = tmp_path / "full"
@@ -110,6 +112,7 @@ def test_run_writes_a_loadable_checkpoint_and_resumes_exactly(tmp_path, monkeypa
         assert torch.equal(v, b["model"][k]), k
 
 
+@needs_mfnet
 def test_task_stage_trains_the_task_networks_on_cached_fused_images(tmp_path, monkeypatch):
     import segmif_core.training.trainer as trainer_mod
     import segmif_core.training.validation as validation_mod
@@ -164,6 +167,7 @@ def test_task_stage_trains_the_task_networks_on_cached_fused_images(tmp_path, mo
     assert float(cells[1][lr_s]) > 0 and float(cells[3][lr_f]) > 0
 
 
+@needs_mfnet
 def test_det_every_trains_the_detector_on_every_kth_task_step_only(tmp_path, monkeypatch):
     import segmif_core.training.trainer as trainer_mod
     import segmif_core.training.validation as validation_mod
@@ -222,6 +226,7 @@ def test_paper_recipe_constants():
     assert PAPER_RECIPE.read_text().count("task_iters") == 0  # the paper has one joint stage
 
 
+@needs_mfnet
 def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="exactly one of iters or epochs"):
         Trainer(_config(tmp_path, epochs=2), log=lambda *_: None)
@@ -417,6 +422,7 @@ def _bn_stats(net):
 
 
 @pytest.mark.parametrize("freeze", [False, True])
+@needs_mfnet
 def test_freeze_task_bn_keeps_the_task_networks_running_statistics(tmp_path, freeze):
     torch.manual_seed(0)
     tr = Trainer(_config(tmp_path, iters=5, freeze_task_bn=freeze), log=lambda *_: None)
@@ -433,6 +439,7 @@ def test_freeze_task_bn_keeps_the_task_networks_running_statistics(tmp_path, fre
         m.training for m in tr.model.segmenter.modules())
 
 
+@needs_mfnet
 def test_selection_score_by_hand(tmp_path):
     from segmif_core.training.validation import selection_score
     s = {"mIoU": 30.0, "detection": {"map50": 0.2}}

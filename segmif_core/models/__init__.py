@@ -7,7 +7,7 @@ names; ``encoders.encoder_names()``).
 """
 from __future__ import annotations
 
-from .base import FusionSegModel
+from .base import FusionSegModel, check_choice
 from .baselines import Baseline, BaselineConfig
 from .segmif import SegMiF, SegMiFConfig
 from .tsjnet import TSJNet, TSJNetConfig
@@ -27,8 +27,7 @@ def build_model(name: str, config: dict | None = None, load_pretrained: bool = T
         ValueError: unknown model name or unknown / invalid config keys.
         PretrainedWeightsError (a ValueError): the encoder's pretrained weights cannot be loaded.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    check_choice("model", name, sorted(MODELS))
     model_cls, config_cls = MODELS[name]
     try:
         cfg = config_cls(**(config or {}))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..base import FusionSegModel
+from ..base import FusionSegModel, check_choice
 from ..preprocessing import check_normalization, normalize_mono, normalize_rgb
 from ..segmenter import Segmenter
 
@@ -32,8 +32,7 @@ class BaselineConfig:
     normalization: dict | None = None  # None = the encoder's (filled in, saved with the weights)
 
     def __post_init__(self):
-        if self.inputs not in INPUTS:
-            raise ValueError(f"unknown baseline inputs {self.inputs!r}; choose one of {INPUTS}")
+        check_choice("baseline inputs", self.inputs, INPUTS)
         if self.normalization is not None:
             self.normalization = check_normalization(self.normalization)
 

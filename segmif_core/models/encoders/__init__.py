@@ -24,6 +24,7 @@ pretrained stem with :func:`adapt_stem_weight`.
 """
 from __future__ import annotations
 
+from ..base import check_choice
 from .base import IMAGENET_NORMALIZATION, Encoder, adapt_stem_weight
 from .efficientnet_lite import LITE_VARIANTS, EfficientNetLiteEncoder, imagenet_classifier
 from .weights import PretrainedWeightsError
@@ -45,8 +46,7 @@ def build_encoder(name: str, in_channels: int = 3, pretrained: str | None = None
         ValueError: unknown name or unsupported ``in_channels``.
         PretrainedWeightsError: the weights cannot be found, read or do not fit.
     """
-    if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; choose one of {encoder_names()}")
+    check_choice("encoder", name, encoder_names())
     return ENCODERS[name](name, in_channels=in_channels, pretrained=pretrained)
 
 

