@@ -360,6 +360,9 @@ def test_config_errors(tmp_path):
     path.write_text(yaml.safe_dump({"base": str(PAPER), "train": {"final_seg_iter": 5}}))
     with pytest.raises(ValueError, match=r"unknown config keys \['train.final_seg_iter'\]"):
         load_config(path)
+    path.write_text(yaml.safe_dump({"base": str(PAPER), "model": {"name": "segmiff"}}))
+    with pytest.raises(ValueError, match=r"unknown model.name 'segmiff'; choose one of .*'segmif'"):
+        load_config(path)
     path.write_text(yaml.safe_dump({"base": str(PAPER), "train": {"final_seg_iters": 5},
                                     "data": {"fusion_crop": [8, 8]}}))
     assert load_config(path)["train"]["final_seg_iters"] == 5

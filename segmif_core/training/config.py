@@ -101,6 +101,7 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> dict:
 def _known_keys(cfg: dict) -> dict:
     """{'section[.key...]': known keys} of every mapping of ``cfg`` whose keys are checked."""
     from ..models import MODELS
+    from ..models.base import check_choice
     from .tsjnet_losses import LOSS_WEIGHTS
     from .tsjnet_steps import JOINT_KEYS
 
@@ -109,8 +110,7 @@ def _known_keys(cfg: dict) -> dict:
     known["train.joint"] = tuple(JOINT_KEYS)
     known["train.joint.loss_weights"] = tuple(LOSS_WEIGHTS)
     name = cfg["model"]["name"]
-    if name not in MODELS:
-        raise ValueError(f"unknown model.name {name!r}; choose one of {sorted(MODELS)}")
+    check_choice("model.name", name, sorted(MODELS))
     # num_classes is not a key: the trainer sets it from data.classes
     known["model.config"] = tuple(f.name for f in dataclasses.fields(MODELS[name][1])
                                   if f.name != "num_classes")
