@@ -27,12 +27,13 @@ import torch
 from segmif_core.data.pairs import list_pairs, read_pair
 from segmif_core.evaluation import evaluate_folder
 from segmif_core.inference import SegMiFPredictor
+from segmif_core.metrics.fusion import FUSION_METRIC_KEYS
 from segmif_core.models.preprocessing import split_luminance
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SETS = {"train": (DATA / "mfnet", "train.txt"), "val": (DATA / "mfnet", "val.txt"),
         "tno": (DATA / "fusion_pairs" / "tno", None), "msrs": (DATA / "fusion_pairs" / "msrs", None)}
-KEYS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf")
+KEYS = tuple(k for k in FUSION_METRIC_KEYS if k != "SSIM")  # the 8 metrics of the targets
 SOURCE_KEYS = ("MI", "SCD", "VIF", "Qabf")
 
 
