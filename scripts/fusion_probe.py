@@ -27,14 +27,12 @@ import torch
 from segmif_core.data.pairs import list_pairs, read_pair
 from segmif_core.evaluation import evaluate_folder
 from segmif_core.inference import SegMiFPredictor
-from segmif_core.metrics.fusion import FUSION_METRIC_KEYS
+from segmif_core.metrics.fusion import TARGET_METRIC_KEYS as KEYS, metrics_beaten
 from segmif_core.models.preprocessing import split_luminance
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SETS = {"train": (DATA / "mfnet", "train.txt"), "val": (DATA / "mfnet", "val.txt"),
         "tno": (DATA / "fusion_pairs" / "tno", None), "msrs": (DATA / "fusion_pairs" / "msrs", None)}
-KEYS = tuple(k for k in FUSION_METRIC_KEYS if k != "SSIM")  # the 8 metrics of the targets
-SOURCE_KEYS = ("MI", "SCD", "VIF", "Qabf")
 
 
 def network_pairs(ds: str, size: tuple[int, int], n: int):
@@ -98,9 +96,8 @@ def main(argv=None) -> int:
                                     log=lambda *a: None)["fusion"]
                 m = next(v for k, v in r.items() if k not in ("laplacian", "maximum"))
                 for rule in ("laplacian", "maximum"):
-                    won = [k for k in KEYS if m[k] > r[rule][k]]
-                    line += (f"; vs {rule} {len(won)} ({sum(k in SOURCE_KEYS for k in won)})"
-                             f" {','.join(won)}")
+                    won, src = metrics_beaten(m, r[rule])
+                    line += f"; vs {rule} {len(won)} ({src}) {','.join(won)}"
                 line += "; " + " ".join(f"{k} {m[k]:.3f}" for k in KEYS)
             print(line, flush=True)
     return 0

@@ -19,10 +19,10 @@ from segmif_core.data.pairs import list_pairs, read_pair
 from segmif_core.evaluation import evaluate_folder, write_json_atomic
 from segmif_core.inference import SegMiFPredictor
 from segmif_core.metrics import ConfusionMatrix
+from segmif_core.metrics.fusion import FUSION_METRIC_KEYS
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RULES = ("average", "maximum", "laplacian", "gff")  # scored beside each fusion model
-FUSION_KEYS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM")
 
 
 def val_confusion(pred: SegMiFPredictor, transform=None) -> ConfusionMatrix:
@@ -80,13 +80,13 @@ def main(argv=None) -> int:
         cells = ["-" if v["per_class"][c] is None else f"{v['per_class'][c]:.1f}" for c in classes]
         print(f"| {name} | {v['mIoU_9']:.2f} | {v['mIoU_present']:.2f} | " + " | ".join(cells) + " |")
     for ds in ("val", "tno", "msrs"):
-        print(f"\nfusion metrics, {ds} (native resolution)\n| method | " + " | ".join(FUSION_KEYS)
-              + " |\n|---|" + "---:|" * len(FUSION_KEYS))
+        print(f"\nfusion metrics, {ds} (native resolution)\n| method | " + " | ".join(FUSION_METRIC_KEYS)
+              + " |\n|---|" + "---:|" * len(FUSION_METRIC_KEYS))
         for name, row in results.items():
             for method, m in row["fusion"].get(ds, {}).items():
                 label = method if method in RULES else name
                 print(f"| {label} | " + " | ".join("-" if m.get(k) is None else f"{m[k]:.3f}"
-                                                    for k in FUSION_KEYS) + " |")
+                                                    for k in FUSION_METRIC_KEYS) + " |")
     return 0
 
 

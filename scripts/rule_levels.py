@@ -17,13 +17,11 @@ import numpy as np
 from segmif_core import fusion_rules as R
 from segmif_core.data.pairs import list_pairs, read_pair
 from segmif_core.evaluation import luma8, thermal8, write_json_atomic
-from segmif_core.metrics.fusion import fusion_metrics
+from segmif_core.metrics.fusion import TARGET_METRIC_KEYS as KEYS, fusion_metrics, metrics_beaten
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SETS = {"val": (DATA / "mfnet", "val.txt"), "tno": (DATA / "fusion_pairs" / "tno", None),
         "msrs": (DATA / "fusion_pairs" / "msrs", None)}
-KEYS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf")
-SOURCE = ("MI", "SCD", "VIF", "Qabf")
 
 
 def means(rule, pairs) -> dict:
@@ -49,11 +47,9 @@ def main(argv=None) -> int:
             m = ref["laplacian4"] if n == 4 else \
                 means(lambda y, t: R.laplacian(y, t, levels=n), pairs)
             results[ds][f"laplacian{n}"] = m
-            wins = {r: [k for k in KEYS if m[k] > ref[r][k]] for r in ref}
-            print(f"{ds:5s} laplacian, {n} levels: beats the 4-level rule on "
-                  f"{len(wins['laplacian4'])} of 8 "
-                  f"({sum(k in SOURCE for k in wins['laplacian4'])} of MI SCD VIF Qabf), "
-                  f"max on {len(wins['maximum'])} ({' '.join(wins['maximum'])})", flush=True)
+            (lap, lap_src), (mx, _) = (metrics_beaten(m, ref[r]) for r in ("laplacian4", "maximum"))
+            print(f"{ds:5s} laplacian, {n} levels: beats the 4-level rule on {len(lap)} of 8 "
+                  f"({lap_src} of MI SCD VIF Qabf), max on {len(mx)} ({' '.join(mx)})", flush=True)
     write_json_atomic(results, Path(args.out))
     print(f"written {args.out}")
     return 0

@@ -437,3 +437,16 @@ def test_fusion_rules_refuse_mismatches():
         maximum(v, np.zeros((2, 2), np.float32))
     with pytest.raises(ValueError, match="shape"):
         visible(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2, 3), np.uint8))
+
+
+def test_metrics_beaten_counts_strict_wins_and_source_metrics():
+    from segmif_core.metrics.fusion import SOURCE_METRIC_KEYS, TARGET_METRIC_KEYS, metrics_beaten
+    assert set(SOURCE_METRIC_KEYS) <= set(TARGET_METRIC_KEYS) and len(TARGET_METRIC_KEYS) == 8
+    ref = {k: 1.0 for k in FUSION_METRIC_KEYS}
+    cand = dict(ref, EN=1.5, SD=0.5, MI=2.0, VIF=1.0, Qabf=float("nan"), SSIM=9.0)
+    won, src = metrics_beaten(cand, ref)
+    # EN and MI larger; SD smaller, VIF a tie, Qabf NaN; SSIM is not one of the 8
+    assert won == ["EN", "MI"] and src == 1
+    assert metrics_beaten(ref, cand) == (["SD"], 0)
+    with pytest.raises(KeyError):
+        metrics_beaten({"EN": 1.0}, ref)

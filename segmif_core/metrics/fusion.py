@@ -58,13 +58,34 @@ import math
 import numpy as np
 
 __all__ = [
-    "FUSION_METRIC_KEYS", "QABF_CONSTANTS", "entropy", "std_dev", "spatial_frequency",
+    "FUSION_METRIC_KEYS", "TARGET_METRIC_KEYS", "SOURCE_METRIC_KEYS", "metrics_beaten",
+    "QABF_CONSTANTS", "entropy", "std_dev", "spatial_frequency",
     "average_gradient", "mutual_information", "mutual_information_pair", "scd", "vifp", "vif",
     "qabf", "ssim", "ssim_sum", "fusion_metrics",
 ]
 
 #: Keys of :func:`fusion_metrics`, in report order.
 FUSION_METRIC_KEYS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM")
+
+#: The 8 metrics of the project's fused-image comparisons (issue 22's targets; SSIM left out):
+#: for every one of them larger is better.
+TARGET_METRIC_KEYS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf")
+
+#: Those of :data:`TARGET_METRIC_KEYS` measured against the source images (the others, EN, SD,
+#: SF and AG, look at the fused image alone and reward sharpening as much as fusion).
+SOURCE_METRIC_KEYS = ("MI", "SCD", "VIF", "Qabf")
+
+
+def metrics_beaten(candidate: dict, reference: dict,
+                   keys=TARGET_METRIC_KEYS) -> tuple[list[str], int]:
+    """The metrics on which ``candidate`` beats ``reference`` (strictly larger; a NaN on either
+    side is no win), in ``keys`` order, and how many of them are in
+    :data:`SOURCE_METRIC_KEYS`. ``candidate`` / ``reference``: {key: float} as returned by
+    :func:`fusion_metrics` (or their means over a set). Raises KeyError if a key is missing
+    from either."""
+    won = [k for k in keys if float(candidate[k]) > float(reference[k])]
+    return won, sum(k in SOURCE_METRIC_KEYS for k in won)
+
 
 #: Xydeas & Petrovic (2000) constants: gradient-strength sigmoid (Tg, kg, Dg), orientation sigmoid
 #: (Ta, ka, Da) and the weight exponent L.
