@@ -18,12 +18,14 @@ VARIANTS += [("segmif", dict(TINY, hia_stride=2))]
 VARIANTS += [("segmif", dict(TINY, fusion_head="pyramid", pyramid_levels=3)),
              ("segmif", dict(TINY, fusion_head="pyramid", pyramid_levels=3, psi_thermal=True)),
              ("segmif", dict(TINY, fusion_head="pyramid", pyramid_levels=3,
-                             pyramid_base="brighter"))]
+                             pyramid_base="brighter")),
+             ("segmif", dict(TINY, fusion_head="pyramid", pyramid_levels=3,
+                             pyramid_upsample="binomial"))]
 VARIANTS += [("baseline", {"inputs": i, "decoder_hidden_size": 32, "pretrained": None})
              for i in ("visible", "thermal", "early")]
 
 
-@pytest.fixture(scope="module", params=VARIANTS, ids=lambda v: f"{v[0]}-{'-'.join(f'{k}={x}' for k, x in v[1].items() if k in ('interaction', 'inputs', 'hia_stride', 'fusion_head', 'psi_thermal', 'pyramid_base'))}")
+@pytest.fixture(scope="module", params=VARIANTS, ids=lambda v: f"{v[0]}-{'-'.join(f'{k}={x}' for k, x in v[1].items() if k in ('interaction', 'inputs', 'hia_stride', 'fusion_head', 'psi_thermal', 'pyramid_base', 'pyramid_upsample'))}")
 def model(request):
     torch.manual_seed(0)
     name, cfg = request.param
@@ -113,6 +115,51 @@ def test_pyramid_down_equals_opencv_pyrdown(size):
     img = rng.random(size).astype(np.float32)
     got = down(torch.from_numpy(img)[None, None])[0, 0].numpy()
     np.testing.assert_allclose(got, cv2.pyrDown(img), atol=2e-6)
+
+
+@pytest.mark.parametrize("size", [(480, 640), (15, 8), (7, 9), (5, 6), (241, 321)])
+def test_pyramid_expand_equals_opencv_pyrup(size):
+    """``expand`` (binomial EXPAND) is OpenCV's pyrUp from ``down``'s ceil(n / 2) level back to
+    n, odd sizes too (pyrUp's borders: reflected at the start, replicated at the end)."""
+    import cv2
+
+    from segmif_core.models.modules.pyramid import expand
+    rng = np.random.default_rng(sum(size))
+    small = cv2.pyrDown(rng.random(size).astype(np.float32))
+    got = expand(torch.from_numpy(small)[None, None], size)[0, 0].numpy()
+    np.testing.assert_allclose(got, cv2.pyrUp(small, dstsize=(size[1], size[0])), atol=2e-6)
+
+
+@pytest.mark.parametrize("upsample", ["bilinear", "binomial"])
+def test_pyramid_collapse_inverts_the_decomposition(upsample):
+    from segmif_core.models.modules.pyramid import collapse, laplacian_pyramid
+    x = torch.rand(1, 2, 61, 83, generator=torch.Generator().manual_seed(0))
+    pyr = laplacian_pyramid(x, 5, upsample)
+    assert [tuple(p.shape[-2:]) for p in pyr] == [(61, 83), (31, 42), (16, 21), (8, 11), (4, 6)]
+    torch.testing.assert_close(collapse(pyr, upsample), x, atol=1e-6, rtol=0)
+
+
+def test_binomial_pyramid_with_the_max_base_is_the_classical_laplacian_rule():
+    """The composer with w = 1 and the brighter base (max rule at the coarsest level), 4 levels,
+    binomial expand, gives ``fusion_rules.laplacian`` (OpenCV pyrDown / pyrUp, max-abs details,
+    max base) to its uint8 rounding; the bilinear expand does not (a different operator)."""
+    from segmif_core.fusion_rules import laplacian
+    from segmif_core.models.modules.pyramid import PyramidComposer
+    rng = np.random.default_rng(3)
+    y = cv2_blur(rng.integers(0, 256, (61, 83)).astype(np.uint8))
+    t = cv2_blur(rng.integers(0, 256, (61, 83)).astype(np.uint8))
+    ref = laplacian(y, t, levels=4).astype(np.float32)
+    as_t = lambda a: torch.from_numpy(a.astype(np.float32) / 255.0)[None, None]  # noqa: E731
+    got = {up: PyramidComposer()(torch.ones(1, 1, 8, 11), as_t(y), as_t(t), 4, 0, "brighter",
+                                 up)[0, 0].numpy() * 255.0
+           for up in ("bilinear", "binomial")}
+    assert np.abs(got["binomial"] - ref).max() <= 0.5 + 1e-3
+    assert np.abs(got["bilinear"] - ref).max() > 2.0
+
+
+def cv2_blur(img):
+    import cv2
+    return cv2.GaussianBlur(img, (5, 5), 1.0)
 
 
 def test_pyramid_head_carries_a_one_pixel_thermal_line_at_camera_resolution():
@@ -278,9 +325,11 @@ class TestPredictor:
 
 @pytest.mark.parametrize("name, choices", [
     ("segmif", {"interaction": ("full", "soam", "moam", "concat", "sum", "average", "none"),
-                "fusion_head": ("direct", "pyramid"), "pyramid_base": ("visible", "brighter")}),
+                "fusion_head": ("direct", "pyramid"), "pyramid_base": ("visible", "brighter"),
+                "pyramid_upsample": ("bilinear", "binomial")}),
     ("tsjnet", {"task_input": ("gray", "rgb"), "fusion_head": ("decoder", "pyramid"),
-                "pyramid_base": ("map", "visible", "brighter"), "seg_head": ("deeplab", "mlp")}),
+                "pyramid_base": ("map", "visible", "brighter"), "seg_head": ("deeplab", "mlp"),
+                "pyramid_upsample": ("bilinear", "binomial")}),
 ])
 def test_config_choices_are_refused_with_one_wording(name, choices):
     """Every choice key of both model configs refuses an unknown value with the same message,

@@ -12,14 +12,16 @@ from segmif_core.models import build_model
 pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture(scope="module", params=["visible", "brighter"])
+@pytest.fixture(scope="module", params=[("visible", "bilinear"), ("brighter", "bilinear"),
+                                        ("brighter", "binomial")], ids=lambda p: "-".join(p))
 def pyramid_checkpoint(tmp_path_factory, request):
     torch.manual_seed(0)
     model = build_model("segmif", {"num_classes": MFNET_CLASSES.num_classes, "fusion_width": 8,
                                    "drdb_growth": 4, "hia_heads": 2, "decoder_hidden_size": 32,
                                    "pretrained": None, "fusion_head": "pyramid",
                                    "pyramid_levels": 3, "psi_thermal": True,
-                                   "pyramid_base": request.param})
+                                   "pyramid_base": request.param[0],
+                                   "pyramid_upsample": request.param[1]})
     path = tmp_path_factory.mktemp("ckpt") / "pyramid.pt"
     save_checkpoint(path, model, MFNET_CLASSES, input_size=(64, 64))
     # the same network with Phi's weight map forced to ~1 (last layer: zero weights, bias 8):
@@ -29,7 +31,7 @@ def pyramid_checkpoint(tmp_path_factory, request):
         model.fusion.decoder[-1].bias.fill_(8.0)
     forced = path.with_name("forced.pt")
     save_checkpoint(forced, model, MFNET_CLASSES, input_size=(64, 64))
-    return path, forced, request.param
+    return path, forced, request.param[0]
 
 
 def test_base_rule_in_the_onnx_graph(pyramid_checkpoint, tmp_path):

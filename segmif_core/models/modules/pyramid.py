@@ -20,8 +20,15 @@ w_b only.
 
 Pyramid operators (torch, exportable to ONNX): ``down`` = 5-tap binomial blur [1 4 6 4 1] / 16
 (separable, reflected borders) at every second pixel (the size becomes ceil(n / 2), as
-OpenCV's pyrDown); ``up`` = bilinear resize to the finer level's size. Decomposition and
-collapse use the same ``up``, so ``collapse(pyramid(x)) == x`` to float rounding.
+OpenCV's pyrDown); the expand step from a level to the finer one, ``upsample``:
+'bilinear' (``up``, a bilinear resize; the pyramid head's first operator, what every checkpoint
+trained before session 18 uses) or 'binomial' (``expand``: Burt & Adelson's EXPAND, zeros
+inserted and the same 5-tap kernel, x4 -- the numbers of OpenCV's pyrUp and so of the classical
+``fusion_rules.laplacian``). Decomposition and collapse use the same step, so
+``collapse(pyramid(x)) == x`` to float rounding with either. Measured (session 18, the max-base
+pyramid on MSRS's 10 pairs, 4 levels): with 'bilinear' VIF 0.953 / Qabf 0.646, with 'binomial'
+0.970 / 0.651 (the classical rule's): the bilinear step's detail levels alias, and the
+larger-magnitude selection keeps the aliasing (docs/model_card.md).
 """
 from __future__ import annotations
 
@@ -53,16 +60,51 @@ def up(x: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(x, size=(size[0], size[1]), mode="bilinear", align_corners=False)
 
 
+def _expand_axis(x: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    """EXPAND along ``dim`` (2: rows, 3: columns) of x (B, C, H, W) to length ``n`` (2m - 1 or
+    2m for m samples): u[2i] = (x[i-1] + 6 x[i] + x[i+1]) / 8, u[2i+1] = (x[i] + x[i+1]) / 2,
+    with x[-1] = x[1] and x[m] = x[m-1] (OpenCV pyrUp's borders: reflected at the start,
+    replicated at the end). m >= 2."""
+    m = x.shape[dim]
+    xp = torch.cat([x.narrow(dim, 1, 1), x, x.narrow(dim, m - 1, 1)], dim=dim)
+    even = (xp.narrow(dim, 0, m) + xp.narrow(dim, 2, m)) * 0.125 + xp.narrow(dim, 1, m) * 0.75
+    odd = (xp.narrow(dim, 1, m) + xp.narrow(dim, 2, m)) * 0.5
+    shape = list(x.shape)
+    shape[dim] = 2 * m
+    return torch.stack([even, odd], dim=dim + 1).reshape(shape).narrow(dim, 0, n)
+
+
+def expand(x: torch.Tensor, size) -> torch.Tensor:
+    """Burt & Adelson's EXPAND (IEEE Trans. Commun. 31(4), 1983, Eq. 2; OpenCV's pyrUp, to float
+    rounding): (B, C, h, w) -> (B, C, size[0], size[1]) with size[k] in {2 h - 1, 2 h} (the
+    finer level of ``down``'s ceil(n / 2)); h, w >= 2. Separable, computed as sums of slices of
+    the coarse image (exportable to ONNX with free sizes)."""
+    return _expand_axis(_expand_axis(x, size[0], 2), size[1], 3)
+
+
+#: The expand step of :func:`laplacian_pyramid` / :func:`collapse` (module docstring).
+PYRAMID_UPSAMPLES = ("bilinear", "binomial")
+
+
+def _step(upsample: str):
+    if upsample not in PYRAMID_UPSAMPLES:
+        raise ValueError(f"upsample must be one of {PYRAMID_UPSAMPLES}, got {upsample!r}")
+    return up if upsample == "bilinear" else expand
+
+
 def _tracing() -> bool:
     """True under torch.export / torch.compile (no checks on symbolic sizes there: a check
     would fix the camera size of a dynamic ONNX export)."""
     return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
-def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
-    """``levels - 1`` detail levels (finest first) and the coarsest Gaussian level of
-    x (B, C, H, W): ``levels`` tensors. Raises ValueError if the image is too small (every level
-    but the coarsest must be >= 3 pixels per side)."""
+def laplacian_pyramid(x: torch.Tensor, levels: int,
+                      upsample: str = "bilinear") -> list[torch.Tensor]:
+    """``levels - 1`` detail levels (finest first, G_k - step(G_{k+1}), ``upsample`` the step of
+    :data:`PYRAMID_UPSAMPLES`) and the coarsest Gaussian level of x (B, C, H, W): ``levels``
+    tensors. Raises ValueError if the image is too small (every level but the coarsest must be
+    >= 3 pixels per side) or ``upsample`` is unknown."""
+    step = _step(upsample)
     if levels < 1:
         raise ValueError(f"levels must be >= 1, got {levels}")
     if not _tracing() and min(x.shape[-2:]) < 3 * 2 ** max(levels - 2, 0):
@@ -71,17 +113,18 @@ def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
     out, g = [], x
     for _ in range(levels - 1):
         g_next = down(g)
-        out.append(g - up(g_next, g.shape[-2:]))
+        out.append(g - step(g_next, g.shape[-2:]))
         g = g_next
     out.append(g)
     return out
 
 
-def collapse(pyr: list[torch.Tensor]) -> torch.Tensor:
-    """Inverse of :func:`laplacian_pyramid`."""
+def collapse(pyr: list[torch.Tensor], upsample: str = "bilinear") -> torch.Tensor:
+    """Inverse of :func:`laplacian_pyramid` with the same ``upsample``."""
+    step = _step(upsample)
     x = pyr[-1]
     for detail in reversed(pyr[:-1]):
-        x = up(x, detail.shape[-2:]) + detail
+        x = step(x, detail.shape[-2:]) + detail
     return x
 
 
@@ -107,25 +150,28 @@ def weight_downs(levels: int, net_size: int, map_size: int) -> int:
 class PyramidComposer(nn.Module):
     """Fused luminance from a base-level weight map and the two sources (module docstring).
 
-    forward(w, y, t, levels, w_downs, base='visible'): w (B, 1, h, w) in [0, 1], the visible
+    forward(w, y, t, levels, w_downs, base='visible', upsample='bilinear'): w (B, 1, h, w) in
+    [0, 1], the visible
     share of the coarsest level (``base='brighter'``: the brighter source's share, see
     :data:`PYRAMID_BASES`; ``base='map'``: the coarsest level itself, e.g. a network's fused
     map, :data:`COMPOSER_BASES`), reduced by ``w_downs`` ``down`` steps (to about the coarsest level's
     scale) and then resized bilinearly to the coarsest level's size; y, t (B, 1, H, W) in [0, 1];
-    levels >= 1 -> fused luminance (B, 1, H, W) float in [0, 1] (clamped). ``w_downs`` depends
+    levels >= 1; ``upsample``: the pyramid's expand step (:data:`PYRAMID_UPSAMPLES`; w itself
+    is always resized bilinearly) -> fused luminance (B, 1, H, W) float in [0, 1] (clamped).
+    ``w_downs`` depends
     only on w's size, never on H, W, so an ONNX export keeps the camera size free. Raises
     ValueError for mismatched shapes, too small images or an unknown ``base``.
     """
 
     def forward(self, w: torch.Tensor, y: torch.Tensor, t: torch.Tensor, levels: int,
-                w_downs: int, base: str = "visible") -> torch.Tensor:
+                w_downs: int, base: str = "visible", upsample: str = "bilinear") -> torch.Tensor:
         if not _tracing() and (y.shape != t.shape or y.shape[1] != 1 or w.shape[1] != 1
                                or w.shape[0] != y.shape[0]):
             raise ValueError(f"shapes differ: w {tuple(w.shape)}, y {tuple(y.shape)}, "
                              f"t {tuple(t.shape)}")
         if base not in COMPOSER_BASES:
             raise ValueError(f"base must be one of {COMPOSER_BASES}, got {base!r}")
-        both = laplacian_pyramid(torch.cat([y, t], dim=1), levels)
+        both = laplacian_pyramid(torch.cat([y, t], dim=1), levels, upsample)
         fused = [torch.where(d[:, :1].abs() >= d[:, 1:].abs(), d[:, :1], d[:, 1:])
                  for d in both[:-1]]
         coarse = both[-1]
@@ -140,5 +186,5 @@ class PyramidComposer(nn.Module):
             hi = torch.maximum(coarse[:, :1], coarse[:, 1:])
             lo = torch.minimum(coarse[:, :1], coarse[:, 1:])
             fused.append(w * hi + (1.0 - w) * lo)
-        return collapse(fused).clamp(0.0, 1.0)
+        return collapse(fused, upsample).clamp(0.0, 1.0)
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..base import FusionSegModel, check_choice
 from ..modules.guided_filter import GuidedUpsampler
 from ..modules.hia import AGGREGATIONS, HIA_MODES
-from ..modules.pyramid import PYRAMID_BASES, PyramidComposer, weight_downs
+from ..modules.pyramid import PYRAMID_BASES, PYRAMID_UPSAMPLES, PyramidComposer, weight_downs
 from ..preprocessing import (check_normalization, merge_luminance, normalize_mono, normalize_rgb,
                              split_luminance)
 from ..segmenter import Segmenter
@@ -91,6 +91,9 @@ class SegMiFConfig:
     pyramid_base: str = "visible"       # what Phi's weight is at the coarsest level: the
                                         # visible share, or the brighter source's share
                                         # ("brighter": 1 = the classical max rule; ours)
+    pyramid_upsample: str = "bilinear"  # the pyramid's expand step: bilinear (before session
+                                        # 18) or binomial (Burt & Adelson's EXPAND = OpenCV's
+                                        # pyrUp, as the classical rule; modules.pyramid)
     psi_thermal: bool = False           # Psi sees the registered thermal image as a 4th channel
                                         # beside the fused RGB (not the paper's: Psi sees only
                                         # the fused image)
@@ -105,6 +108,7 @@ class SegMiFConfig:
             raise ValueError(f"fusion_scale must be in (0, 1], got {self.fusion_scale}")
         check_choice("fusion_head", self.fusion_head, FUSION_HEADS)
         check_choice("pyramid_base", self.pyramid_base, PYRAMID_BASES)
+        check_choice("pyramid_upsample", self.pyramid_upsample, PYRAMID_UPSAMPLES)
         if self.pyramid_base != "visible" and self.fusion_head != "pyramid":
             raise ValueError(f"pyramid_base {self.pyramid_base!r} needs fusion_head 'pyramid', "
                              f"got {self.fusion_head!r}")
@@ -192,7 +196,8 @@ class SegMiF(FusionSegModel):
         w_downs = weight_downs(levels, net_size[0], w.shape[-2])
         if camera:
             levels += int(self.config.camera_extra_levels)
-        u = self.composer(w, y, ir, levels, w_downs, self.config.pyramid_base)
+        u = self.composer(w, y, ir, levels, w_downs, self.config.pyramid_base,
+                          self.config.pyramid_upsample)
         return u, merge_luminance(u, cbcr), w
 
     def _phi(self, y, ir, guide, guidance_grad):

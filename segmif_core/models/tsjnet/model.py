@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..base import FusionSegModel, check_choice
 from ..modules.guided_filter import GuidedUpsampler
-from ..modules.pyramid import PYRAMID_BASES, PyramidComposer, weight_downs
+from ..modules.pyramid import PYRAMID_BASES, PYRAMID_UPSAMPLES, PyramidComposer, weight_downs
 from ..preprocessing import check_normalization, merge_luminance, normalize_rgb, split_luminance
 from ..segmenter import Segmenter
 from .deeplab import DeepLabSegmenter
@@ -84,7 +84,8 @@ class TSJNetConfig:
     larger-magnitude coefficient of Y and the thermal image and whose coarsest level comes from
     F (``modules.pyramid.PyramidComposer``; ``pyramid_base``: 'map' F as that level itself,
     'visible' / 'brighter' F as the weight of the visible / the brighter source at that level,
-    which keeps it between the two sources): the network
+    which keeps it between the two sources; ``pyramid_upsample``: the pyramid's expand step,
+    'bilinear' or 'binomial' = Burt & Adelson's EXPAND, ``modules.pyramid``): the network
     decides the low frequencies, both cameras' detail reaches the fused image at full
     resolution.
     Post-processing: ``score_threshold``, ``nms_threshold`` (class-wise, IoU >), ``max_detections``;
@@ -130,6 +131,7 @@ class TSJNetConfig:
     pyramid_levels: int = 4
     camera_extra_levels: int = 1
     pyramid_base: str = "map"
+    pyramid_upsample: str = "bilinear"
     score_threshold: float = 0.05
     nms_threshold: float = 0.6
     max_detections: int = 100
@@ -144,7 +146,8 @@ class TSJNetConfig:
         if not 0.0 < float(self.fusion_scale) <= 1.0:
             raise ValueError(f"fusion_scale must be in (0, 1], got {self.fusion_scale}")
         for key, choices in (("task_input", TASK_INPUTS), ("fusion_head", FUSION_HEADS),
-                             ("pyramid_base", TSJ_PYRAMID_BASES), ("seg_head", SEG_HEADS)):
+                             ("pyramid_base", TSJ_PYRAMID_BASES), ("seg_head", SEG_HEADS),
+                             ("pyramid_upsample", PYRAMID_UPSAMPLES)):
             check_choice(key, getattr(self, key), choices)
         if int(self.pyramid_levels) < 2 or int(self.camera_extra_levels) < 0:
             raise ValueError(f"pyramid_levels must be >= 2 and camera_extra_levels >= 0, got "
@@ -274,7 +277,8 @@ class TSJNet(FusionSegModel):
         downs = weight_downs(levels, net_size[0], fmap.shape[-2])
         if camera:
             levels += int(self.config.camera_extra_levels)
-        return self.composer(fmap, y, ir, levels, downs, self.config.pyramid_base)
+        return self.composer(fmap, y, ir, levels, downs, self.config.pyramid_base,
+                             self.config.pyramid_upsample)
 
     def fused_rgb(self, vis: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
         """The fused RGB image (``fuse``'s 'fused_rgb'), (B, 3, H, W) in [0, 1]."""
