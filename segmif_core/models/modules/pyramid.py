@@ -75,7 +75,7 @@ def _expand_axis(x: torch.Tensor, n: int, dim: int) -> torch.Tensor:
 
 
 def expand(x: torch.Tensor, size) -> torch.Tensor:
-    """Burt & Adelson's EXPAND (IEEE Trans. Commun. 31(4), 1983, Eq. 2; OpenCV's pyrUp, to float
+    """Burt & Adelson's EXPAND (IEEE Trans. Commun. 31(4), 1983; OpenCV's pyrUp, to float
     rounding): (B, C, h, w) -> (B, C, size[0], size[1]) with size[k] in {2 h - 1, 2 h} (the
     finer level of ``down``'s ceil(n / 2)); h, w >= 2. Separable, computed as sums of slices of
     the coarse image (exportable to ONNX with free sizes)."""
@@ -151,16 +151,15 @@ class PyramidComposer(nn.Module):
     """Fused luminance from a base-level weight map and the two sources (module docstring).
 
     forward(w, y, t, levels, w_downs, base='visible', upsample='bilinear'): w (B, 1, h, w) in
-    [0, 1], the visible
-    share of the coarsest level (``base='brighter'``: the brighter source's share, see
+    [0, 1], the visible share of the coarsest level (``base='brighter'``: the brighter source's share, see
     :data:`PYRAMID_BASES`; ``base='map'``: the coarsest level itself, e.g. a network's fused
     map, :data:`COMPOSER_BASES`), reduced by ``w_downs`` ``down`` steps (to about the coarsest level's
     scale) and then resized bilinearly to the coarsest level's size; y, t (B, 1, H, W) in [0, 1];
     levels >= 1; ``upsample``: the pyramid's expand step (:data:`PYRAMID_UPSAMPLES`; w itself
     is always resized bilinearly) -> fused luminance (B, 1, H, W) float in [0, 1] (clamped).
-    ``w_downs`` depends
-    only on w's size, never on H, W, so an ONNX export keeps the camera size free. Raises
-    ValueError for mismatched shapes, too small images or an unknown ``base``.
+    ``w_downs`` depends only on w's size, never on H, W, so an ONNX export keeps the camera size
+    free. Raises ValueError for mismatched shapes, too small images, an unknown ``base`` or
+    ``upsample``.
     """
 
     def forward(self, w: torch.Tensor, y: torch.Tensor, t: torch.Tensor, levels: int,
