@@ -42,6 +42,38 @@ needs_tno = needs_data(TNO)
 needs_msrs = needs_data(MSRS)
 
 
+def model_card_number(checkpoint_name: str) -> float:
+    """The val mIoU (9 classes, absent = 0) the model card states for a shipped checkpoint, from
+    its regression marker ``<!-- regression: NAME mIoU_9=VALUE -->`` in docs/model_card.md."""
+    import re
+    card = open(os.path.join(os.path.dirname(__file__), "..", "docs", "model_card.md")).read()
+    m = re.search(rf"<!-- regression: {re.escape(checkpoint_name)} mIoU_9=([0-9.]+) -->", card)
+    assert m, f"docs/model_card.md has no regression marker for {checkpoint_name}"
+    return float(m.group(1))
+
+
+def val_miou_9(pred) -> float:
+    """Mean IoU (%) over the 9 MFNet classes (a class absent from val counts as 0) of ``pred``
+    (a SegMiFPredictor) on all 24 MFNet val pairs at the labels' 640x480, computed here with
+    numpy from the label images (independent of segmif_core.metrics)."""
+    import numpy as np
+
+    from segmif_core.data.pairs import read_pair
+    k = pred.classes.num_classes
+    conf = np.zeros((k, k), np.int64)
+    names = open(os.path.join(MFNET, "val.txt")).read().split()
+    assert len(names) == 24
+    for name in names:
+        vis, ir, label = read_pair(MFNET, name)
+        p = pred.predict(vis, ir).labels.astype(np.int64)
+        assert p.shape == label.shape
+        conf += np.bincount(label.astype(np.int64).ravel() * k + p.ravel(),
+                            minlength=k * k).reshape(k, k)
+    inter = np.diag(conf).astype(float)
+    union = conf.sum(0) + conf.sum(1) - np.diag(conf)
+    return 100.0 * float(np.where(union > 0, inter / np.maximum(union, 1), 0.0).mean())
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A randomly initialised small SegMiF checkpoint (MFNet classes, 64x64 input)."""

@@ -8,7 +8,7 @@ from segmif_core.data.pairs import read_pair
 from segmif_core.inference import SegMiFPredictor
 from segmif_core.metrics import ConfusionMatrix
 
-from conftest import MFNET, needs_mfnet
+from conftest import MFNET, model_card_number, needs_mfnet, val_miou_9
 
 
 def test_default_checkpoint_is_small_fp16_with_its_config():
@@ -83,34 +83,10 @@ def test_default_fused_image_is_made_at_the_camera_resolution_not_upscaled():
     assert np.abs(blur(fused) - blur(upscaled)).mean() < 6.0
 
 
-def _model_card_number(checkpoint_name: str) -> float:
-    """The val mIoU (9 classes, absent = 0) the model card states for a shipped checkpoint, from
-    its regression marker ``<!-- regression: NAME mIoU_9=VALUE -->``."""
-    import re
-    card = open(os.path.join(os.path.dirname(__file__), "..", "docs", "model_card.md")).read()
-    m = re.search(rf"<!-- regression: {re.escape(checkpoint_name)} mIoU_9=([0-9.]+) -->", card)
-    assert m, f"docs/model_card.md has no regression marker for {checkpoint_name}"
-    return float(m.group(1))
-
-
 @needs_mfnet
 def test_shipped_checkpoint_val_miou_is_the_model_cards():
     # the number users read: mean IoU over the 9 MFNet classes (a class absent from val counts
     # as 0) on all 24 val pairs at the labels' 640x480, the checkpoint's own settings (torch);
-    # the IoUs are computed here with numpy from the label images
-    pred = SegMiFPredictor(DEFAULT_CHECKPOINT)
-    k = pred.classes.num_classes
-    conf = np.zeros((k, k), np.int64)
-    names = open(os.path.join(MFNET, "val.txt")).read().split()
-    assert len(names) == 24
-    for name in names:
-        vis, ir, label = read_pair(MFNET, name)
-        p = pred.predict(vis, ir).labels.astype(np.int64)
-        assert p.shape == label.shape
-        conf += np.bincount(label.astype(np.int64).ravel() * k + p.ravel(),
-                            minlength=k * k).reshape(k, k)
-    inter = np.diag(conf).astype(float)
-    union = conf.sum(0) + conf.sum(1) - np.diag(conf)
-    iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
-    miou = 100.0 * iou.mean()
-    assert abs(miou - _model_card_number(DEFAULT_CHECKPOINT.name)) <= 1.0, miou
+    # the IoUs are computed with numpy from the label images (conftest.val_miou_9)
+    miou = val_miou_9(SegMiFPredictor(DEFAULT_CHECKPOINT))
+    assert abs(miou - model_card_number(DEFAULT_CHECKPOINT.name)) <= 1.0, miou

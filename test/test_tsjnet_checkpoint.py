@@ -10,7 +10,7 @@ from segmif_core.data.pairs import read_pair
 from segmif_core.inference import SegMiFPredictor
 from segmif_core.metrics import ConfusionMatrix
 
-from conftest import MFNET, needs_mfnet
+from conftest import MFNET, model_card_number, needs_mfnet, val_miou_9
 
 
 def test_tsjnet_checkpoint_is_small_fp16_with_its_config():
@@ -104,3 +104,11 @@ def test_tsjnet_checkpoint_on_onnxruntime_matches_torch_on_val_pairs():
             used[np.flatnonzero(ok)[0]] = True
         assert (b["boxes"] >= 0).all() and (b["boxes"][:, [0, 2]] <= 640).all() \
             and (b["boxes"][:, [1, 3]] <= 480).all()
+
+
+@needs_mfnet
+def test_tsjnet_checkpoint_val_miou_is_the_model_cards():
+    # as the SegMiF test in test_default_checkpoint: the card's number for the shipped TSJNet,
+    # all 24 val pairs, the checkpoint's own settings (torch), IoUs computed with numpy
+    miou = val_miou_9(SegMiFPredictor(TSJNET_CHECKPOINT))
+    assert abs(miou - model_card_number(TSJNET_CHECKPOINT.name)) <= 1.0, miou
