@@ -241,7 +241,10 @@ def run_bag_eval(bag, out="runs/bag_eval", *, visible_topic: str = "/visible/ima
         # the one slow start-up step (a first ONNX export), before the node's start-up wait
         warm_onnx_cache(checkpoint, device, params,
                         lambda line: log(f"[bag eval] {line}"))
-        cmd = [sys.executable, "-m", "segmif_ros.node", "--ros-args"]
+        # -P: no working directory on the child's sys.path, so that it imports the package
+        # from PYTHONPATH below, the code this process runs (and exported with), not a checkout
+        # in the directory it was started from (a different graph digest: a second export)
+        cmd = [sys.executable, "-P", "-m", "segmif_ros.node", "--ros-args"]
         ns = normalize_namespace(namespace)
         if ns:
             cmd += ["-r", f"__ns:={ns}"]
