@@ -145,9 +145,10 @@ def test_binomial_pyramid_with_the_max_base_is_the_classical_laplacian_rule():
     max base) to its uint8 rounding; the bilinear expand does not (a different operator)."""
     from segmif_core.fusion_rules import laplacian
     from segmif_core.models.modules.pyramid import PyramidComposer
+    import cv2
     rng = np.random.default_rng(3)
-    y = cv2_blur(rng.integers(0, 256, (61, 83)).astype(np.uint8))
-    t = cv2_blur(rng.integers(0, 256, (61, 83)).astype(np.uint8))
+    y, t = (cv2.GaussianBlur(rng.integers(0, 256, (61, 83)).astype(np.uint8), (5, 5), 1.0)
+            for _ in range(2))
     ref = laplacian(y, t, levels=4).astype(np.float32)
     as_t = lambda a: torch.from_numpy(a.astype(np.float32) / 255.0)[None, None]  # noqa: E731
     got = {up: PyramidComposer()(torch.ones(1, 1, 8, 11), as_t(y), as_t(t), 4, 0, "brighter",
@@ -155,11 +156,6 @@ def test_binomial_pyramid_with_the_max_base_is_the_classical_laplacian_rule():
            for up in ("bilinear", "binomial")}
     assert np.abs(got["binomial"] - ref).max() <= 0.5 + 1e-3
     assert np.abs(got["bilinear"] - ref).max() > 2.0
-
-
-def cv2_blur(img):
-    import cv2
-    return cv2.GaussianBlur(img, (5, 5), 1.0)
 
 
 def test_pyramid_head_carries_a_one_pixel_thermal_line_at_camera_resolution():

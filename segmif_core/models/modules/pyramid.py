@@ -38,6 +38,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ..base import check_choice
+
 
 def down(x: torch.Tensor) -> torch.Tensor:
     """Blur (5-tap binomial, reflected borders) and keep every second pixel:
@@ -87,8 +89,7 @@ PYRAMID_UPSAMPLES = ("bilinear", "binomial")
 
 
 def _step(upsample: str):
-    if upsample not in PYRAMID_UPSAMPLES:
-        raise ValueError(f"upsample must be one of {PYRAMID_UPSAMPLES}, got {upsample!r}")
+    check_choice("upsample", upsample, PYRAMID_UPSAMPLES)
     return up if upsample == "bilinear" else expand
 
 
