@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "Runtime QDQ), calibrated on --calibration pairs")
     p.add_argument("--int8-part", default="segmenter", choices=("segmenter", "fusion", "all"),
                    help="which convolutions --int8 quantises (default segmenter: measured "
-                        "faster at no mIoU cost; see README Speed)")
+                        "faster at no mIoU cost; see docs/speed.md, int8)")
     p.add_argument("--calibration", metavar="DIR", default=None,
                    help="folder of registered pairs for --int8 (its train.txt if present)")
     p.add_argument("--calibration-pairs", type=int, default=16, metavar="N",
