@@ -169,8 +169,7 @@ class PyramidComposer(nn.Module):
                                or w.shape[0] != y.shape[0]):
             raise ValueError(f"shapes differ: w {tuple(w.shape)}, y {tuple(y.shape)}, "
                              f"t {tuple(t.shape)}")
-        if base not in COMPOSER_BASES:
-            raise ValueError(f"base must be one of {COMPOSER_BASES}, got {base!r}")
+        check_choice("base", base, COMPOSER_BASES)
         both = laplacian_pyramid(torch.cat([y, t], dim=1), levels, upsample)
         fused = [torch.where(d[:, :1].abs() >= d[:, 1:].abs(), d[:, :1], d[:, 1:])
                  for d in both[:-1]]
