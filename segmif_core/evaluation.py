@@ -52,6 +52,7 @@ from .fusion_rules import FUSION_RULES
 from .metrics import ConfusionMatrix
 from .metrics.segmentation import ABSENT_MODES, ABSENT_RULES
 from .metrics.fusion import FUSION_METRIC_KEYS, QABF_CONSTANTS, fusion_metrics
+from .choices import check_choice
 
 #: Name of the model in ``segmif evaluate --method``.
 MODEL_METHOD = "model"
@@ -336,8 +337,7 @@ def evaluate_folder(predictor, root, split=None, log=None, *, include_background
         DatasetError (before any inference) on missing files or size mismatches; ValueError
         on an unknown rule or protocol, a bad box source, or when there is nothing to evaluate.
     """
-    if absent not in ABSENT_MODES:
-        raise ValueError(f"absent must be one of {ABSENT_MODES}, got {absent!r}")
+    check_choice("absent", absent, ABSENT_MODES)
     rules = list(rules or ())
     if predictor is None and not rules:
         raise ValueError("nothing to evaluate: no model and no fusion rule")

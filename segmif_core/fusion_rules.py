@@ -29,6 +29,8 @@ from typing import Callable, Dict
 import cv2
 import numpy as np
 
+from .choices import check_choice
+
 __all__ = ["visible", "thermal", "average", "maximum", "laplacian", "gff", "laplacian_pyramid",
            "pyramid_reconstruct", "guided_filter", "fuse_rgb", "FUSION_RULES",
            "LAPLACIAN_BASE_RULES"]
@@ -141,8 +143,7 @@ def laplacian(vis_y, ir, levels: int = 4, base: str = "max") -> np.ndarray:
     tiny image gets fewer levels).
     Returns: H x W fused luminance in the inputs' dtype. Raises ValueError for bad arguments.
     """
-    if base not in LAPLACIAN_BASE_RULES:
-        raise ValueError(f"base must be one of {LAPLACIAN_BASE_RULES}, got {base!r}")
+    check_choice("base", base, LAPLACIAN_BASE_RULES)
     if int(levels) < 1:
         raise ValueError(f"levels must be >= 1, got {levels}")
     v, t, vf, tf = _float_pair(vis_y, ir)

@@ -285,7 +285,7 @@ def test_int8_quantises_only_psi_convolutions_and_stays_close(static_onnx, tmp_p
 def test_int8_errors(static_onnx, tmp_path):
     from segmif_core.inference.onnx_quantize import quantize_onnx
     path, _ = static_onnx
-    with pytest.raises(ValueError, match="part must be one of"):
+    with pytest.raises(ValueError, match="unknown part"):
         quantize_onnx(path, tmp_path / "x.onnx", MFNET, part="decoder")
     with pytest.raises(ValueError, match="pairs must be >= 1"):
         quantize_onnx(path, tmp_path / "x.onnx", MFNET, pairs=0)

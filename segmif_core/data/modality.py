@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..choices import check_choice
+
 MODALITIES = ("pair", "visible_only", "thermal_only")
 
 
@@ -28,8 +30,7 @@ def substitute(vis: np.ndarray, ir: np.ndarray, modality: str) -> tuple[np.ndarr
     Raises ValueError for an unknown modality, shapes that differ, or a thermal dtype that does
     not fit the visible one for 'thermal_only'.
     """
-    if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+    check_choice("modality", modality, MODALITIES)
     if vis.shape[:2] != ir.shape[:2] or vis.ndim != 3 or ir.ndim != 2:
         raise ValueError(f"vis (H, W, 3) and ir (H, W) must match, got {vis.shape}, {ir.shape}")
     if modality == "pair":

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..choices import check_choice
+
 THERMAL_MODES = ("fixed", "percentile")
 
 
@@ -33,8 +35,7 @@ def normalize_thermal(img: np.ndarray, mode: str = "percentile", low: float = 1.
         raise ValueError(f"thermal image must be HxW (or HxWx1), got shape {img.shape}")
     if img.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"thermal image must be uint8 or uint16, got {img.dtype}")
-    if mode not in THERMAL_MODES:
-        raise ValueError(f"thermal mode must be one of {THERMAL_MODES}, got {mode!r}")
+    check_choice("thermal mode", mode, THERMAL_MODES)
     if img.dtype == np.uint8:
         return img.astype(np.float32) / np.float32(255.0)
     if mode == "fixed":

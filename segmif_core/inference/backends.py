@@ -41,6 +41,7 @@ from ..data.classes import ClassSet
 from .detections import select_detections
 from .onnx_io import (DETECTION_OUTPUT_NAMES, INPUT_NAMES, METADATA_KEY, ONNX_FORMAT,
                       graph_feed, resize_host)
+from ..choices import check_choice
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 PRECISIONS = ("fp32", "fp16", "bf16")     # the torch backend's
@@ -91,8 +92,7 @@ class TorchBackend:
     def __init__(self, checkpoint, device: torch.device, precision: str = "fp32",
                  compile: bool = False, fusion_scale: float | None = None,
                  device_preprocess: bool | None = None):
-        if precision not in PRECISIONS:
-            raise BackendError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        check_choice("precision", precision, PRECISIONS, BackendError)
         if precision == "fp16" and device.type != "cuda":
             raise BackendError("precision fp16 needs a CUDA device (use bf16 or fp32 on cpu)")
         self.device, self.precision = device, precision

@@ -27,6 +27,7 @@ import cv2
 
 from .. import atomic
 from .onnx_io import METADATA_KEY, graph_feed
+from ..choices import check_choice
 
 #: parts of the model whose convolutions can be quantised (weight-name prefixes in the graph)
 PARTS = {"segmenter": "model.segmenter.", "fusion": "model.fusion.", "all": "model."}
@@ -83,8 +84,7 @@ def quantize_onnx(src, out, calibration, *, pairs: int = 16, part: str = "segmen
                                           QuantType, quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if part not in PARTS:
-        raise ValueError(f"part must be one of {sorted(PARTS)}, got {part!r}")
+    check_choice("part", part, sorted(PARTS))
     if int(pairs) < 1:
         raise ValueError(f"pairs must be >= 1, got {pairs}")
     src, out = Path(src), Path(out)

@@ -12,6 +12,7 @@ from ..checkpoint import DEFAULT_CHECKPOINT
 from ..data.thermal import normalize_thermal, to_uint8
 from ..fusion_rules import FUSION_RULES, fuse_rgb
 from .factory import make_backend
+from ..choices import check_choice
 
 
 #: Values of ``SegMiFPredictor(fused_method=...)``: the model's fused image, "auto" (the model's
@@ -99,11 +100,8 @@ class SegMiFPredictor:
                  fusion_scale: float | None = None, device_preprocess: bool | None = None,
                  log=None, int8_calibration=None, fused_method: str = "model"):
         self.device = resolve_device(device)
-        if fused_method not in FUSED_METHODS:
-            raise ValueError(f"fused_method must be one of {FUSED_METHODS}, got "
-                             f"{fused_method!r}")
-        if thermal_norm not in ("fixed", "percentile"):
-            raise ValueError(f"thermal_norm must be 'fixed' or 'percentile', got {thermal_norm!r}")
+        check_choice("fused_method", fused_method, FUSED_METHODS)
+        check_choice("thermal_norm", thermal_norm, ("fixed", "percentile"))
         self.checkpoint_path = checkpoint or DEFAULT_CHECKPOINT
         self.backend = make_backend(backend, checkpoint, self.device, precision=precision,
                                     compile=compile, threads=threads or torch.get_num_threads(),

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..choices import check_choice
+
 IOU_THRESHOLDS = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2))
 INTERPOLATIONS = ("coco", "voc")
 
@@ -53,8 +55,7 @@ def average_precision(tp: np.ndarray, scores: np.ndarray, num_positives: int,
                       interpolation: str = "coco") -> float:
     """AP of one class from pooled detections: tp (D,) bool, scores (D,), ``num_positives`` > 0
     ground-truth boxes. See the module docstring for the two interpolations."""
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    check_choice("interpolation", interpolation, INTERPOLATIONS)
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
     tp = np.asarray(tp, bool)[order]
     ctp, cfp = np.cumsum(tp), np.cumsum(~tp)

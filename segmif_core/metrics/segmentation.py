@@ -11,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..choices import check_choice
+
 ABSENT_RULES = {
     "skip": "classes with undefined metric left out of the mean",
     "zero": "classes with undefined metric count as 0",
@@ -108,8 +110,7 @@ class ConfusionMatrix:
         Raises:
             ValueError: unknown ``absent`` mode, or no labelled pixel accumulated.
         """
-        if absent not in ABSENT_MODES:
-            raise ValueError(f"absent must be one of {ABSENT_MODES}, got {absent!r}")
+        check_choice("absent", absent, ABSENT_MODES)
         total = int(self.matrix.sum())
         if total == 0:
             raise ValueError("no labelled pixels accumulated; call update() first")

@@ -7,7 +7,8 @@ names; ``encoders.encoder_names()``).
 """
 from __future__ import annotations
 
-from .base import FusionSegModel, check_choice
+from ..choices import check_choice
+from .base import FusionSegModel
 from .baselines import Baseline, BaselineConfig
 from .segmif import SegMiF, SegMiFConfig
 from .tsjnet import TSJNet, TSJNetConfig

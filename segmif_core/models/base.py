@@ -7,17 +7,6 @@ import torch
 from torch import nn
 
 
-def check_choice(key: str, value, choices) -> None:
-    """Refuse a config value that is not one of ``choices``.
-
-    Raises:
-        ValueError: "unknown <key> <value>; choose one of <choices>" (the wording of every
-            name lookup in segmif: models, encoders, fusion rules, backends).
-    """
-    if value not in choices:
-        raise ValueError(f"unknown {key} {value!r}; choose one of {tuple(choices)}")
-
-
 def confidence_and_labels(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The softmax probability of the chosen class and the class: logits (B, K, H, W) float ->
     (confidence (B, H, W) float in (0, 1], labels (B, H, W) int64 argmax over K).

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from ..choices import check_choice
+
 REQUIRED = {
     "data": ("root", "train_split", "val_split", "classes", "size", "crop", "scale_range",
              "brightness", "flip", "thermal"),
@@ -101,7 +103,6 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> dict:
 def _known_keys(cfg: dict) -> dict:
     """{'section[.key...]': known keys} of every mapping of ``cfg`` whose keys are checked."""
     from ..models import MODELS
-    from ..models.base import check_choice
     from .tsjnet_losses import LOSS_WEIGHTS
     from .tsjnet_steps import JOINT_KEYS
 

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from kornia.filters import gaussian_blur2d
 from kornia.losses import ssim_loss as _kornia_ssim_loss
 
+from ..choices import check_choice
+
 
 def ssim_loss(u: torch.Tensor, x: torch.Tensor, y: torch.Tensor, window: int = 11) -> torch.Tensor:
     """Eq. (3): L_SSIM = (1 - SSIM(u, x)) / 2 + (1 - SSIM(u, y)) / 2, in [0, 2].
@@ -106,8 +108,7 @@ def fusion_loss(u: torch.Tensor, x: torch.Tensor, y: torch.Tensor, eta: float = 
 
     ``intensity``: 'vsm' (Eq. 4, the paper) or 'max' (``max_intensity_loss``) for L_MSE.
     Raises ValueError for another value or a negative ``intensity_weight``."""
-    if intensity not in INTENSITY_TERMS:
-        raise ValueError(f"intensity must be one of {INTENSITY_TERMS}, got {intensity!r}")
+    check_choice("intensity", intensity, INTENSITY_TERMS)
     if not float(intensity_weight) >= 0.0:
         raise ValueError(f"intensity_weight must be >= 0, got {intensity_weight!r}")
     pixel = saliency_pixel_loss if intensity == "vsm" else max_intensity_loss

@@ -104,6 +104,7 @@ from .weighting import make_weighting
 from .checkpoints import _rng_state, _set_rng_state  # noqa: F401
 from .config import OPTIONAL, REQUIRED, _read_yaml, merge  # noqa: F401
 from .validation import _to_u8, evaluate  # noqa: F401
+from ..choices import check_choice
 
 
 # ----------------------------------------------------------------------------- training
@@ -189,9 +190,7 @@ class Trainer(JointMixin, StepMixin, FusedCacheMixin, CheckpointMixin, Validatio
         self.final_seg = int(self.tc.get("final_seg_iters", 0) or 0)
         if self.final_seg < 0:
             raise ValueError(f"final_seg_iters must be >= 0, got {self.final_seg}")
-        if self.tc.get("val_absent", VAL_ABSENT) not in ABSENT_MODES:
-            raise ValueError(f"train.val_absent must be one of {ABSENT_MODES}, got "
-                             f"{self.tc['val_absent']!r}")
+        check_choice("train.val_absent", self.tc.get("val_absent", VAL_ABSENT), ABSENT_MODES)
         self.total_steps = self.warmup + r * self.round_len + self.final_seg
         self.total_seg = (r * si + self.final_seg
                           if self.has_fusion and not self.tc["fusion_phase_updates_seg"]

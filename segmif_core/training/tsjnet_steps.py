@@ -69,6 +69,7 @@ from .losses import segmentation_loss
 from .schedule import _lr, _optimizer, _set_lr
 from .tsjnet_losses import (LOSS_WEIGHTS, attention_diversity_loss, detection_loss, mff_loss,
                             reconstruction_loss)
+from ..choices import check_choice
 
 JOINT_KEYS = ("iters", "epochs", "task_iters", "task_batch_size", "loss_weights", "clip_grad",
               "box_min_area", "det_optim", "lr_schedule", "plateau_factor", "plateau_patience",
@@ -162,12 +163,8 @@ class JointMixin:
         det_every = jc["det_every"]
         if isinstance(det_every, bool) or not isinstance(det_every, int) or det_every < 1:
             raise ValueError(f"train.joint.det_every must be an integer >= 1, got {det_every!r}")
-        if jc["select"] not in SELECT_SCORES:
-            raise ValueError(f"train.joint.select must be one of {SELECT_SCORES}, got "
-                             f"{jc['select']!r}")
-        if jc["lr_schedule"] not in ("plateau", "poly"):
-            raise ValueError(f"train.joint.lr_schedule must be 'plateau' or 'poly', got "
-                             f"{jc['lr_schedule']!r}")
+        check_choice("train.joint.select", jc["select"], SELECT_SCORES)
+        check_choice("train.joint.lr_schedule", jc["lr_schedule"], ("plateau", "poly"))
         bad = set(jc["loss_weights"]) - set(LOSS_WEIGHTS)
         if bad:
             raise ValueError(f"unknown loss weights {sorted(bad)}; known: {list(LOSS_WEIGHTS)}")

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..base import FusionSegModel, check_choice
+from ...choices import check_choice
+from ..base import FusionSegModel
 from ..preprocessing import check_normalization, normalize_mono, normalize_rgb
 from ..segmenter import Segmenter
 

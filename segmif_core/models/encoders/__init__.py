@@ -24,7 +24,7 @@ pretrained stem with :func:`adapt_stem_weight`.
 """
 from __future__ import annotations
 
-from ..base import check_choice
+from ...choices import check_choice
 from .base import IMAGENET_NORMALIZATION, Encoder, adapt_stem_weight
 from .efficientnet_lite import LITE_VARIANTS, EfficientNetLiteEncoder, imagenet_classifier
 from .weights import PretrainedWeightsError

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..base import check_choice
+from ...choices import check_choice
 from .base import IMAGENET_NORMALIZATION, Encoder, adapt_stem_weight, check_stages
 from .weights import PretrainedWeightsError, load_state_strict, read_state_file
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..base import check_choice
+from ...choices import check_choice
 
 HIA_MODES = ("full", "soam", "moam")
 AGGREGATIONS = ("concat", "sum", "average", "none")

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..base import check_choice
+from ...choices import check_choice
 
 
 def down(x: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..base import FusionSegModel, check_choice
+from ...choices import check_choice
+from ..base import FusionSegModel
 from ..modules.guided_filter import GuidedUpsampler
 from ..modules.hia import AGGREGATIONS, HIA_MODES
 from ..modules.pyramid import PYRAMID_BASES, PYRAMID_UPSAMPLES, PyramidComposer, weight_downs
