@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from segmif_ros.tools.bag_eval import local_ros_env
+
 TOPIC = "/shm_check/image"
 
 
@@ -70,12 +70,13 @@ def _subscribe(seconds: float) -> None:
 
 
 def _run(large: bool, frames: int, rate: float, height: int, width: int) -> int:
-    env = dict(os.environ, FASTDDS_BUILTIN_TRANSPORTS="SHM",
-               ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               ROS_DOMAIN_ID=str(random.SystemRandom().randint(1, 200)))
-    env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
-    if large:
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(ROOT / "config" / "fastdds_shm_large.xml")
+    # the project's localhost, shared-memory-only graph with a domain of this run's own
+    # (set in os.environ, which the two child processes inherit), the profile per setting
+    os.environ.pop("ROS_DOMAIN_ID", None)
+    local_ros_env(large_shm=large)
+    env = dict(os.environ)
+    if not large:
+        env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
     me, seconds = [sys.executable, "-P", str(Path(__file__).resolve())], frames / rate + 25.0
     sub = subprocess.Popen(me + ["--role", "sub", "--seconds", str(seconds)], env=env,
                            stdout=subprocess.PIPE, text=True)

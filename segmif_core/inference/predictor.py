@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import DEFAULT_CHECKPOINT
-from ..data.thermal import normalize_thermal, to_uint8
+from ..data.thermal import THERMAL_MODES, normalize_thermal, to_uint8
 from ..fusion_rules import FUSION_RULES, fuse_rgb
 from .factory import make_backend
 from ..choices import check_choice
@@ -101,7 +101,7 @@ class SegMiFPredictor:
                  log=None, int8_calibration=None, fused_method: str = "model"):
         self.device = resolve_device(device)
         check_choice("fused_method", fused_method, FUSED_METHODS)
-        check_choice("thermal_norm", thermal_norm, ("fixed", "percentile"))
+        check_choice("thermal_norm", thermal_norm, THERMAL_MODES)
         self.checkpoint_path = checkpoint or DEFAULT_CHECKPOINT
         self.backend = make_backend(backend, checkpoint, self.device, precision=precision,
                                     compile=compile, threads=threads or torch.get_num_threads(),
