@@ -17,9 +17,16 @@ fuzz      ``--messages`` malformed / unusual messages in categories (scripts/rob
           stamp), log lines per minute, VmRSS every second. CompressedImage categories run
           (a second node with input_transport:=compressed) only when the node declares that
           parameter.
-soak      closed-loop rate measurement, then valid pairs at ``--soak-rate`` (default 90 % of the
-          measured rate) plus a 30 Hz visible-only stream for ``--soak-seconds``: VmRSS and
-          latency (stamp to segmentation/labels receipt) every 10 s.
+soak      closed-loop rate measurement, then valid pairs at ``--soak-rate`` for
+          ``--soak-seconds`` plus a visible-only stream of up to ``--visible-only-rate`` (30 Hz):
+          one visible message stamped half-way between two pairs, more than ``slop`` from both,
+          published right after the first of them (so every stream's stamps increase), which the
+          synchroniser must drop as unmatched; VmRSS and latency (stamp to
+          segmentation/labels receipt) every 10 s. All stamps are the wall clock's at the phase
+          start plus multiples of the pair period. Default rate: 90 % of the measured rate, at
+          most 1 / (2.5 slop) = 20 pairs/s while the visible-only stream runs (a faster pair
+          stream leaves no stamp more than slop from both neighbours; ``--visible-only-rate 0``
+          soaks at 90 % of capacity instead).
 startup   the node with a truncated / random / empty / missing / foreign checkpoint, a singular
           or wrong-length homography, device cuda (none here) and an unknown device: exit code,
           seconds to exit, output lines, tracebacks; and a good start for comparison.
@@ -376,51 +383,58 @@ def run_soak(args, env, ckpt, out_dir: Path) -> dict:
     result = {"node_log": str(log_path), "seconds": args.soak_seconds}
     try:
         result["startup_s"] = round(client.wait_for_node(proc), 1)
-        stamps = Stamps()
-        # closed loop: the next pair once the last is answered = the most the node sustains
-        n, t0 = 0, time.monotonic()
+        # closed loop: the next pair once the last is answered = the most the node sustains;
+        # wall-clock stamps (no Stamps() spacing: it would run the stamps ahead of the clock and
+        # the soak's first pair would then look like a clock jump back to the node)
+        n, last, t0 = 0, 0, time.monotonic()
         while time.monotonic() - t0 < args.measure_seconds:
-            s = stamps.pair()
+            s = last = max(time.time_ns(), last + 1)
             client.publish("visible", C.valid("visible", 0, s))
             client.publish("thermal", C.valid("thermal", 0, s))
             if client.wait_answer(s, 10.0):
                 n += 1
         closed = n / (time.monotonic() - t0)
         rate = args.soak_rate or round(0.9 * closed, 2)
+        if not args.soak_rate and args.visible_only_rate > 0:
+            rate = min(rate, round(1e9 / (2.5 * SLOP_NS), 2))
+        period_ns = int(1e9 / rate)
+        if args.visible_only_rate > 0 and period_ns / 2 <= SLOP_NS:
+            raise SystemExit(f"--soak-rate {rate} leaves no visible-only stamp more than slop "
+                             f"({SLOP_NS / 1e6:.0f} ms) from both neighbouring pairs; use at most "
+                             f"{1e9 / (2 * SLOP_NS):.0f} pairs/s or --visible-only-rate 0")
         result.update({"closed_loop_rate_hz": round(closed, 2), "pair_rate_hz": rate,
                        "visible_only_rate_hz": args.visible_only_rate})
-        print(f"  [soak] closed-loop {closed:.2f} pairs/s; soak at {rate} pairs/s + "
+        print(f"  [soak] closed-loop {closed:.2f} pairs/s; soak at {rate} pairs/s + up to "
               f"{args.visible_only_rate} Hz visible-only for {args.soak_seconds} s", flush=True)
         before = L.counters(client.settled_counters(time.time_ns())[0])
         pair_stamps, samples = [], []
-        period, vperiod = 1.0 / rate, 1.0 / args.visible_only_rate
+        vperiod = 1.0 / args.visible_only_rate if args.visible_only_rate > 0 else float("inf")
+        base_ns = max(time.time_ns(), last + period_ns)
         t0 = time.monotonic()
-        next_pair, next_vis, next_sample = t0, t0 + vperiod / 2, t0 + 10.0
-        window_start = 0
+        next_vis, next_sample = t0, t0 + 10.0
+        window_start = visible_only_sent = 0
         k = 0
         while True:
             now = time.monotonic()
             if now - t0 >= args.soak_seconds:
                 break
-            if now >= next_pair:
-                s = time.time_ns()
+            if now >= t0 + k * period_ns / 1e9:
+                s = base_ns + k * period_ns
                 k += 1
                 client.publish("visible", C.valid("visible", k, s))
                 client.publish("thermal", C.valid("thermal", k, s))
                 pair_stamps.append(s)
-                next_pair += period
-            if now >= next_vis:  # the visible-only stream: stamps never near a pair's
-                s = time.time_ns()
-                if not pair_stamps or abs(s - pair_stamps[-1]) > 2 * SLOP_NS:
-                    client.publish("visible", C.valid("visible", 0, s))
-                next_vis += vperiod
+                if now >= next_vis:  # half-way to the next pair: unmatched by construction
+                    client.publish("visible", C.valid("visible", 0, s + period_ns // 2))
+                    visible_only_sent += 1
+                    next_vis += vperiod
             if now >= next_sample:
                 samples.append(soak_sample(client, proc, pair_stamps, window_start, now - t0))
                 window_start = len(pair_stamps)
                 next_sample += 10.0
                 if not proc.alive():
                     break
-            time.sleep(max(0.0, min(next_pair, next_vis, next_sample) - time.monotonic()))
+            time.sleep(max(0.0, min(t0 + k * period_ns / 1e9, next_sample) - time.monotonic()))
         time.sleep(2.0)
         after = L.counters(client.settled_counters(time.time_ns(), timeout=5.0)[0])
         d = L.delta(after, before)
@@ -433,6 +447,7 @@ def run_soak(args, env, ckpt, out_dir: Path) -> dict:
             else []
         result.update({
             "node_alive": proc.alive(), "pairs_sent": len(pair_stamps), "pairs_answered": answered,
+            "visible_only_sent": visible_only_sent,
             "answered_pct": round(100.0 * answered / max(1, len(pair_stamps)), 1),
             "counters_delta": d, "samples": samples,
             "rss_first_mb": rss[0] if rss else None, "rss_last_mb": rss[-1] if rss else None,
@@ -641,7 +656,7 @@ def print_summary(r: dict) -> None:
     s = r.get("soak")
     if s:
         print(f"soak: {s.get('seconds')} s at {s.get('pair_rate_hz')} pairs/s (closed loop "
-              f"{s.get('closed_loop_rate_hz')}) + {s.get('visible_only_rate_hz')} Hz visible-only:"
+              f"{s.get('closed_loop_rate_hz')}) + {s.get('visible_only_sent')} visible-only messages:"
               f" answered {s.get('pairs_answered')}/{s.get('pairs_sent')}, RSS "
               f"{s.get('rss_first_mb')} -> {s.get('rss_last_mb')} MB ({s.get('rss_growth_pct')} %),"
               f" latency p50 first minute {s.get('latency_p50_first_minute_ms')} ms, last "
