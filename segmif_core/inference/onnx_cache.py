@@ -7,8 +7,8 @@ not there yet. The key hashes the checkpoint file's bytes, the fusion_scale over
 size, the export format, the torch version and the source of the code that builds the graph
 (``graph_source_digest``: ``segmif_core/models`` and the exporter), so a retrained checkpoint,
 another exporter or changed model code never reuses a stale graph. CACHE is ``$SEGMIF_CACHE`` or ``$XDG_CACHE_HOME/segmif/onnx``
-(default ``~/.cache/segmif/onnx``). The export takes 20-70 s on a 2-core CPU; later starts load
-the cached file.
+(default ``~/.cache/segmif/onnx``). The export takes minutes on a 2-core CPU (the shipped SegMiF
+v7: 384 s, v6: 214 s; docs/speed.md); later starts load the cached file.
 
 ``cached_onnx(..., int8_calibration=DIR)`` returns ``CACHE/<key>.int8.onnx`` instead: the fp32
 file above quantised once (``onnx_quantize.quantize_onnx``: static int8 of Psi's convolutions,

@@ -28,7 +28,7 @@ registration
     from start-up (px), match peak, checks.
 
 While a lifecycle transition runs (a first configure exports, and for int8 quantises, the
-model for 20-70 s; the node's executor keeps publishing), the processing status says which
+model for minutes on a 2-core CPU, docs/speed.md; the node's executor keeps publishing), the processing status says which
 (level OK, ``configuring for 23 s: exporting ... to ONNX once``), with the values ``transition``,
 ``transition step`` and ``transition time (s)`` (:class:`Progress`).
 

@@ -6,7 +6,7 @@ phases:
 1. **Start-up, multi-threaded.** A ``MultiThreadedExecutor`` until the first configure has ended
    (:attr:`.node.SegMiFNode.started`: the autostart's configure and activate, or a lifecycle
    manager's configure). The first configure exports (and for int8 quantises) a .pt checkpoint
-   for 20-70 s on an executor thread while the lifecycle services (their own reentrant callback
+   for minutes on a 2-core CPU (docs/speed.md) on an executor thread while the lifecycle services (their own reentrant callback
    group), the parameter services and the 1 Hz /diagnostics (which shows the step in progress)
    keep answering.
 2. **Data, single-threaded.** Then the node moves to a ``SingleThreadedExecutor`` for the rest
