@@ -18,15 +18,17 @@ fuzz      ``--messages`` malformed / unusual messages in categories (scripts/rob
           (a second node with input_transport:=compressed) only when the node declares that
           parameter.
 soak      closed-loop rate measurement, then valid pairs at ``--soak-rate`` for
-          ``--soak-seconds`` plus a visible-only stream of up to ``--visible-only-rate`` (30 Hz):
-          one visible message stamped half-way between two pairs, more than ``slop`` from both,
+          ``--soak-seconds`` plus a visible-only stream of up to ``--visible-only-rate`` (30 Hz)
+          and at most one image per pair: a visible image stamped half-way between two pairs,
           published right after the first of them (so every stream's stamps increase), which the
-          synchroniser must drop as unmatched; VmRSS and latency (stamp to
-          segmentation/labels receipt) every 10 s. All stamps are the wall clock's at the phase
-          start plus multiples of the pair period. Default rate: 90 % of the measured rate, at
-          most 1 / (2.5 slop) = 20 pairs/s while the visible-only stream runs (a faster pair
-          stream leaves no stamp more than slop from both neighbours; ``--visible-only-rate 0``
-          soaks at 90 % of capacity instead).
+          synchroniser must drop as unmatched; VmRSS and latency (publication of the pair to
+          segmentation/labels receipt) every 10 s. Pairs are stamped on a grid (the wall clock
+          at the phase start plus multiples of the pair period), visible-only images at the
+          half-multiples. Default rate: 90 % of the measured rate, and while the visible-only
+          stream runs at most 1 / (2.5 slop) = 20 pairs/s (the half-way stamp is then 1.25 slop
+          from both pairs; above 1 / (2 slop) = 25 pairs/s it would not be more than slop from
+          them, and an explicit ``--soak-rate`` that high is refused); ``--visible-only-rate 0``
+          soaks at 90 % of capacity without that stream.
 startup   the node with a truncated / random / empty / missing / foreign checkpoint, a singular
           or wrong-length homography, device cuda (none here) and an unknown device: exit code,
           seconds to exit, output lines, tracebacks; and a good start for comparison.
@@ -382,6 +384,13 @@ def run_soak(args, env, ckpt, out_dir: Path) -> dict:
     client = L.Client()
     result = {"node_log": str(log_path), "seconds": args.soak_seconds}
     try:
+        vis_on = args.visible_only_rate > 0
+        if args.soak_rate is not None and (args.soak_rate <= 0 or (
+                vis_on and int(1e9 / args.soak_rate) // 2 <= SLOP_NS)):
+            raise SystemExit(f"--soak-rate {args.soak_rate}: must be > 0 and, with the "
+                             f"visible-only stream, below {1e9 / (2 * SLOP_NS):.0f} pairs/s (its "
+                             f"images must be more than slop, {SLOP_NS / 1e6:.0f} ms, from both "
+                             f"neighbouring pairs); or use --visible-only-rate 0")
         result["startup_s"] = round(client.wait_for_node(proc), 1)
         # closed loop: the next pair once the last is answered = the most the node sustains;
         # wall-clock stamps (no Stamps() spacing: it would run the stamps ahead of the clock and
@@ -395,24 +404,25 @@ def run_soak(args, env, ckpt, out_dir: Path) -> dict:
                 n += 1
         closed = n / (time.monotonic() - t0)
         rate = args.soak_rate or round(0.9 * closed, 2)
-        if not args.soak_rate and args.visible_only_rate > 0:
+        if not args.soak_rate and vis_on:
             rate = min(rate, round(1e9 / (2.5 * SLOP_NS), 2))
+        if rate <= 0:
+            raise SystemExit(f"the node answered {n} pairs in the {args.measure_seconds} s "
+                             "closed-loop measurement: no rate to soak at (see the node log "
+                             f"{log_path})")
         period_ns = int(1e9 / rate)
-        if args.visible_only_rate > 0 and period_ns / 2 <= SLOP_NS:
-            raise SystemExit(f"--soak-rate {rate} leaves no visible-only stamp more than slop "
-                             f"({SLOP_NS / 1e6:.0f} ms) from both neighbouring pairs; use at most "
-                             f"{1e9 / (2 * SLOP_NS):.0f} pairs/s or --visible-only-rate 0")
         result.update({"closed_loop_rate_hz": round(closed, 2), "pair_rate_hz": rate,
                        "visible_only_rate_hz": args.visible_only_rate})
         print(f"  [soak] closed-loop {closed:.2f} pairs/s; soak at {rate} pairs/s + up to "
               f"{args.visible_only_rate} Hz visible-only for {args.soak_seconds} s", flush=True)
         before = L.counters(client.settled_counters(time.time_ns())[0])
-        pair_stamps, samples = [], []
-        vperiod = 1.0 / args.visible_only_rate if args.visible_only_rate > 0 else float("inf")
+        pair_stamps, samples, published = [], [], {}
+        vperiod = 1.0 / args.visible_only_rate if vis_on else float("inf")
         base_ns = max(time.time_ns(), last + period_ns)
         t0 = time.monotonic()
-        next_vis, next_sample = t0, t0 + 10.0
+        next_vis, next_sample = (t0 if vis_on else float("inf")), t0 + 10.0
         window_start = visible_only_sent = 0
+        late_s = 0.0  # the most a pair was published after its scheduled time
         k = 0
         while True:
             now = time.monotonic()
@@ -421,6 +431,8 @@ def run_soak(args, env, ckpt, out_dir: Path) -> dict:
             if now >= t0 + k * period_ns / 1e9:
                 s = base_ns + k * period_ns
                 k += 1
+                late_s = max(late_s, now - (t0 + (k - 1) * period_ns / 1e9))
+                published[s] = time.time_ns()
                 client.publish("visible", C.valid("visible", k, s))
                 client.publish("thermal", C.valid("thermal", k, s))
                 pair_stamps.append(s)
@@ -429,12 +441,14 @@ def run_soak(args, env, ckpt, out_dir: Path) -> dict:
                     visible_only_sent += 1
                     next_vis += vperiod
             if now >= next_sample:
-                samples.append(soak_sample(client, proc, pair_stamps, window_start, now - t0))
+                samples.append(soak_sample(client, proc, pair_stamps, window_start, now - t0,
+                                           published))
                 window_start = len(pair_stamps)
                 next_sample += 10.0
                 if not proc.alive():
                     break
-            time.sleep(max(0.0, min(t0 + k * period_ns / 1e9, next_sample) - time.monotonic()))
+            time.sleep(max(0.0, min(t0 + k * period_ns / 1e9, next_sample,
+                                          t0 + args.soak_seconds) - time.monotonic()))
         time.sleep(2.0)
         after = L.counters(client.settled_counters(time.time_ns(), timeout=5.0)[0])
         d = L.delta(after, before)
@@ -448,6 +462,8 @@ def run_soak(args, env, ckpt, out_dir: Path) -> dict:
         result.update({
             "node_alive": proc.alive(), "pairs_sent": len(pair_stamps), "pairs_answered": answered,
             "visible_only_sent": visible_only_sent,
+            "visible_only_sent_hz": round(visible_only_sent / args.soak_seconds, 2),
+            "publish_late_max_ms": round(1e3 * late_s, 1),
             "answered_pct": round(100.0 * answered / max(1, len(pair_stamps)), 1),
             "counters_delta": d, "samples": samples,
             "rss_first_mb": rss[0] if rss else None, "rss_last_mb": rss[-1] if rss else None,
@@ -463,10 +479,15 @@ def run_soak(args, env, ckpt, out_dir: Path) -> dict:
     return result
 
 
-def soak_sample(client, proc, stamps, start, t_s) -> dict:
+def soak_sample(client, proc, stamps, start, t_s, published=None) -> dict:
+    """One row of the soak: VmRSS and the latency of the pairs since the last row, from each
+    pair's publication (``published``: stamp -> wall-clock ns; default the stamp itself) to the
+    receipt of its labels."""
     window = stamps[start:]
+    published = published or {}
     with client.cond:
-        lat = [(client.answers[s] - s) / 1e6 for s in window if s in client.answers]
+        lat = [(client.answers[s] - published.get(s, s)) / 1e6 for s in window
+               if s in client.answers]
         node_lat = [client.info_latency[s] for s in window if s in client.info_latency]
     kb = proc.rss_kb()
     row = {"t_s": round(t_s, 1), "rss_mb": round(kb / 1024, 1) if kb else None,
@@ -656,7 +677,10 @@ def print_summary(r: dict) -> None:
     s = r.get("soak")
     if s:
         print(f"soak: {s.get('seconds')} s at {s.get('pair_rate_hz')} pairs/s (closed loop "
-              f"{s.get('closed_loop_rate_hz')}) + {s.get('visible_only_sent')} visible-only messages:"
+              f"{s.get('closed_loop_rate_hz')}) + "
+              + (f"{s['visible_only_sent']} visible-only images ({s.get('visible_only_sent_hz')}"
+                 " Hz)" if "visible_only_sent" in s else
+                 f"{s.get('visible_only_rate_hz')} Hz visible-only (requested)") + ":"
               f" answered {s.get('pairs_answered')}/{s.get('pairs_sent')}, RSS "
               f"{s.get('rss_first_mb')} -> {s.get('rss_last_mb')} MB ({s.get('rss_growth_pct')} %),"
               f" latency p50 first minute {s.get('latency_p50_first_minute_ms')} ms, last "
