@@ -20,7 +20,8 @@ import time
 import torch
 
 from segmif_core.checkpoint import load_checkpoint
-from segmif_core.inference.onnx_export import WholeModel, example_inputs, set_fusion_scale
+from segmif_core.inference.onnx_export import (WholeModel, camera_dynamic_shapes, example_inputs,
+                                               set_fusion_scale)
 from segmif_core.inference.onnx_io import INPUT_NAMES
 
 
@@ -56,14 +57,11 @@ def main(argv=None) -> int:
     graph = WholeModel(model).eval()
     camera = (512, 640) if args.mode == "mult64" else (480, 640)
     inputs = example_inputs(tuple(info["input_size"]), camera)
-    dim = torch.export.Dim
     shapes = None
     if args.mode == "dynamic":  # as export_onnx(dynamic=True)
-        h, w = dim("H", min=model.min_size, max=8192), dim("W", min=model.min_size, max=8192)
-        shapes = (None, None, {2: h, 3: w}, {2: h, 3: w})
+        shapes = camera_dynamic_shapes(model.min_size)
     elif args.mode == "mult64":
-        h, w = 64 * dim("a", min=1, max=128), 64 * dim("b", min=1, max=128)
-        shapes = (None, None, {2: h, 3: w}, {2: h, 3: w})
+        shapes = camera_dynamic_shapes(model.min_size, multiple=64)
     t0 = time.time()
     out, sys.stdout = sys.stdout, _Stamped(sys.stdout, t0)
     try:

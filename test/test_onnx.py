@@ -12,7 +12,7 @@ from segmif_core.checkpoint import load_checkpoint
 from segmif_core.data.classes import MFNET_CLASSES
 from segmif_core.inference import (BackendError, SegMiFPredictor, export_onnx,
                                    read_onnx_metadata)
-from segmif_core.inference.onnx_export import WholeModel
+from segmif_core.inference.onnx_export import WholeModel, camera_dynamic_shapes
 
 from conftest import MFNET, needs_mfnet
 
@@ -109,6 +109,19 @@ def test_dynamic_export_takes_any_camera_size(tiny_checkpoint, tmp_path):
         assert (a.labels == b.labels).mean() > 0.999
     with pytest.raises(ValueError, match="exported for network input 64x96"):
         SegMiFPredictor(path, backend="onnxruntime", input_size=(64, 64))
+
+
+def test_camera_dynamic_shapes_free_only_the_camera_inputs():
+    free = camera_dynamic_shapes(32)
+    assert free[:2] == (None, None)                  # network-size inputs stay fixed
+    assert free[2] == free[3] and set(free[2]) == {2, 3}
+    h = free[2][2]
+    assert (h.min, h.max) == (32, 8192)
+    stepped = camera_dynamic_shapes(32, multiple=64)
+    assert "64" in str(stepped[2][2]) and stepped[2] == stepped[3]
+    for bad in ((0, None), (32, 0)):
+        with pytest.raises(ValueError, match="must be >= 1"):
+            camera_dynamic_shapes(*bad)
 
 
 def test_backend_errors(static_onnx, tiny_checkpoint, tmp_path, monkeypatch):

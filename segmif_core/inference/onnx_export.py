@@ -88,6 +88,32 @@ def example_inputs(size, camera) -> tuple[torch.Tensor, ...]:
             torch.rand(1, 3, hh, ww, generator=g), torch.rand(1, 1, hh, ww, generator=g))
 
 
+def camera_dynamic_shapes(min_size: int, multiple: int | None = None) -> tuple:
+    """``dynamic_shapes`` for :class:`WholeModel`'s four inputs with the camera size free.
+
+    The network-size inputs (visible, thermal) stay fixed; the camera-size ones (visible_full,
+    thermal_full) share one height H and one width W.
+
+    Args:
+        min_size: smallest camera side the graph accepts, pixels (the model's ``min_size``).
+        multiple: if set, H and W are constrained to multiples of it (up to 8192 pixels);
+            None leaves them free in [min_size, 8192].
+    Returns:
+        a 4-tuple for ``torch.onnx.export(..., dynamic_shapes=...)``.
+    Raises:
+        ValueError: ``min_size`` < 1 or ``multiple`` < 1.
+    """
+    if min_size < 1 or (multiple is not None and multiple < 1):
+        raise ValueError(f"min_size and multiple must be >= 1, got {min_size}, {multiple}")
+    dim = torch.export.Dim
+    if multiple is None:
+        h, w = dim("H", min=min_size, max=8192), dim("W", min=min_size, max=8192)
+    else:
+        top = 8192 // multiple
+        h, w = multiple * dim("a", min=1, max=top), multiple * dim("b", min=1, max=top)
+    return (None, None, {2: h, 3: w}, {2: h, 3: w})
+
+
 def export_onnx(out, checkpoint=None, size=None, camera=(480, 640), dynamic: bool = False,
                 fusion_scale: float | None = None) -> dict:
     """Export ``checkpoint`` (default: the shipped one) to the ONNX file ``out`` (written
@@ -119,11 +145,7 @@ def export_onnx(out, checkpoint=None, size=None, camera=(480, 640), dynamic: boo
                               "the versions are pinned in the Makefile)") from err
     graph = WholeModel(model).eval()
     args = example_inputs(size, camera)
-    dynamic_shapes = None
-    if dynamic:
-        d = torch.export.Dim
-        hh, ww = d("H", min=model.min_size, max=8192), d("W", min=model.min_size, max=8192)
-        dynamic_shapes = (None, None, {2: hh, 3: ww}, {2: hh, 3: ww})
+    dynamic_shapes = camera_dynamic_shapes(model.min_size) if dynamic else None
     meta = {"format": ONNX_FORMAT, "model": info.get("model"), "config": model.config_dict(),
             "classes": info.get("classes"), "input_size": list(size),
             "camera_size": None if dynamic else list(camera), "dynamic": bool(dynamic),
