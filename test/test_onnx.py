@@ -118,10 +118,15 @@ def test_camera_dynamic_shapes_free_only_the_camera_inputs():
     h = free[2][2]
     assert (h.min, h.max) == (32, 8192)
     stepped = camera_dynamic_shapes(32, multiple=64)
-    assert "64" in str(stepped[2][2]) and stepped[2] == stepped[3]
+    assert (stepped[2][2].min, stepped[2][2].max) == (64, 8192) and stepped[2] == stepped[3]
+    inward = camera_dynamic_shapes(100, multiple=64)  # 128 is the first multiple of 64 >= 100
+    assert (inward[2][3].min, inward[2][3].max) == (128, 8192)
     for bad in ((0, None), (32, 0)):
         with pytest.raises(ValueError, match="must be >= 1"):
             camera_dynamic_shapes(*bad)
+    for min_size, multiple in ((200, 5000), (5000, 3000)):  # none, or only 6000
+        with pytest.raises(ValueError, match=f"fewer than two multiples of {multiple}"):
+            camera_dynamic_shapes(min_size, multiple=multiple)
 
 
 def test_backend_errors(static_onnx, tiny_checkpoint, tmp_path, monkeypatch):

@@ -96,12 +96,13 @@ def camera_dynamic_shapes(min_size: int, multiple: int | None = None) -> tuple:
 
     Args:
         min_size: smallest camera side the graph accepts, pixels (the model's ``min_size``).
-        multiple: if set, H and W are constrained to multiples of it (up to 8192 pixels);
-            None leaves them free in [min_size, 8192].
+        multiple: if set, H and W are constrained to multiples of it in [min_size, 8192]
+            (rounded inwards to multiples); None leaves them free in [min_size, 8192].
     Returns:
         a 4-tuple for ``torch.onnx.export(..., dynamic_shapes=...)``.
     Raises:
-        ValueError: ``min_size`` < 1 or ``multiple`` < 1.
+        ValueError: ``min_size`` < 1, ``multiple`` < 1, or fewer than two multiples of
+            ``multiple`` in [min_size, 8192].
     """
     if min_size < 1 or (multiple is not None and multiple < 1):
         raise ValueError(f"min_size and multiple must be >= 1, got {min_size}, {multiple}")
@@ -109,8 +110,11 @@ def camera_dynamic_shapes(min_size: int, multiple: int | None = None) -> tuple:
     if multiple is None:
         h, w = dim("H", min=min_size, max=8192), dim("W", min=min_size, max=8192)
     else:
-        top = 8192 // multiple
-        h, w = multiple * dim("a", min=1, max=top), multiple * dim("b", min=1, max=top)
+        low, top = -(-min_size // multiple), 8192 // multiple
+        if low >= top:  # torch.export refuses a Dim with min == max
+            raise ValueError(f"fewer than two multiples of {multiple} lie in [{min_size}, 8192]: "
+                             "export a fixed-size graph instead")
+        h, w = (multiple * dim("a", min=low, max=top), multiple * dim("b", min=low, max=top))
     return (None, None, {2: h, 3: w}, {2: h, 3: w})
 
 
