@@ -88,6 +88,9 @@ def example_inputs(size, camera) -> tuple[torch.Tensor, ...]:
             torch.rand(1, 3, hh, ww, generator=g), torch.rand(1, 1, hh, ww, generator=g))
 
 
+MAX_CAMERA_SIDE = 8192  # largest camera height or width a dynamic-size graph accepts, pixels
+
+
 def camera_dynamic_shapes(min_size: int, multiple: int | None = None) -> tuple:
     """``dynamic_shapes`` for :class:`WholeModel`'s four inputs with the camera size free.
 
@@ -96,24 +99,26 @@ def camera_dynamic_shapes(min_size: int, multiple: int | None = None) -> tuple:
 
     Args:
         min_size: smallest camera side the graph accepts, pixels (the model's ``min_size``).
-        multiple: if set, H and W are constrained to multiples of it in [min_size, 8192]
-            (rounded inwards to multiples); None leaves them free in [min_size, 8192].
+        multiple: if set, H and W are constrained to multiples of it in [min_size,
+            ``MAX_CAMERA_SIDE``] (8192; rounded inwards to multiples); None leaves them free in
+            that range.
     Returns:
         a 4-tuple for ``torch.onnx.export(..., dynamic_shapes=...)``.
     Raises:
         ValueError: ``min_size`` < 1, ``multiple`` < 1, or fewer than two multiples of
-            ``multiple`` in [min_size, 8192].
+            ``multiple`` in [min_size, ``MAX_CAMERA_SIDE``].
     """
     if min_size < 1 or (multiple is not None and multiple < 1):
         raise ValueError(f"min_size and multiple must be >= 1, got {min_size}, {multiple}")
     dim = torch.export.Dim
     if multiple is None:
-        h, w = dim("H", min=min_size, max=8192), dim("W", min=min_size, max=8192)
+        h, w = (dim("H", min=min_size, max=MAX_CAMERA_SIDE),
+                dim("W", min=min_size, max=MAX_CAMERA_SIDE))
     else:
-        low, top = -(-min_size // multiple), 8192 // multiple
+        low, top = -(-min_size // multiple), MAX_CAMERA_SIDE // multiple
         if low >= top:  # torch.export refuses a Dim with min == max
-            raise ValueError(f"fewer than two multiples of {multiple} lie in [{min_size}, 8192]: "
-                             "export a fixed-size graph instead")
+            raise ValueError(f"fewer than two multiples of {multiple} lie in "
+                             f"[{min_size}, {MAX_CAMERA_SIDE}]: export a fixed-size graph instead")
         h, w = (multiple * dim("a", min=low, max=top), multiple * dim("b", min=low, max=top))
     return (None, None, {2: h, 3: w}, {2: h, 3: w})
 
